@@ -1,0 +1,63 @@
+//! The `hangar` binary: parses arguments and hands over to the service crates
+//! (`server` runs them all in one process) or to the admin API (every other verb).
+
+mod admin;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "hangar", version, about = "Hangar: an S3-compatible object store")]
+struct Cli {
+    /// The control plane's gRPC address (the server's --rpc-addr).
+    #[arg(long, global = true, env = "HANGAR_RPC_ADDR", default_value = "127.0.0.1:3901")]
+    rpc_addr: SocketAddr,
+    /// Data directory: the server keeps everything here; the CLI reads the admin token from it.
+    #[arg(long, global = true, default_value = "./hangar-data")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run control plane, a data node and the S3 API in one process.
+    Server(server::ServerArgs),
+    /// Show the cluster's nodes and layout.
+    Status,
+    /// Manage access keys.
+    #[command(subcommand)]
+    Key(admin::KeyCommand),
+    /// Manage buckets and who may use them.
+    #[command(subcommand)]
+    Bucket(admin::BucketCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hangar: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server::run(args, cli.rpc_addr, cli.data_dir).await,
+            Command::Status => admin::status(&admin::connect(cli.rpc_addr, &cli.data_dir)?).await,
+            Command::Key(cmd) => admin::key(&admin::connect(cli.rpc_addr, &cli.data_dir)?, cmd).await,
+            Command::Bucket(cmd) => admin::bucket(&admin::connect(cli.rpc_addr, &cli.data_dir)?, cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hangar: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

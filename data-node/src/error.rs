@@ -1,0 +1,32 @@
+use hangar_common::hash::BlockHash;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("metadata database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored entry is corrupt: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("block {0} not found")]
+    BlockNotFound(BlockHash),
+    #[error("block {0} is corrupt on disk (moved aside)")]
+    Corrupt(BlockHash),
+    #[error("block data hashes to {got}, not {expected}")]
+    HashMismatch { expected: BlockHash, got: BlockHash },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<DataError> for tonic::Status {
+    fn from(e: DataError) -> Self {
+        match &e {
+            DataError::BlockNotFound(_) => tonic::Status::not_found(e.to_string()),
+            DataError::Corrupt(_) => tonic::Status::data_loss(e.to_string()),
+            DataError::HashMismatch { .. } | DataError::Invalid(_) => tonic::Status::invalid_argument(e.to_string()),
+            _ => tonic::Status::internal(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! Object operations: PUT, GET, HEAD, DELETE, DeleteObjects, CopyObject.
+
+use std::ops::Range;
+
+use base64::Engine;
+use hangar_common::ids::{now_ms, random_id};
+use hangar_proto::metadata::Table;
+use hangar_proto::model::{Header, Object, PartData};
+use md5::Digest;
+use s3s::checksum::ChecksumHasher;
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+
+use super::Hangar;
+use super::common::{ObjectHeaders, StoredHeaders, check_key, etag, object_key, timestamp_ms};
+use crate::access::Right;
+use crate::conditions::Conditions;
+use crate::errors::OrS3;
+use crate::read_pipeline::object_body;
+use crate::write_pipeline::{BodyHashes, Stored, StoredData, release_data_version, share_data_version, store};
+
+/// An S3 error code s3s does not list.
+fn custom_error(code: &'static str, status: u16, msg: &'static str) -> S3Error {
+    let mut e = S3Error::with_message(S3ErrorCode::Custom(code.into()), msg);
+    e.set_status_code(http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST));
+    e
+}
+
+/// Largest single PUT, as in AWS.
+pub const MAX_PUT_SIZE: i64 = 5 * 1024 * 1024 * 1024;
+
+/// Checksums a client declared, in headers or trailers: (header name, base64 value).
+pub struct DeclaredChecksums(pub Vec<(&'static str, String)>);
+
+impl DeclaredChecksums {
+    pub fn new(
+        crc32: &Option<String>,
+        crc32c: &Option<String>,
+        sha1: &Option<String>,
+        sha256: &Option<String>,
+        crc64nvme: &Option<String>,
+    ) -> Self {
+        let all = [
+            ("x-amz-checksum-crc32", crc32),
+            ("x-amz-checksum-crc32c", crc32c),
+            ("x-amz-checksum-sha1", sha1),
+            ("x-amz-checksum-sha256", sha256),
+            ("x-amz-checksum-crc64nvme", crc64nvme),
+        ];
+        Self(all.into_iter().filter_map(|(n, v)| v.clone().map(|v| (n, v))).collect())
+    }
+
+    /// A hasher for every algorithm that may be declared, in headers now or in trailers later.
+    pub fn hasher(&self, algorithm: Option<&ChecksumAlgorithm>, trailer_names: &[String]) -> ChecksumHasher {
+        let mut h = ChecksumHasher::default();
+        let mut names: Vec<String> = self.0.iter().map(|(n, _)| n.to_string()).collect();
+        names.extend(trailer_names.iter().cloned());
+        if let Some(a) = algorithm {
+            names.push(format!("x-amz-checksum-{}", a.as_str().to_ascii_lowercase()));
+        }
+        for n in names {
+            match n.as_str() {
+                "x-amz-checksum-crc32" => h.crc32 = Some(Default::default()),
+                "x-amz-checksum-crc32c" => h.crc32c = Some(Default::default()),
+                "x-amz-checksum-sha1" => h.sha1 = Some(Default::default()),
+                "x-amz-checksum-sha256" => h.sha256 = Some(Default::default()),
+                "x-amz-checksum-crc64nvme" => h.crc64nvme = Some(Default::default()),
+                _ => {}
+            }
+        }
+        h
+    }
+}
+
+/// Trailer names announced in `x-amz-trailer`.
+pub fn announced_trailers(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all("x-amz-trailer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect()
+}
+
+/// The hex SHA-256 the client signed the payload with, when it signed the payload itself.
+pub fn signed_payload_sha256(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get("x-amz-content-sha256")?.to_str().ok()?;
+    (v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit())).then(|| v.to_ascii_lowercase())
+}
+
+/// What a verified body keeps: its MD5 and the checksums the client declared.
+pub struct Verified {
+    pub md5: [u8; 16],
+    pub checksums: Vec<Header>,
+}
+
+/// Checks the body against what the client declared: Content-MD5, the signed SHA-256 and
+/// x-amz-checksum-* (headers and trailers). Returns the checksums to keep with the object.
+pub fn verify_body(
+    hashes: BodyHashes,
+    content_md5: Option<&str>,
+    signed_sha256: Option<&str>,
+    mut declared: DeclaredChecksums,
+    trailers: Option<http::HeaderMap>,
+) -> Result<Verified, S3Error> {
+    let md5: [u8; 16] = hashes.md5.finalize().into();
+    let sha = hashes.sha256.map(|s| hex::encode(s.finalize()));
+    let computed = hashes.checksum.finalize();
+    if let Some(want) = content_md5 {
+        let ok = base64::engine::general_purpose::STANDARD.decode(want).map(|w| w == md5).unwrap_or(false);
+        if !ok {
+            return Err(s3_error!(BadDigest, "the Content-MD5 you specified did not match what was received"));
+        }
+    }
+    if let (Some(want), Some(got)) = (signed_sha256, sha.as_deref())
+        && want != got
+    {
+        return Err(custom_error("XAmzContentSHA256Mismatch", 400, "the payload does not match its signed SHA-256"));
+    }
+    if let Some(t) = trailers {
+        for name in [
+            "x-amz-checksum-crc32",
+            "x-amz-checksum-crc32c",
+            "x-amz-checksum-sha1",
+            "x-amz-checksum-sha256",
+            "x-amz-checksum-crc64nvme",
+        ] {
+            if let Some(v) = t.get(name).and_then(|v| v.to_str().ok()) {
+                declared.0.retain(|(n, _)| *n != name);
+                declared.0.push((name, v.to_string()));
+            }
+        }
+    }
+    let mut keep = Vec::new();
+    for (name, want) in declared.0 {
+        let got = match name {
+            "x-amz-checksum-crc32" => &computed.checksum_crc32,
+            "x-amz-checksum-crc32c" => &computed.checksum_crc32c,
+            "x-amz-checksum-sha1" => &computed.checksum_sha1,
+            "x-amz-checksum-sha256" => &computed.checksum_sha256,
+            _ => &computed.checksum_crc64nvme,
+        };
+        if got.as_deref() != Some(want.as_str()) {
+            return Err(S3Error::with_message(S3ErrorCode::BadDigest, format!("{name} does not match the data")));
+        }
+        keep.push(Header { name: name.to_string(), value: want });
+    }
+    Ok(Verified { md5, checksums: keep })
+}
+
+/// Frees what a failed write stored.
+pub async fn discard(h: &Hangar, stored: &Stored) {
+    if let StoredData::Blocks { data_version } = &stored.data {
+        release_data_version(&h.backend, data_version).await;
+    }
+}
+
+pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
+    let S3Request { input, headers, trailing_headers, .. } = req;
+    check_key(&input.key)?;
+    if input.content_length.is_some_and(|l| l > MAX_PUT_SIZE) {
+        return Err(s3_error!(EntityTooLarge, "a single PUT may hold at most 5 GiB; use multipart upload"));
+    }
+    let prev = h.get_object_entry(&bucket, &input.key).await?;
+    check_write_conditions(input.if_match.as_ref(), input.if_none_match.as_ref(), prev.as_ref().map(|p| &p.value))?;
+
+    let declared = DeclaredChecksums::new(
+        &input.checksum_crc32,
+        &input.checksum_crc32c,
+        &input.checksum_sha1,
+        &input.checksum_sha256,
+        &input.checksum_crc64nvme,
+    );
+    let signed_sha = signed_payload_sha256(&headers);
+    let hashes = BodyHashes::new(
+        signed_sha.is_some(),
+        declared.hasher(input.checksum_algorithm.as_ref(), &announced_trailers(&headers)),
+    );
+    let body = input
+        .body
+        .unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
+    let (stored, hashes) = store(&h.backend, body, h.cfg.block_size, true, hashes).await?;
+    let trailers = trailing_headers.and_then(|t| t.take());
+    let Verified { md5, checksums } =
+        match verify_body(hashes, input.content_md5.as_deref(), signed_sha.as_deref(), declared, trailers) {
+            Ok(v) => v,
+            Err(e) => {
+                discard(h, &stored).await;
+                return Err(e);
+            }
+        };
+    let headers = StoredHeaders {
+        content_type: input.content_type.as_deref(),
+        content_encoding: input.content_encoding.as_deref(),
+        content_disposition: input.content_disposition.as_deref(),
+        content_language: input.content_language.as_deref(),
+        cache_control: input.cache_control.as_deref(),
+        expires: input.expires.as_ref(),
+        metadata: input.metadata.as_ref(),
+    }
+    .to_headers();
+    let etag_hex = hex::encode(md5);
+    let mut obj = Object {
+        version_id: random_id().into(),
+        size: stored.size,
+        etag: etag_hex.clone(),
+        last_modified_ms: now_ms(),
+        headers,
+        inline_data: None,
+        parts: vec![],
+        checksums: checksums.clone(),
+    };
+    match stored.data {
+        StoredData::Inline(b) => obj.inline_data = Some(b),
+        StoredData::Blocks { data_version } => obj.parts.push(PartData {
+            part_number: 1,
+            data_version: data_version.into(),
+            size: stored.size,
+            etag: etag_hex.clone(),
+        }),
+    }
+    commit_object(h, &bucket.id, &input.key, &obj, prev.as_ref()).await?;
+    let mut out = PutObjectOutput { e_tag: Some(etag(&etag_hex)), ..Default::default() };
+    for c in checksums {
+        let v = Some(c.value);
+        match c.name.as_str() {
+            "x-amz-checksum-crc32" => out.checksum_crc32 = v,
+            "x-amz-checksum-crc32c" => out.checksum_crc32c = v,
+            "x-amz-checksum-sha1" => out.checksum_sha1 = v,
+            "x-amz-checksum-sha256" => out.checksum_sha256 = v,
+            _ => out.checksum_crc64nvme = v,
+        }
+    }
+    Ok(S3Response::new(out))
+}
+
+/// If-Match / If-None-Match on writes: a write only where the condition holds.
+pub fn check_write_conditions(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    prev: Option<&Object>,
+) -> S3Result<()> {
+    if let Some(c) = if_none_match
+        && let Some(p) = prev
+        && (matches!(c, ETagCondition::Any) || c.as_etag().is_some_and(|e| e.value() == p.etag))
+    {
+        return Err(s3_error!(PreconditionFailed, "the object already exists"));
+    }
+    if let Some(c) = if_match {
+        let Some(p) = prev else { return Err(s3_error!(NoSuchKey, "the object does not exist")) };
+        Conditions { if_match: Some(c), ..Default::default() }.check_strict(&p.etag, p.last_modified_ms)?;
+    }
+    Ok(())
+}
+
+/// Makes `obj` the object's current version (durable before this returns), then frees
+/// the data of the version it replaced.
+pub async fn commit_object(
+    h: &Hangar,
+    bucket_id: &[u8],
+    key: &str,
+    obj: &Object,
+    prev: Option<&hangar_common::meta_client::Found<Object>>,
+) -> S3Result<()> {
+    let write = h.backend.meta.put(Table::Object, object_key(bucket_id, key), obj, prev.map(|p| p.timestamp)).await;
+    if let Err(e) = write {
+        h.release_object(obj).await;
+        return Err(crate::errors::internal(e));
+    }
+    if let Some(p) = prev {
+        h.release_object(&p.value).await;
+    }
+    Ok(())
+}
+
+/// The byte range a GET or HEAD serves, and its part count when asked by part number.
+fn select_range(
+    obj: &Object,
+    range: Option<&s3s::dto::Range>,
+    part_number: Option<i32>,
+) -> S3Result<(Range<u64>, bool, Option<i32>)> {
+    if let Some(n) = part_number {
+        if range.is_some() {
+            return Err(s3_error!(InvalidRequest, "Range and partNumber cannot both be given"));
+        }
+        if obj.parts.is_empty() {
+            return if n == 1 {
+                Ok((0..obj.size, false, Some(1)))
+            } else {
+                Err(custom_error("InvalidPartNumber", 416, "the object has no such part"))
+            };
+        }
+        let mut start = 0;
+        for p in &obj.parts {
+            if p.part_number as i32 == n {
+                return Ok((start..start + p.size, true, Some(obj.parts.len() as i32)));
+            }
+            start += p.size;
+        }
+        return Err(custom_error("InvalidPartNumber", 416, "the object has no such part"));
+    }
+    match range {
+        None => Ok((0..obj.size, false, None)),
+        Some(r) => match r.check(obj.size) {
+            Ok(rg) => Ok((rg, true, None)),
+            Err(_) => {
+                let mut e = S3Error::with_message(S3ErrorCode::InvalidRange, "the requested range is not satisfiable");
+                let mut hm = http::HeaderMap::new();
+                if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{}", obj.size)) {
+                    hm.insert(http::header::CONTENT_RANGE, v);
+                }
+                e.set_headers(hm);
+                Err(e)
+            }
+        },
+    }
+}
+
+fn content_range(r: &Range<u64>, size: u64) -> String {
+    if r.is_empty() { format!("bytes */{size}") } else { format!("bytes {}-{}/{size}", r.start, r.end - 1) }
+}
+
+fn checksum_of(obj: &Object, name: &str) -> Option<String> {
+    obj.checksums.iter().find(|c| c.name == name).map(|c| c.value.clone())
+}
+
+macro_rules! object_output {
+    ($ty:ident, $obj:expr, $range:expr, $partial:expr, $parts:expr, $with_checksums:expr) => {{
+        let obj: &Object = $obj;
+        let hd = ObjectHeaders(&obj.headers);
+        let r: &Range<u64> = $range;
+        let cks = $with_checksums && !$partial;
+        $ty {
+            accept_ranges: Some("bytes".into()),
+            content_length: Some((r.end - r.start) as i64),
+            content_range: $partial.then(|| content_range(r, obj.size)),
+            content_type: hd.get("content-type"),
+            content_encoding: hd.get("content-encoding"),
+            content_disposition: hd.get("content-disposition"),
+            content_language: hd.get("content-language"),
+            cache_control: hd.get("cache-control"),
+            expires: hd.expires(),
+            metadata: hd.metadata(),
+            e_tag: Some(etag(&obj.etag)),
+            last_modified: Some(timestamp_ms(obj.last_modified_ms)),
+            parts_count: $parts,
+            checksum_crc32: if cks { checksum_of(obj, "x-amz-checksum-crc32") } else { None },
+            checksum_crc32c: if cks { checksum_of(obj, "x-amz-checksum-crc32c") } else { None },
+            checksum_sha1: if cks { checksum_of(obj, "x-amz-checksum-sha1") } else { None },
+            checksum_sha256: if cks { checksum_of(obj, "x-amz-checksum-sha256") } else { None },
+            checksum_crc64nvme: if cks { checksum_of(obj, "x-amz-checksum-crc64nvme") } else { None },
+            ..Default::default()
+        }
+    }};
+}
+
+fn checksum_mode(m: Option<&ChecksumMode>) -> bool {
+    m.is_some_and(|m| m.as_str().eq_ignore_ascii_case("ENABLED"))
+}
+
+pub async fn get_object(h: &Hangar, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+    let i = &req.input;
+    let found = h.object_or_404(&bucket, &i.key).await?;
+    let obj = &found.value;
+    Conditions {
+        if_match: i.if_match.as_ref(),
+        if_none_match: i.if_none_match.as_ref(),
+        if_modified_since: i.if_modified_since.as_ref(),
+        if_unmodified_since: i.if_unmodified_since.as_ref(),
+    }
+    .check_read(&obj.etag, obj.last_modified_ms)?;
+    let (range, partial, parts) = select_range(obj, i.range.as_ref(), i.part_number)?;
+    let body = object_body(&h.backend, obj, range.clone());
+    let mut out = object_output!(GetObjectOutput, obj, &range, partial, parts, checksum_mode(i.checksum_mode.as_ref()));
+    out.body = Some(body);
+    Ok(S3Response::new(out))
+}
+
+pub async fn head_object(h: &Hangar, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+    let i = &req.input;
+    let found = h.object_or_404(&bucket, &i.key).await?;
+    let obj = &found.value;
+    Conditions {
+        if_match: i.if_match.as_ref(),
+        if_none_match: i.if_none_match.as_ref(),
+        if_modified_since: i.if_modified_since.as_ref(),
+        if_unmodified_since: i.if_unmodified_since.as_ref(),
+    }
+    .check_read(&obj.etag, obj.last_modified_ms)?;
+    let (range, partial, parts) = select_range(obj, i.range.as_ref(), i.part_number)?;
+    Ok(S3Response::new(object_output!(
+        HeadObjectOutput,
+        obj,
+        &range,
+        partial,
+        parts,
+        checksum_mode(i.checksum_mode.as_ref())
+    )))
+}
+
+/// Deletes one object; deleting a missing object succeeds, as in S3.
+async fn delete_one(h: &Hangar, bucket: &hangar_proto::model::Bucket, key: &str) -> S3Result<()> {
+    check_key(key)?;
+    if let Some(prev) = h.get_object_entry(bucket, key).await? {
+        h.backend.meta.delete(Table::Object, object_key(&bucket.id, key), Some(prev.timestamp)).await.or_s3()?;
+        h.release_object(&prev.value).await;
+    }
+    Ok(())
+}
+
+pub async fn delete_object(h: &Hangar, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
+    delete_one(h, &bucket, &req.input.key).await?;
+    Ok(S3Response::new(DeleteObjectOutput::default()))
+}
+
+/// Most keys one DeleteObjects request may name, as in AWS.
+const MAX_DELETE_KEYS: usize = 1000;
+
+pub async fn delete_objects(
+    h: &Hangar,
+    req: S3Request<DeleteObjectsInput>,
+) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
+    let objects = &req.input.delete.objects;
+    if objects.len() > MAX_DELETE_KEYS {
+        return Err(s3_error!(MalformedXML, "at most 1000 keys may be deleted at once"));
+    }
+    let quiet = req.input.delete.quiet.unwrap_or(false);
+    let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+    for o in objects {
+        match delete_one(h, &bucket, &o.key).await {
+            Ok(()) if quiet => {}
+            Ok(()) => deleted.push(DeletedObject { key: Some(o.key.clone()), ..Default::default() }),
+            Err(e) => errors.push(Error {
+                code: Some(e.code().as_str().to_string()),
+                key: Some(o.key.clone()),
+                message: e.message().map(str::to_string),
+                version_id: None,
+            }),
+        }
+    }
+    Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() }))
+}
+
+/// Resolves `x-amz-copy-source` to a readable object and checks its conditions.
+pub async fn copy_source(
+    h: &Hangar,
+    creds: Option<&s3s::auth::Credentials>,
+    src: &CopySource,
+    cond: Conditions<'_>,
+) -> S3Result<hangar_common::meta_client::Found<Object>> {
+    let CopySource::Bucket { bucket, key, .. } = src else {
+        return Err(s3_error!(NotImplemented, "only bucket/key copy sources are supported"));
+    };
+    let (_, b) = h.bucket(creds, bucket, Right::Read).await?;
+    let found = h.object_or_404(&b, key).await?;
+    cond.check_strict(&found.value.etag, found.value.last_modified_ms)?;
+    Ok(found)
+}
+
+pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+    let creds = req.credentials.as_ref();
+    let i = &req.input;
+    let (_, bucket) = h.bucket(creds, &i.bucket, Right::Write).await?;
+    check_key(&i.key)?;
+    let src = copy_source(
+        h,
+        creds,
+        &i.copy_source,
+        Conditions {
+            if_match: i.copy_source_if_match.as_ref(),
+            if_none_match: i.copy_source_if_none_match.as_ref(),
+            if_modified_since: i.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
+        },
+    )
+    .await?;
+    let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+    if let CopySource::Bucket { bucket: sb, key: sk, .. } = &i.copy_source
+        && **sb == *i.bucket
+        && **sk == *i.key
+        && !replace
+    {
+        return Err(s3_error!(
+            InvalidRequest,
+            "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata."
+        ));
+    }
+    let headers = if replace {
+        StoredHeaders {
+            content_type: i.content_type.as_deref(),
+            content_encoding: i.content_encoding.as_deref(),
+            content_disposition: i.content_disposition.as_deref(),
+            content_language: i.content_language.as_deref(),
+            cache_control: i.cache_control.as_deref(),
+            expires: i.expires.as_ref(),
+            metadata: i.metadata.as_ref(),
+        }
+        .to_headers()
+    } else {
+        src.value.headers.clone()
+    };
+    let s = &src.value;
+    // Blocks are content-addressed: the copy shares them and moves no data.
+    let mut parts = Vec::with_capacity(s.parts.len());
+    for p in &s.parts {
+        let dv = random_id();
+        if let Err(e) = share_data_version(&h.backend, &p.data_version, &dv).await {
+            release_data_version(&h.backend, &dv).await;
+            for done in &parts {
+                let done: &PartData = done;
+                release_data_version(&h.backend, &done.data_version).await;
+            }
+            return Err(e);
+        }
+        parts.push(PartData { data_version: dv.into(), ..p.clone() });
+    }
+    let obj = Object {
+        version_id: random_id().into(),
+        size: s.size,
+        etag: s.etag.clone(),
+        last_modified_ms: now_ms(),
+        headers,
+        inline_data: s.inline_data.clone(),
+        parts,
+        checksums: s.checksums.clone(),
+    };
+    let prev = h.get_object_entry(&bucket, &i.key).await?;
+    commit_object(h, &bucket.id, &i.key, &obj, prev.as_ref()).await?;
+    Ok(S3Response::new(CopyObjectOutput {
+        copy_object_result: Some(CopyObjectResult {
+            e_tag: Some(etag(&obj.etag)),
+            last_modified: Some(timestamp_ms(obj.last_modified_ms)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}

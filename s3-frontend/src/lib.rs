@@ -1,0 +1,92 @@
+//! Hangar S3 frontend: the S3 HTTP API. s3s parses requests, verifies SigV4 and writes
+//! XML; the handlers here apply S3 semantics over the data nodes' gRPC services, and the
+//! read/write pipelines stream object data to and from blocks.
+
+pub mod access;
+pub mod auth;
+pub mod backend;
+pub mod conditions;
+pub mod errors;
+pub mod handlers;
+pub mod http_layer;
+pub mod listing;
+pub mod read_pipeline;
+pub mod write_pipeline;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+pub use backend::Backend;
+
+/// What the frontend needs to know beyond the data nodes it talks to.
+#[derive(Clone, Debug)]
+pub struct FrontendConfig {
+    pub region: String,
+    pub root_domain: Option<String>,
+    pub block_size: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    #[error("invalid root_domain: {0}")]
+    RootDomain(String),
+}
+
+/// Builds the S3 service: handlers, authentication, host parsing.
+pub fn s3_service(cfg: &FrontendConfig, backend: Backend) -> Result<s3s::service::S3Service, FrontendError> {
+    let handlers = handlers::Hangar::new(backend.clone(), cfg.clone());
+    let mut builder = s3s::service::S3ServiceBuilder::new(handlers);
+    builder.set_auth(auth::KeyAuth::new(backend.catalog.clone()));
+    builder.set_access(access::AuthenticatedOnly);
+    if let Some(domain) = &cfg.root_domain {
+        let host =
+            s3s::host::MultiDomain::new([domain.as_str()]).map_err(|e| FrontendError::RootDomain(e.to_string()))?;
+        builder.set_host(host);
+    }
+    Ok(builder.build())
+}
+
+/// Serves S3 on `listener` until `shutdown` resolves, then lets open requests finish.
+pub async fn run(
+    listener: TcpListener,
+    cfg: FrontendConfig,
+    backend: Backend,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), FrontendError> {
+    let service = Arc::new(s3_service(&cfg, backend)?);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = http_layer::RequestIdService::new(service.clone(), peer);
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // A client that never finishes its headers must not hold a connection forever.
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // Open requests get a bounded time to finish.
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    Ok(())
+}
