@@ -229,9 +229,7 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(());
-    if let Ok(Err(e)) = s3.await {
-        tracing::warn!(error = %e, "S3 frontend stopped with an error");
-    }
+    let _ = s3.await;
     let _ = admin.await;
     heartbeat.abort();
     gc.abort();

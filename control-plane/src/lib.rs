@@ -3,6 +3,7 @@
 //! data nodes keep serving with the last layout they saw while it is away.
 
 pub mod admin;
+pub mod assign;
 pub mod layout;
 pub mod membership;
 

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod conditions;
 pub mod errors;
 pub mod handlers;
+pub mod host;
 pub mod http_layer;
 pub mod listing;
 pub mod read_pipeline;
@@ -31,34 +32,21 @@ pub struct FrontendConfig {
     pub block_size: usize,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum FrontendError {
-    #[error("invalid root_domain: {0}")]
-    RootDomain(String),
-}
-
 /// Builds the S3 service: handlers, authentication, host parsing.
-pub fn s3_service(cfg: &FrontendConfig, backend: Backend) -> Result<s3s::service::S3Service, FrontendError> {
+pub fn s3_service(cfg: &FrontendConfig, backend: Backend) -> s3s::service::S3Service {
     let handlers = handlers::Hangar::new(backend.clone(), cfg.clone());
     let mut builder = s3s::service::S3ServiceBuilder::new(handlers);
     builder.set_auth(auth::KeyAuth::new(backend.catalog.clone()));
     builder.set_access(access::AuthenticatedOnly);
     if let Some(domain) = &cfg.root_domain {
-        let host =
-            s3s::host::MultiDomain::new([domain.as_str()]).map_err(|e| FrontendError::RootDomain(e.to_string()))?;
-        builder.set_host(host);
+        builder.set_host(host::RootDomain::new(domain));
     }
-    Ok(builder.build())
+    builder.build()
 }
 
 /// Serves S3 on `listener` until `shutdown` resolves, then lets open requests finish.
-pub async fn run(
-    listener: TcpListener,
-    cfg: FrontendConfig,
-    backend: Backend,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), FrontendError> {
-    let service = Arc::new(s3_service(&cfg, backend)?);
+pub async fn run(listener: TcpListener, cfg: FrontendConfig, backend: Backend, shutdown: impl Future<Output = ()>) {
+    let service = Arc::new(s3_service(&cfg, backend));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -88,5 +76,4 @@ pub async fn run(
     }
     // Open requests get a bounded time to finish.
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
-    Ok(())
 }

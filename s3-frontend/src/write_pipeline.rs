@@ -22,6 +22,8 @@ use crate::errors::{OrS3, rpc};
 
 /// Blocks being uploaded at once per request.
 const IN_FLIGHT: usize = 4;
+/// Longest wait for the next piece of a request body.
+const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Block-list entries written to metadata per batch.
 const ENTRY_BATCH: usize = 256;
 
@@ -120,7 +122,12 @@ where
         let mut body = body;
         let mut buf = BytesMut::new();
         let mut size: u64 = 0;
-        while let Some(chunk) = body.next().await {
+        loop {
+            // A client that stops sending must not hold the request (and its blocks) forever.
+            let next = tokio::time::timeout(BODY_IDLE_TIMEOUT, body.next())
+                .await
+                .map_err(|_| s3_error!(RequestTimeout, "no request body data arrived for 60 seconds"))?;
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| body_error(&e))?;
             hashes.update(&chunk);
             size += chunk.len() as u64;

@@ -1,0 +1,135 @@
+//! Small helpers shared by the test files.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::RequestId;
+use aws_sdk_s3::primitives::ByteStream;
+use md5::{Digest, Md5};
+
+/// Pseudo-random bytes. A SplitMix64 stream seeded from the OS: much faster
+/// than a CSPRNG in an unoptimised build, and random enough that two calls
+/// never produce the same blocks (which would confuse dedup counting).
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut state: u64 = rand::random();
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn md5_hex(data: &[u8]) -> String {
+    hex::encode(Md5::digest(data))
+}
+
+/// The ETag S3 returns for a single PUT: the quoted hex MD5.
+pub fn etag_of(data: &[u8]) -> String {
+    format!("\"{}\"", md5_hex(data))
+}
+
+/// The ETag of a completed multipart upload: hex(md5(concat(md5(part)))) + "-N", quoted.
+pub fn multipart_etag(parts: &[&[u8]]) -> String {
+    let mut outer = Md5::new();
+    for p in parts {
+        outer.update(Md5::digest(p));
+    }
+    format!("\"{}-{}\"", hex::encode(outer.finalize()), parts.len())
+}
+
+/// Base64 of the MD5, as sent in Content-MD5.
+pub fn content_md5(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(Md5::digest(data))
+}
+
+/// A bucket name unique enough within one server.
+pub fn bucket_name(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+/// Collects an SDK body.
+pub async fn body_bytes(body: ByteStream) -> Vec<u8> {
+    body.collect().await.expect("read body").into_bytes().to_vec()
+}
+
+/// S3 error code of a failed SDK call, if the response carried one.
+pub fn err_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Option<String> {
+    err.code().map(str::to_string)
+}
+
+/// HTTP status of a failed SDK call, if a response was received.
+pub fn err_status<E>(err: &SdkError<E, HttpResponse>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+/// Asserts a call failed with the given HTTP status and S3 error code
+/// (`None` for HEAD requests, whose error responses have no body), and that
+/// an error response (>= 400) carries a request id. Returns the error for further checks.
+#[track_caller]
+pub fn expect_s3_error<T, E>(
+    result: Result<T, SdkError<E, HttpResponse>>,
+    status: u16,
+    code: Option<&str>,
+) -> SdkError<E, HttpResponse>
+where
+    T: Debug,
+    E: ProvideErrorMetadata + Debug,
+{
+    let err = match result {
+        Ok(v) => panic!("expected {status} {code:?}, but the call succeeded: {v:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(err_status(&err), Some(status), "wrong status (wanted {status} {code:?}); error: {err:?}");
+    if let Some(code) = code {
+        assert_eq!(err_code(&err).as_deref(), Some(code), "wrong error code; error: {err:?}");
+    }
+    if status >= 400 {
+        assert!(err.request_id().is_some_and(|id| !id.is_empty()), "error response has no x-amz-request-id: {err:?}");
+    }
+    err
+}
+
+/// Polls `check` every 250 ms until it returns true or `timeout` elapses.
+/// Returns whether it became true.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Decodes a `application/x-www-form-urlencoded`-style string (`+` is a space).
+/// S3's `encoding-type=url` output is decoded this way by boto too, so this
+/// accepts either `%20` or `+` for spaces.
+pub fn url_decode(s: &str) -> String {
+    let plus_as_space = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space).decode_utf8().expect("decoded key is UTF-8").into_owned()
+}
+
+/// Text between the first `<tag>` and `</tag>` of an XML document.
+pub fn xml_value(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&close)? + start;
+    Some(xml[start..end].to_string())
+}
