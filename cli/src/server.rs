@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use hangar_common::cluster::Cluster;
 use hangar_common::config::{Config, env_overrides, load_or_create_secret};
 use hangar_common::ids::{new_secret_key, random_string};
 use hangar_common::meta_client::MetaClient;
 use hangar_common::model::Catalog;
-use hangar_common::rpc::{block_client, lazy_channel, meta_client};
 use hangar_control_plane::ControlPlane;
 use hangar_data_node::DataNode;
 use hangar_proto::control::{NodeAssignment, NodeInfo, NodeRole};
@@ -155,10 +155,7 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
 
     let rpc_listener = bind("gRPC", cfg.rpc_bind_addr).await?;
     let rpc_local = rpc_listener.local_addr()?;
-    let channel = lazy_channel(&rpc_local.to_string())?;
-    let meta = MetaClient::new(meta_client(channel.clone(), &secret)?);
-    let catalog = Catalog::new(meta.clone());
-    let control = ControlPlane::open(&cfg.metadata_dir, catalog.clone(), admin_token, secret.clone())?;
+    let control = ControlPlane::open(&cfg.metadata_dir, admin_token, secret.clone())?;
     control.layout.init_single_node(NodeAssignment {
         node_id: node_id.clone(),
         zone: "dc1".into(),
@@ -166,9 +163,13 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
         tags: vec![],
         rpc_addr: rpc_local.to_string(),
     })?;
+    control.layout.update_address(&node_id, &rpc_local.to_string())?;
 
+    // The embedded frontend and control plane follow the control plane's layout in-process.
+    let cluster = Cluster::new(control.layout.subscribe(), &secret);
+    let catalog = Catalog::new(MetaClient::new(cluster.clone()));
     let (block_svc, meta_svc) = data_node.services();
-    let (admin_svc, layout_svc, member_svc) = control.services();
+    let (admin_svc, layout_svc, member_svc) = control.services(catalog.clone());
     let (rpc_stop_tx, rpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let rpc_server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -210,7 +211,7 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
     println!("S3_ENDPOINT=http://{s3_local}");
     tracing::info!(s3 = %s3_local, rpc = %rpc_local, admin = %admin_listener.local_addr()?, "hangar server ready");
 
-    let backend = Backend::new(meta, block_client(channel, &secret)?);
+    let backend = Backend::new(cluster);
     let fcfg = FrontendConfig {
         region: cfg.s3_api.s3_region.clone(),
         root_domain: cfg.s3_api.root_domain.clone(),

@@ -3,6 +3,7 @@
 //! Nothing here knows about S3.
 
 pub mod admin_http;
+pub mod cluster;
 pub mod config;
 pub mod hash;
 pub mod ids;

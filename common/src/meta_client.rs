@@ -1,18 +1,31 @@
-//! Typed access to the metadata tables over the data nodes' MetadataService.
+//! Typed access to the metadata tables, replicated over the data nodes the layout names.
+//!
+//! Writes go to every replica of the entry's partition and return once a write quorum has
+//! them durably. Reads ask the replicas, merge the first read quorum of answers with
+//! last-writer-wins, and send the merged entry to the replicas that answered with an older
+//! one (read repair).
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use hangar_proto::metadata::{Entry, GetRequest, InsertRequest, RangeRequest, Table};
 use prost::Message;
 
-use crate::Result;
+use crate::cluster::{Cluster, NodeRef, entry_partition, quorum, range_is_partitioned};
 use crate::ids::{next_timestamp, random_u64};
-use crate::rpc::MetaGrpc;
+use crate::{Error, Result};
 
 /// Most entries one range call returns.
 pub const PAGE: u32 = 1000;
+/// Longest wait for one replica's answer.
+const RPC_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Clone)]
 pub struct MetaClient {
-    inner: MetaGrpc,
+    cluster: Cluster,
 }
 
 /// A live entry decoded, with the timestamp a later write must exceed.
@@ -52,25 +65,180 @@ fn stamp(after: Option<u64>) -> u64 {
     }
 }
 
+/// True when `a` wins over `b` under last-writer-wins.
+pub fn newer(a: &Entry, b: &Entry) -> bool {
+    (a.timestamp, a.tiebreak) > (b.timestamp, b.tiebreak)
+}
+
+/// Runs `call` on every node; returns once `need` succeeded (their results, with the node),
+/// or fails when that can no longer happen. Calls still running go on in the background, so
+/// every replica still gets a write the quorum already acknowledged.
+pub async fn quorum_call<T, F, Fut>(nodes: &[NodeRef], need: usize, call: F) -> Result<Vec<(NodeRef, T)>>
+where
+    T: Send + 'static,
+    F: Fn(NodeRef) -> Fut,
+    Fut: Future<Output = Result<T>> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(nodes.len().max(1));
+    for n in nodes {
+        let fut = call(n.clone());
+        let tx = tx.clone();
+        let node = n.clone();
+        tokio::spawn(async move {
+            let r = match tokio::time::timeout(RPC_TIMEOUT, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Rpc(tonic::Status::deadline_exceeded(format!("node {} did not answer", node.id)))),
+            };
+            let _ = tx.send((node, r)).await;
+        });
+    }
+    drop(tx);
+    let (mut ok, mut failed) = (Vec::new(), Vec::new());
+    while let Some((node, r)) = rx.recv().await {
+        match r {
+            Ok(v) => {
+                ok.push((node, v));
+                if ok.len() >= need {
+                    return Ok(ok);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(node = %node.id, error = %e, "replica call failed");
+                failed.push(format!("{}: {e}", node.id));
+                if nodes.len() - failed.len() < need {
+                    break;
+                }
+            }
+        }
+    }
+    Err(Error::Rpc(tonic::Status::unavailable(format!(
+        "quorum not reached ({} of {} needed answered; {})",
+        ok.len(),
+        need,
+        failed.join("; ")
+    ))))
+}
+
+/// Runs `call` on every node and waits for every answer (each bounded by a timeout).
+pub async fn call_all<T, F, Fut>(nodes: &[NodeRef], call: F) -> Vec<(NodeRef, Result<T>)>
+where
+    F: Fn(NodeRef) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let calls = nodes.iter().map(|n| {
+        let fut = call(n.clone());
+        let node = n.clone();
+        async move {
+            let r = match tokio::time::timeout(RPC_TIMEOUT, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Rpc(tonic::Status::deadline_exceeded(format!("node {} did not answer", node.id)))),
+            };
+            (node, r)
+        }
+    });
+    futures::future::join_all(calls).await
+}
+
 impl MetaClient {
-    pub fn new(inner: MetaGrpc) -> Self {
-        Self { inner }
+    pub fn new(cluster: Cluster) -> Self {
+        Self { cluster }
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    fn replicas_of(&self, table: Table, key: &[u8]) -> Result<Vec<NodeRef>> {
+        self.cluster
+            .replicas(entry_partition(table, key))
+            .map_err(|e| Error::Rpc(tonic::Status::unavailable(e.to_string())))
+    }
+
+    /// The merged entry (tombstones included) after asking a read quorum; repairs replicas
+    /// that answered with an older value.
+    pub async fn get_entry(&self, table: Table, key: &[u8]) -> Result<Option<Entry>> {
+        let nodes = self.replicas_of(table, key)?;
+        let cluster = self.cluster.clone();
+        let req = GetRequest { table: table as i32, key: key.to_vec().into() };
+        let answers = quorum_call(&nodes, quorum(nodes.len()), move |n| {
+            let (cluster, req) = (cluster.clone(), req.clone());
+            async move { Ok(cluster.meta(&n)?.get(req).await?.into_inner().entry) }
+        })
+        .await?;
+        let merged = answers.iter().filter_map(|(_, e)| e.clone()).reduce(|a, b| if newer(&b, &a) { b } else { a });
+        if let Some(m) = &merged {
+            let stale: Vec<NodeRef> =
+                answers.iter().filter(|(_, e)| e.as_ref().is_none_or(|e| e != m)).map(|(n, _)| n.clone()).collect();
+            self.repair(table, m.clone(), stale);
+        }
+        Ok(merged)
+    }
+
+    /// Sends the merged entry to replicas that were behind; best effort, in the background.
+    fn repair(&self, table: Table, entry: Entry, nodes: Vec<NodeRef>) {
+        for n in nodes {
+            let (cluster, entry) = (self.cluster.clone(), entry.clone());
+            tokio::spawn(async move {
+                let req = InsertRequest { table: table as i32, entries: vec![entry], if_absent: false };
+                match cluster.meta(&n) {
+                    Ok(mut c) => {
+                        if let Err(e) = c.insert(req).await {
+                            tracing::debug!(node = %n.id, error = %e, "read repair failed");
+                        } else {
+                            tracing::debug!(node = %n.id, "read repair sent");
+                        }
+                    }
+                    Err(e) => tracing::debug!(node = %n.id, error = %e, "read repair failed"),
+                }
+            });
+        }
     }
 
     pub async fn get<T: Message + Default>(&self, table: Table, key: &[u8]) -> Result<Option<Found<T>>> {
-        let reply = self.inner.clone().get(GetRequest { table: table as i32, key: key.to_vec().into() }).await?;
-        match reply.into_inner().entry {
+        match self.get_entry(table, key).await? {
             Some(e) if !e.tombstone => Ok(Some(decode(e)?)),
             _ => Ok(None),
         }
     }
 
+    /// Writes entries, each to its partition's replicas; returns once every partition
+    /// involved has a write quorum.
     pub async fn insert(&self, table: Table, entries: Vec<Entry>) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
+        self.insert_with(table, entries, false).await.map(|_| ())
+    }
+
+    async fn insert_with(&self, table: Table, entries: Vec<Entry>, if_absent: bool) -> Result<Vec<bool>> {
+        let mut groups: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
+        for e in entries {
+            groups.entry(entry_partition(table, &e.key)).or_default().push(e);
         }
-        self.inner.clone().insert(InsertRequest { table: table as i32, entries, if_absent: false }).await?;
-        Ok(())
+        let mut pending = FuturesUnordered::new();
+        for (partition, group) in groups {
+            let nodes =
+                self.cluster.replicas(partition).map_err(|e| Error::Rpc(tonic::Status::unavailable(e.to_string())))?;
+            let cluster = self.cluster.clone();
+            let req = InsertRequest { table: table as i32, entries: group, if_absent };
+            pending.push(async move {
+                let need = quorum(nodes.len());
+                let answers = quorum_call(&nodes, need, move |n| {
+                    let (cluster, req) = (cluster.clone(), req.clone());
+                    async move { Ok(cluster.meta(&n)?.insert(req).await?.into_inner().applied) }
+                })
+                .await?;
+                // An entry counts as applied when a quorum applied it.
+                let len = answers.first().map(|(_, a)| a.len()).unwrap_or(0);
+                Ok::<_, Error>(
+                    (0..len)
+                        .map(|i| answers.iter().filter(|(_, a)| a.get(i).copied().unwrap_or(false)).count() >= need)
+                        .collect::<Vec<_>>(),
+                )
+            });
+        }
+        let mut applied = Vec::new();
+        while let Some(r) = pending.next().await {
+            applied.extend(r?);
+        }
+        Ok(applied)
     }
 
     pub async fn put<T: Message>(&self, table: Table, key: Vec<u8>, value: &T, after: Option<u64>) -> Result<()> {
@@ -79,19 +247,16 @@ impl MetaClient {
 
     /// Writes only when no live entry exists; false when one did.
     pub async fn put_if_absent<T: Message>(&self, table: Table, key: Vec<u8>, value: &T) -> Result<bool> {
-        let reply = self
-            .inner
-            .clone()
-            .insert(InsertRequest { table: table as i32, entries: vec![entry(key, value, None)], if_absent: true })
-            .await?;
-        Ok(reply.into_inner().applied.first().copied().unwrap_or(false))
+        let applied = self.insert_with(table, vec![entry(key, value, None)], true).await?;
+        Ok(applied.first().copied().unwrap_or(false))
     }
 
     pub async fn delete(&self, table: Table, key: Vec<u8>, after: Option<u64>) -> Result<()> {
         self.insert(table, vec![tombstone(key, after)]).await
     }
 
-    /// One page of live entries with start <= key < end; `more` when the range goes on.
+    /// One page of live entries with start <= key < end; `more` when the range goes on
+    /// (then the page holds at least one entry).
     pub async fn range<T: Message + Default>(
         &self,
         table: Table,
@@ -99,20 +264,95 @@ impl MetaClient {
         end: Vec<u8>,
         limit: u32,
     ) -> Result<(Vec<Found<T>>, bool)> {
-        let reply = self
-            .inner
-            .clone()
-            .range(RangeRequest {
-                table: table as i32,
-                start: start.into(),
-                end: end.into(),
-                limit,
-                include_tombstones: false,
-            })
-            .await?
-            .into_inner();
-        let items = reply.entries.into_iter().map(decode).collect::<Result<Vec<_>>>()?;
-        Ok((items, reply.more))
+        let mut start = start;
+        loop {
+            let (entries, horizon) = self.range_entries(table, &start, &end, limit).await?;
+            let live: Vec<Entry> = entries.into_iter().filter(|e| !e.tombstone).collect();
+            let more = horizon.is_some() || live.len() > limit as usize;
+            match horizon {
+                // A page of tombstones only: go on past them.
+                Some(h) if live.is_empty() => start = successor(&h),
+                _ => {
+                    let items = live.into_iter().take(limit as usize).map(decode).collect::<Result<Vec<_>>>()?;
+                    return Ok((items, more));
+                }
+            }
+        }
+    }
+
+    /// Merged entries (tombstones included) of one range call, and, when some replica had
+    /// more past its page, the last key up to which the merge is complete.
+    async fn range_entries(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<(Vec<Entry>, Option<Vec<u8>>)> {
+        let req = RangeRequest {
+            table: table as i32,
+            start: start.to_vec().into(),
+            end: end.to_vec().into(),
+            limit,
+            include_tombstones: true,
+        };
+        let cluster = self.cluster.clone();
+        let call = move |n: NodeRef| {
+            let (cluster, req) = (cluster.clone(), req.clone());
+            async move {
+                let r = cluster.meta(&n)?.range(req).await?.into_inner();
+                Ok((r.entries, r.more))
+            }
+        };
+        let answers = if range_is_partitioned(table) {
+            let nodes = self.replicas_of(table, start)?;
+            quorum_call(&nodes, quorum(nodes.len()), call).await?
+        } else {
+            // Consecutive keys live in every partition: ask every node, then check that each
+            // partition heard from a read quorum of its replicas.
+            let nodes = self.cluster.all_nodes();
+            let answers: Vec<_> = call_all(&nodes, call)
+                .await
+                .into_iter()
+                .filter_map(|(n, r)| match r {
+                    Ok(v) => Some((n, v)),
+                    Err(e) => {
+                        tracing::debug!(node = %n.id, error = %e, "node missed a listing");
+                        None
+                    }
+                })
+                .collect();
+            let answered: Vec<usize> = answers.iter().filter_map(|(n, _)| nodes.iter().position(|m| m == n)).collect();
+            for members in self.cluster.partition_members() {
+                if members.iter().filter(|i| answered.contains(i)).count() < quorum(members.len()) {
+                    return Err(Error::Rpc(tonic::Status::unavailable(
+                        "a listing needs a read quorum of every partition; too many nodes are down",
+                    )));
+                }
+            }
+            answers
+        };
+        // Complete up to the smallest last key among replicas that stopped at their limit.
+        let horizon = answers
+            .iter()
+            .filter(|(_, (_, more))| *more)
+            .filter_map(|(_, (entries, _))| entries.last().map(|e| e.key.to_vec()))
+            .min();
+        let mut merged: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+        for (_, (entries, _)) in answers {
+            for e in entries {
+                if horizon.as_ref().is_some_and(|h| e.key.as_ref() > h.as_slice()) {
+                    continue;
+                }
+                match merged.get(e.key.as_ref()) {
+                    Some(old) if !newer(&e, old) => {}
+                    _ => {
+                        merged.insert(e.key.to_vec(), e);
+                    }
+                }
+            }
+        }
+        Ok((merged.into_values().collect(), horizon))
     }
 
     /// Every live entry whose key starts with `prefix` (for small tables and bounded scans).
@@ -172,5 +412,23 @@ mod tests {
         let far = next_timestamp() + 1_000_000_000;
         let e = tombstone(b"k".to_vec(), Some(far));
         assert_eq!(e.timestamp, far + 1);
+    }
+
+    #[tokio::test]
+    async fn quorum_call_returns_at_quorum_and_fails_when_unreachable() {
+        let nodes: Vec<NodeRef> = (0..3).map(|i| NodeRef { id: format!("n{i}"), addr: String::new() }).collect();
+        let ok = quorum_call(&nodes, 2, |n| async move {
+            if n.id == "n0" { Err(Error::Invalid("down".into())) } else { Ok(n.id.clone()) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(ok.len(), 2);
+        let err = quorum_call(&nodes, 2, |n| async move {
+            if n.id == "n2" { Ok(()) } else { Err(Error::Invalid("down".into())) }
+        })
+        .await
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("quorum not reached"), "{err}");
     }
 }

@@ -19,7 +19,7 @@ pub const PARTITIONS: u32 = 256;
 pub struct LayoutManager {
     history: sled::Tree,
     db: sled::Db,
-    current: watch::Sender<Layout>,
+    current: watch::Sender<Arc<Layout>>,
 }
 
 impl LayoutManager {
@@ -29,14 +29,14 @@ impl LayoutManager {
             Some((_, v)) => Layout::decode(v.as_ref())?,
             None => Layout::default(),
         };
-        Ok(Self { history, db, current: watch::channel(current).0 })
+        Ok(Self { history, db, current: watch::channel(Arc::new(current)).0 })
     }
 
     pub fn current(&self) -> Layout {
-        self.current.borrow().clone()
+        self.current.borrow().as_ref().clone()
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Layout> {
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Layout>> {
         self.current.subscribe()
     }
 
@@ -57,6 +57,20 @@ impl LayoutManager {
         Ok(layout)
     }
 
+    /// Records a node's current rpc address (a restarted node may listen elsewhere). The
+    /// version does not change: addresses are not placement.
+    pub fn update_address(&self, node_id: &str, addr: &str) -> Result<(), ControlError> {
+        let mut layout = self.current();
+        let Some(n) = layout.nodes.iter_mut().find(|n| n.node_id == node_id && n.rpc_addr != addr) else {
+            return Ok(());
+        };
+        n.rpc_addr = addr.to_string();
+        self.history.insert(layout.version.to_be_bytes(), layout.encode_to_vec())?;
+        self.db.flush()?;
+        self.current.send_replace(Arc::new(layout));
+        Ok(())
+    }
+
     fn apply(&self, layout: Layout) -> Result<(), ControlError> {
         if layout.version != self.current().version + 1 {
             return Err(ControlError::Invalid(format!(
@@ -67,7 +81,7 @@ impl LayoutManager {
         }
         self.history.insert(layout.version.to_be_bytes(), layout.encode_to_vec())?;
         self.db.flush()?;
-        self.current.send_replace(layout);
+        self.current.send_replace(Arc::new(layout));
         Ok(())
     }
 
@@ -106,7 +120,7 @@ impl LayoutService for LayoutRpc {
             if !first && rx.changed().await.is_err() {
                 return None;
             }
-            let l = rx.borrow_and_update().clone();
+            let l = rx.borrow_and_update().as_ref().clone();
             Some((Ok(l), (rx, false)))
         });
         Ok(Response::new(Box::pin(stream)))

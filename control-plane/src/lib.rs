@@ -34,30 +34,21 @@ pub enum ControlError {
 pub struct ControlPlane {
     pub layout: Arc<layout::LayoutManager>,
     pub members: Arc<membership::Members>,
-    catalog: Catalog,
     admin_token: String,
     rpc_secret: String,
 }
 
 impl ControlPlane {
-    pub fn open(
-        metadata_dir: &std::path::Path,
-        catalog: Catalog,
-        admin_token: String,
-        rpc_secret: String,
-    ) -> Result<Self, ControlError> {
+    pub fn open(metadata_dir: &std::path::Path, admin_token: String, rpc_secret: String) -> Result<Self, ControlError> {
         let db = sled::open(metadata_dir.join("control"))?;
         let layout = Arc::new(layout::LayoutManager::open(db)?);
-        Ok(Self { layout, members: Arc::new(membership::Members::default()), catalog, admin_token, rpc_secret })
+        Ok(Self { layout, members: Arc::new(membership::Members::default()), admin_token, rpc_secret })
     }
 
     /// Admin calls need the admin token; layout and membership calls the cluster secret.
-    pub fn services(&self) -> (AdminServer, LayoutServer, MembershipServer) {
-        let admin = admin::AdminRpc {
-            catalog: self.catalog.clone(),
-            layout: self.layout.clone(),
-            members: self.members.clone(),
-        };
+    /// `catalog` reaches buckets and keys on the data nodes (through the layout).
+    pub fn services(&self, catalog: Catalog) -> (AdminServer, LayoutServer, MembershipServer) {
+        let admin = admin::AdminRpc { catalog, layout: self.layout.clone(), members: self.members.clone() };
         (
             InterceptedService::new(AdminServiceServer::new(admin), require_admin_token(&self.admin_token)),
             InterceptedService::new(

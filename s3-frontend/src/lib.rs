@@ -5,6 +5,7 @@
 pub mod access;
 pub mod auth;
 pub mod backend;
+pub mod blocks;
 pub mod conditions;
 pub mod errors;
 pub mod handlers;

@@ -5,8 +5,6 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use hangar_proto::block::GetBlockRequest;
 use hangar_proto::model::Object;
 use s3s::dto::StreamingBlob;
 use tokio::sync::mpsc;
@@ -68,7 +66,7 @@ async fn send_range(
                 if b_end <= want_s || off >= want_e {
                     continue;
                 }
-                let data = fetch_block(backend, &block.hash).await?;
+                let data = fetch_block(backend, &block.hash, &part.data_version).await?;
                 if data.len() as u64 != block.size as u64 {
                     return Err(ReadError("block has an unexpected size".into()));
                 }
@@ -87,17 +85,6 @@ async fn send_range(
     Ok(())
 }
 
-async fn fetch_block(backend: &Backend, hash: &[u8]) -> Result<Bytes, ReadError> {
-    let mut stream = backend
-        .blocks
-        .clone()
-        .get_block(GetBlockRequest { hash: hash.to_vec().into() })
-        .await
-        .map_err(|e| ReadError(format!("fetching block {}: {}", hex::encode(hash), e.message())))?
-        .into_inner();
-    let mut chunks = Vec::new();
-    while let Some(c) = stream.next().await {
-        chunks.push(c.map_err(|e| ReadError(format!("reading block {}: {}", hex::encode(hash), e.message())))?.data);
-    }
-    Ok(if chunks.len() == 1 { chunks.remove(0) } else { Bytes::from(chunks.concat()) })
+async fn fetch_block(backend: &Backend, hash: &[u8], owner: &[u8]) -> Result<Bytes, ReadError> {
+    backend.blocks.get(hash, owner).await.map_err(|e| ReadError(format!("fetching block {}: {e}", hex::encode(hash))))
 }

@@ -9,8 +9,7 @@ use futures::{Stream, StreamExt};
 use hangar_common::config::INLINE_THRESHOLD;
 use hangar_common::hash::BlockHash;
 use hangar_common::meta_client::{entry, prefix_end, tombstone};
-use hangar_common::rpc::BLOCK_CHUNK;
-use hangar_proto::block::{BlockRef, BlockRefs, PutBlockChunk};
+use hangar_proto::block::BlockRef;
 use hangar_proto::metadata::Table;
 use hangar_proto::model::BlockEntry;
 use md5::Digest;
@@ -18,7 +17,7 @@ use s3s::{S3Error, s3_error};
 use tokio::task::JoinHandle;
 
 use crate::backend::Backend;
-use crate::errors::{OrS3, rpc};
+use crate::errors::OrS3;
 
 /// Blocks being uploaded at once per request.
 const IN_FLIGHT: usize = 4;
@@ -78,20 +77,13 @@ fn body_error(e: &dyn std::fmt::Display) -> S3Error {
     }
 }
 
-/// Sends one block; the task hashes it off the request's task.
+/// Sends one block to its replicas; the task hashes it off the request's task.
 fn spawn_put(backend: &Backend, data: Bytes, owner: Vec<u8>) -> BlockTask {
-    let mut client = backend.blocks.clone();
+    let blocks = backend.blocks.clone();
     tokio::spawn(async move {
         let hash = BlockHash::of(&data);
         let size = data.len() as u32;
-        let mut msgs = Vec::with_capacity(data.len() / BLOCK_CHUNK + 1);
-        for (i, off) in (0..data.len()).step_by(BLOCK_CHUNK).enumerate() {
-            msgs.push(PutBlockChunk {
-                header: (i == 0).then(|| BlockRef { hash: hash.0.to_vec().into(), owner: owner.clone().into() }),
-                data: data.slice(off..(off + BLOCK_CHUNK).min(data.len())),
-            });
-        }
-        client.put_block(futures::stream::iter(msgs)).await.map_err(rpc)?;
+        blocks.put(hash, owner, data).await.map_err(crate::errors::internal)?;
         Ok((hash, size))
     })
 }
@@ -255,7 +247,7 @@ pub async fn release_data_version(backend: &Backend, data_version: &[u8]) {
         from = last.0 + 1;
         let refs =
             page.iter().map(|(_, b)| BlockRef { hash: b.hash.clone(), owner: data_version.to_vec().into() }).collect();
-        if let Err(e) = backend.blocks.clone().delete_block_refs(BlockRefs { refs }).await {
+        if let Err(e) = backend.blocks.delete_refs(refs).await {
             tracing::warn!(error = %e, "could not drop block references");
             return;
         }
@@ -279,8 +271,8 @@ pub async fn share_data_version(backend: &Backend, old_version: &[u8], new_versi
         from = last.0 + 1;
         let refs =
             page.iter().map(|(_, b)| BlockRef { hash: b.hash.clone(), owner: new_version.to_vec().into() }).collect();
-        let reply = backend.blocks.clone().add_block_refs(BlockRefs { refs }).await.or_s3()?.into_inner();
-        if !reply.missing.is_empty() {
+        let missing = backend.blocks.add_refs(refs).await.or_s3()?;
+        if !missing.is_empty() {
             return Err(s3_error!(InternalError, "source object has missing blocks"));
         }
         let entries = page.iter().map(|(off, b)| entry(version_block_key(new_version, *off), b, None)).collect();
