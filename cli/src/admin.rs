@@ -41,6 +41,59 @@ pub struct KeyFlags {
 }
 
 #[derive(Subcommand)]
+pub enum LayoutCommand {
+    /// Stage a role for a data node (id or unique id prefix).
+    Assign {
+        node: String,
+        #[arg(long)]
+        zone: String,
+        /// Bytes, or with a unit: 500G, 1T, 2TiB.
+        #[arg(long, value_parser = parse_capacity)]
+        capacity: u64,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    /// Stage the removal of a node from the layout.
+    Remove { node: String },
+    /// Current roles, staged changes, and partitions per node now and after.
+    Show,
+    /// Apply the staged changes as layout version N (the current version + 1).
+    Apply {
+        #[arg(long)]
+        version: u64,
+    },
+    /// Drop the staged changes.
+    Revert,
+}
+
+/// Parses `1T`, `500G`, `2TiB`, `1000000` (decimal units, binary with `i`).
+pub fn parse_capacity(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a capacity like 500G or 1T"))?;
+    let mult: f64 = match unit.to_ascii_lowercase().trim_end_matches('b') {
+        "" => 1.0,
+        "k" => 1e3,
+        "m" => 1e6,
+        "g" => 1e9,
+        "t" => 1e12,
+        "p" => 1e15,
+        "ki" => 1024f64,
+        "mi" => 1024f64.powi(2),
+        "gi" => 1024f64.powi(3),
+        "ti" => 1024f64.powi(4),
+        "pi" => 1024f64.powi(5),
+        _ => return Err(format!("`{unit}` is not a unit (use K, M, G, T, P or Ki, Mi, Gi, Ti, Pi)")),
+    };
+    let v = (n * mult).round();
+    if v < 1.0 {
+        return Err("capacity must be above zero".into());
+    }
+    Ok(v as u64)
+}
+
+#[derive(Subcommand)]
 pub enum BucketCommand {
     Create {
         name: String,
@@ -247,8 +300,80 @@ pub async fn bucket(c: &AdminGrpc, cmd: BucketCommand) -> CliResult {
     Ok(())
 }
 
+fn human(bytes: u64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB", "PB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", units[u])
+}
+
+fn print_plan(p: &LayoutPlan) {
+    println!("Layout version: {}  (replication factor {})", p.version, p.replication_factor);
+    println!("{:<20} {:<8} {:>10} {:>8} {:>8}  ADDRESS", "NODE", "ZONE", "CAPACITY", "NOW", "AFTER");
+    for n in &p.nodes {
+        println!(
+            "{:<20} {:<8} {:>10} {:>8} {:>8}  {}",
+            n.node_id,
+            n.zone,
+            human(n.capacity),
+            n.partitions_now,
+            n.partitions_after,
+            n.rpc_addr
+        );
+    }
+    if p.staged.is_empty() {
+        println!("No staged changes.");
+        return;
+    }
+    println!("Staged changes:");
+    for s in &p.staged {
+        if s.remove {
+            println!("  remove {}", s.node_id);
+        } else {
+            println!("  assign {} zone={} capacity={} tags={:?}", s.node_id, s.zone, human(s.capacity), s.tags);
+        }
+    }
+    if p.error.is_empty() {
+        println!("Partitions moving: {}", p.partitions_moving);
+        println!("Apply with: hangar layout apply --version {}", p.version + 1);
+    } else {
+        println!("Cannot apply: {}", p.error);
+    }
+}
+
+pub async fn layout(c: &AdminGrpc, cmd: LayoutCommand) -> CliResult {
+    let mut c = c.clone();
+    let plan = match cmd {
+        LayoutCommand::Assign { node, zone, capacity, tags } => {
+            c.stage_layout_change(StagedRole { node_id: node, zone, capacity, tags, remove: false }).await
+        }
+        LayoutCommand::Remove { node } => {
+            c.stage_layout_change(StagedRole { node_id: node, remove: true, ..Default::default() }).await
+        }
+        LayoutCommand::Show => c.show_layout(ShowLayoutRequest {}).await,
+        LayoutCommand::Apply { version } => c.apply_layout(ApplyLayoutRequest { version }).await,
+        LayoutCommand::Revert => c.revert_layout(ShowLayoutRequest {}).await,
+    };
+    print_plan(&plan.map_err(status_err)?.into_inner());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn capacities() {
+        assert_eq!(super::parse_capacity("1T"), Ok(1_000_000_000_000));
+        assert_eq!(super::parse_capacity("500G"), Ok(500_000_000_000));
+        assert_eq!(super::parse_capacity("2TiB"), Ok(2 * 1024u64.pow(4)));
+        assert_eq!(super::parse_capacity("1.5k"), Ok(1500));
+        assert!(super::parse_capacity("big").is_err());
+        assert!(super::parse_capacity("0").is_err());
+    }
+
     #[test]
     fn dates() {
         assert_eq!(super::ms_to_date(0), "1970-01-01 00:00:00 UTC");

@@ -26,6 +26,15 @@ struct Cli {
 enum Command {
     /// Run control plane, a data node and the S3 API in one process.
     Server(server::ServerArgs),
+    /// Run the control plane (layout, membership, admin API).
+    ControlPlane(ServiceArgs),
+    /// Run a data node (blocks and metadata).
+    DataNode(ServiceArgs),
+    /// Run an S3 frontend.
+    S3Frontend(ServiceArgs),
+    /// Stage, review and apply cluster layout changes.
+    #[command(subcommand)]
+    Layout(admin::LayoutCommand),
     /// Show the cluster's nodes and layout.
     Status,
     /// Manage access keys.
@@ -34,6 +43,20 @@ enum Command {
     /// Manage buckets and who may use them.
     #[command(subcommand)]
     Bucket(admin::BucketCommand),
+}
+
+#[derive(clap::Args)]
+struct ServiceArgs {
+    /// The service's TOML config (see docs/configuration.md); HANGAR_* variables override it.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn load(args: &ServiceArgs) -> Result<hangar_common::config::Config, BoxError> {
+    hangar_common::telemetry::init_tracing();
+    Ok(hangar_common::config::Config::load(&args.config)?)
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +71,16 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Server(args) => server::run(args, cli.rpc_addr, cli.data_dir).await,
+            Command::ControlPlane(args) => {
+                Ok(hangar_control_plane::run(load(&args)?, hangar_common::follower::shutdown_signal()).await?)
+            }
+            Command::DataNode(args) => {
+                Ok(hangar_data_node::run(load(&args)?, hangar_common::follower::shutdown_signal()).await?)
+            }
+            Command::S3Frontend(args) => {
+                Ok(hangar_s3_frontend::run_service(load(&args)?, hangar_common::follower::shutdown_signal()).await?)
+            }
+            Command::Layout(cmd) => admin::layout(&admin::connect(cli.rpc_addr, &cli.data_dir)?, cmd).await,
             Command::Status => admin::status(&admin::connect(cli.rpc_addr, &cli.data_dir)?).await,
             Command::Key(cmd) => admin::key(&admin::connect(cli.rpc_addr, &cli.data_dir)?, cmd).await,
             Command::Bucket(cmd) => admin::bucket(&admin::connect(cli.rpc_addr, &cli.data_dir)?, cmd).await,

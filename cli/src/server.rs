@@ -69,10 +69,6 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, BoxError> {
     TcpListener::bind(addr).await.map_err(|e| format!("cannot listen for {what} on {addr}: {e}").into())
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
-}
-
 /// Total size of the filesystem holding `dir`: the node's capacity in its layout.
 fn disk_capacity(dir: &Path) -> u64 {
     use std::os::unix::ffi::OsStrExt;
@@ -83,21 +79,6 @@ fn disk_capacity(dir: &Path) -> u64 {
         return 0;
     }
     st.f_blocks as u64 * st.f_frsize as u64
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
-    }
 }
 
 /// Makes sure the root key exists: the one the environment names, or the one made on the
@@ -155,7 +136,7 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
 
     let rpc_listener = bind("gRPC", cfg.rpc_bind_addr).await?;
     let rpc_local = rpc_listener.local_addr()?;
-    let control = ControlPlane::open(&cfg.metadata_dir, admin_token, secret.clone())?;
+    let control = ControlPlane::open(&cfg.metadata_dir, 1, admin_token, secret.clone())?;
     control.layout.init_single_node(NodeAssignment {
         node_id: node_id.clone(),
         zone: "dc1".into(),
@@ -187,7 +168,7 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
 
     // The embedded components report to the control plane like remote ones would.
     let members = control.members.clone();
-    let (host, rpc_str) = (hostname(), rpc_local.to_string());
+    let (host, rpc_str) = (hangar_common::ids::hostname(), rpc_local.to_string());
     let heartbeat = tokio::spawn(async move {
         loop {
             for (suffix, role) in [("", NodeRole::Data), ("-s3", NodeRole::Frontend)] {
@@ -227,7 +208,7 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
         let _ = s3_stop.recv().await;
     }));
 
-    shutdown_signal().await;
+    hangar_common::follower::shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(());
     let _ = s3.await;

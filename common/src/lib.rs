@@ -5,6 +5,7 @@
 pub mod admin_http;
 pub mod cluster;
 pub mod config;
+pub mod follower;
 pub mod hash;
 pub mod ids;
 pub mod meta_client;

@@ -70,10 +70,28 @@ pub fn newer(a: &Entry, b: &Entry) -> bool {
     (a.timestamp, a.tiebreak) > (b.timestamp, b.tiebreak)
 }
 
+/// Answers that arrive after a quorum call returned.
+pub type LateAnswers<T> = tokio::sync::mpsc::Receiver<(NodeRef, Result<T>)>;
+
 /// Runs `call` on every node; returns once `need` succeeded (their results, with the node),
 /// or fails when that can no longer happen. Calls still running go on in the background, so
 /// every replica still gets a write the quorum already acknowledged.
 pub async fn quorum_call<T, F, Fut>(nodes: &[NodeRef], need: usize, call: F) -> Result<Vec<(NodeRef, T)>>
+where
+    T: Send + 'static,
+    F: Fn(NodeRef) -> Fut,
+    Fut: Future<Output = Result<T>> + Send + 'static,
+{
+    quorum_call_with_late(nodes, need, call).await.map(|(ok, _)| ok)
+}
+
+/// `quorum_call`, also handing back the answers that come after the quorum (read repair
+/// uses them to find replicas that were behind).
+pub async fn quorum_call_with_late<T, F, Fut>(
+    nodes: &[NodeRef],
+    need: usize,
+    call: F,
+) -> Result<(Vec<(NodeRef, T)>, LateAnswers<T>)>
 where
     T: Send + 'static,
     F: Fn(NodeRef) -> Fut,
@@ -99,7 +117,7 @@ where
             Ok(v) => {
                 ok.push((node, v));
                 if ok.len() >= need {
-                    return Ok(ok);
+                    return Ok((ok, rx));
                 }
             }
             Err(e) => {
@@ -160,16 +178,27 @@ impl MetaClient {
         let nodes = self.replicas_of(table, key)?;
         let cluster = self.cluster.clone();
         let req = GetRequest { table: table as i32, key: key.to_vec().into() };
-        let answers = quorum_call(&nodes, quorum(nodes.len()), move |n| {
+        let (answers, mut late) = quorum_call_with_late(&nodes, quorum(nodes.len()), move |n| {
             let (cluster, req) = (cluster.clone(), req.clone());
             async move { Ok(cluster.meta(&n)?.get(req).await?.into_inner().entry) }
         })
         .await?;
         let merged = answers.iter().filter_map(|(_, e)| e.clone()).reduce(|a, b| if newer(&b, &a) { b } else { a });
         if let Some(m) = &merged {
-            let stale: Vec<NodeRef> =
-                answers.iter().filter(|(_, e)| e.as_ref().is_none_or(|e| e != m)).map(|(n, _)| n.clone()).collect();
+            let behind = |e: &Option<Entry>| e.as_ref().is_none_or(|e| newer(m, e));
+            let stale: Vec<NodeRef> = answers.iter().filter(|(_, e)| behind(e)).map(|(n, _)| n.clone()).collect();
             self.repair(table, m.clone(), stale);
+            // Replicas that answer after the quorum are checked too, off the request's path.
+            let (this, m) = (self.clone(), m.clone());
+            tokio::spawn(async move {
+                while let Some((n, r)) = late.recv().await {
+                    if let Ok(e) = r
+                        && e.as_ref().is_none_or(|e| newer(&m, e))
+                    {
+                        this.repair(table, m.clone(), vec![n]);
+                    }
+                }
+            });
         }
         Ok(merged)
     }
@@ -304,9 +333,12 @@ impl MetaClient {
                 Ok((r.entries, r.more))
             }
         };
+        let mut late = None;
         let answers = if range_is_partitioned(table) {
             let nodes = self.replicas_of(table, start)?;
-            quorum_call(&nodes, quorum(nodes.len()), call).await?
+            let (answers, rest) = quorum_call_with_late(&nodes, quorum(nodes.len()), call).await?;
+            late = Some(rest);
+            answers
         } else {
             // Consecutive keys live in every partition: ask every node, then check that each
             // partition heard from a read quorum of its replicas.
@@ -338,6 +370,8 @@ impl MetaClient {
             .filter(|(_, (_, more))| *more)
             .filter_map(|(_, (entries, _))| entries.last().map(|e| e.key.to_vec()))
             .min();
+        let answered_now: Vec<(NodeRef, (Vec<Entry>, bool))> =
+            if late.is_some() { answers.clone() } else { Vec::new() };
         let mut merged: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
         for (_, (entries, _)) in answers {
             for e in entries {
@@ -352,7 +386,58 @@ impl MetaClient {
                 }
             }
         }
+        if let Some(mut late) = late {
+            // Read repair for a partition's replicas: those that answered (now or later)
+            // without entries, or with older ones, get the merged entries.
+            let this = self.clone();
+            let merged = merged.clone();
+            tokio::spawn(async move {
+                for (n, (entries, more)) in &answered_now {
+                    this.repair_range(table, &merged, n, entries, *more);
+                }
+                while let Some((n, r)) = late.recv().await {
+                    if let Ok((entries, more)) = r {
+                        this.repair_range(table, &merged, &n, &entries, more);
+                    }
+                }
+            });
+        }
         Ok((merged.into_values().collect(), horizon))
+    }
+
+    /// Sends `node` the merged entries its answer lacked or held older (within the part of
+    /// the range its answer covered).
+    fn repair_range(
+        &self,
+        table: Table,
+        merged: &BTreeMap<Vec<u8>, Entry>,
+        node: &NodeRef,
+        entries: &[Entry],
+        more: bool,
+    ) {
+        let covered = |k: &[u8]| !more || entries.last().is_some_and(|l| k <= l.key.as_ref());
+        let had: BTreeMap<&[u8], &Entry> = entries.iter().map(|e| (e.key.as_ref(), e)).collect();
+        let behind: Vec<Entry> = merged
+            .iter()
+            .filter(|(k, _)| covered(k))
+            .filter(|(k, m)| had.get(k.as_slice()).is_none_or(|e| newer(m, e)))
+            .map(|(_, m)| m.clone())
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        let (cluster, node) = (self.cluster.clone(), node.clone());
+        tokio::spawn(async move {
+            let n = behind.len();
+            let req = InsertRequest { table: table as i32, entries: behind, if_absent: false };
+            match cluster.meta(&node) {
+                Ok(mut c) => match c.insert(req).await {
+                    Ok(_) => tracing::info!(node = %node.id, entries = n, "read repair of a range"),
+                    Err(e) => tracing::debug!(node = %node.id, error = %e, "range read repair failed"),
+                },
+                Err(e) => tracing::debug!(node = %node.id, error = %e, "range read repair failed"),
+            }
+        });
     }
 
     /// Every live entry whose key starts with `prefix` (for small tables and bounded scans).

@@ -10,6 +10,8 @@ use tonic::{Request, Status};
 
 use hangar_proto::block::block_service_client::BlockServiceClient;
 use hangar_proto::control::admin_service_client::AdminServiceClient;
+use hangar_proto::control::layout_service_client::LayoutServiceClient;
+use hangar_proto::control::membership_service_client::MembershipServiceClient;
 use hangar_proto::metadata::metadata_service_client::MetadataServiceClient;
 
 pub const SECRET_HEADER: &str = "x-hangar-rpc-secret";
@@ -100,6 +102,16 @@ pub type AuthChannel = InterceptedService<Channel, AddHeader>;
 pub type MetaGrpc = MetadataServiceClient<AuthChannel>;
 pub type BlockGrpc = BlockServiceClient<AuthChannel>;
 pub type AdminGrpc = AdminServiceClient<AuthChannel>;
+pub type LayoutGrpc = LayoutServiceClient<AuthChannel>;
+pub type MembershipGrpc = MembershipServiceClient<AuthChannel>;
+
+pub fn layout_client(ch: Channel, secret: &str) -> Result<LayoutGrpc, crate::Error> {
+    Ok(LayoutServiceClient::with_interceptor(ch, add_secret(secret)?).max_decoding_message_size(MAX_MESSAGE))
+}
+
+pub fn membership_client(ch: Channel, secret: &str) -> Result<MembershipGrpc, crate::Error> {
+    Ok(MembershipServiceClient::with_interceptor(ch, add_secret(secret)?))
+}
 
 pub fn meta_client(ch: Channel, secret: &str) -> Result<MetaGrpc, crate::Error> {
     Ok(MetadataServiceClient::with_interceptor(ch, add_secret(secret)?)

@@ -191,4 +191,42 @@ impl AdminService for AdminRpc {
         self.catalog.set_bucket_permission(&r.key, &b.id, perm, r.allow).await.map_err(status)?;
         Ok(Response::new(self.bucket_info(&b, false).await.map_err(status)?))
     }
+
+    async fn stage_layout_change(&self, req: Request<StagedRole>) -> Result<Response<LayoutPlan>, Status> {
+        let mut known: Vec<String> = self
+            .members
+            .list()
+            .into_iter()
+            .filter(|(n, _, _)| n.role == NodeRole::Data as i32)
+            .map(|(n, _, _)| n.id)
+            .collect();
+        known.extend(self.layout.current().nodes.into_iter().map(|n| n.node_id));
+        known.sort();
+        known.dedup();
+        self.layout.stage(req.into_inner(), &known).map_err(control_status)?;
+        Ok(Response::new(self.layout.plan().map_err(control_status)?))
+    }
+
+    async fn show_layout(&self, _: Request<ShowLayoutRequest>) -> Result<Response<LayoutPlan>, Status> {
+        Ok(Response::new(self.layout.plan().map_err(control_status)?))
+    }
+
+    async fn apply_layout(&self, req: Request<ApplyLayoutRequest>) -> Result<Response<LayoutPlan>, Status> {
+        let members = self.members.list();
+        let addr_of = |id: &str| members.iter().find(|(n, _, _)| n.id == id).map(|(n, _, _)| n.rpc_addr.clone());
+        self.layout.apply(req.get_ref().version, addr_of).map_err(control_status)?;
+        Ok(Response::new(self.layout.plan().map_err(control_status)?))
+    }
+
+    async fn revert_layout(&self, _: Request<ShowLayoutRequest>) -> Result<Response<LayoutPlan>, Status> {
+        self.layout.revert().map_err(control_status)?;
+        Ok(Response::new(self.layout.plan().map_err(control_status)?))
+    }
+}
+
+fn control_status(e: crate::ControlError) -> Status {
+    match e {
+        crate::ControlError::Invalid(m) => Status::failed_precondition(m),
+        other => Status::internal(other.to_string()),
+    }
 }

@@ -1,35 +1,70 @@
-//! The versioned cluster layout: every version kept in sled, the current one published to
-//! watchers. This layouts are single-node; multi-node assignment comes with the
-//! distributed data plane.
+//! The versioned cluster layout: operators stage role changes, review the plan, and apply
+//! it as the next version. Every version is kept in sled and the current one is published
+//! to watchers (WatchLayout streams it to every subscriber).
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::Stream;
 use hangar_proto::control::layout_service_server::LayoutService;
-use hangar_proto::control::{GetLayoutRequest, Layout, NodeAssignment, PartitionReplicas};
+use hangar_proto::control::{
+    GetLayoutRequest, Layout, LayoutPlan, NodeAssignment, NodePlan, PartitionReplicas, StagedRole, StagedRoles,
+};
 use prost::Message;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::ControlError;
+use crate::assign::{self, NodeRole};
 
 pub const PARTITIONS: u32 = 256;
+const STAGED_KEY: &[u8] = b"staged";
 
 pub struct LayoutManager {
     history: sled::Tree,
+    state: sled::Tree,
     db: sled::Db,
     current: watch::Sender<Arc<Layout>>,
+    replication_factor: u32,
+    /// Serialises stage/apply/revert.
+    edit: Mutex<()>,
+}
+
+/// The layout's partitions as node ids.
+fn partition_ids(l: &Layout) -> Vec<Vec<String>> {
+    l.partitions
+        .iter()
+        .map(|p| p.nodes.iter().filter_map(|&i| l.nodes.get(i as usize)).map(|n| n.node_id.clone()).collect())
+        .collect()
+}
+
+fn counts(l: &Layout) -> BTreeMap<String, u32> {
+    let mut c = BTreeMap::new();
+    for part in partition_ids(l) {
+        for id in part {
+            *c.entry(id).or_insert(0) += 1;
+        }
+    }
+    c
 }
 
 impl LayoutManager {
-    pub fn open(db: sled::Db) -> Result<Self, ControlError> {
+    pub fn open(db: sled::Db, replication_factor: u32) -> Result<Self, ControlError> {
         let history = db.open_tree("layout_history")?;
+        let state = db.open_tree("layout_state")?;
         let current = match history.last()? {
             Some((_, v)) => Layout::decode(v.as_ref())?,
-            None => Layout::default(),
+            None => Layout { replication_factor, ..Default::default() },
         };
-        Ok(Self { history, db, current: watch::channel(Arc::new(current)).0 })
+        Ok(Self {
+            history,
+            state,
+            db,
+            current: watch::channel(Arc::new(current)).0,
+            replication_factor,
+            edit: Mutex::new(()),
+        })
     }
 
     pub fn current(&self) -> Layout {
@@ -53,13 +88,14 @@ impl LayoutManager {
             nodes: vec![node],
             partitions: (0..PARTITIONS).map(|_| PartitionReplicas { nodes: vec![0] }).collect(),
         };
-        self.apply(layout.clone())?;
+        self.publish(layout.clone())?;
         Ok(layout)
     }
 
     /// Records a node's current rpc address (a restarted node may listen elsewhere). The
     /// version does not change: addresses are not placement.
     pub fn update_address(&self, node_id: &str, addr: &str) -> Result<(), ControlError> {
+        let _guard = self.edit.lock().map_err(|_| ControlError::Invalid("layout lock poisoned".into()))?;
         let mut layout = self.current();
         let Some(n) = layout.nodes.iter_mut().find(|n| n.node_id == node_id && n.rpc_addr != addr) else {
             return Ok(());
@@ -71,7 +107,7 @@ impl LayoutManager {
         Ok(())
     }
 
-    fn apply(&self, layout: Layout) -> Result<(), ControlError> {
+    fn publish(&self, layout: Layout) -> Result<(), ControlError> {
         if layout.version != self.current().version + 1 {
             return Err(ControlError::Invalid(format!(
                 "layout version {} does not follow {}",
@@ -80,9 +116,182 @@ impl LayoutManager {
             )));
         }
         self.history.insert(layout.version.to_be_bytes(), layout.encode_to_vec())?;
+        self.state.remove(STAGED_KEY)?;
         self.db.flush()?;
         self.current.send_replace(Arc::new(layout));
         Ok(())
+    }
+
+    fn staged(&self) -> Result<Vec<StagedRole>, ControlError> {
+        Ok(match self.state.get(STAGED_KEY)? {
+            Some(v) => StagedRoles::decode(v.as_ref())?.roles,
+            None => Vec::new(),
+        })
+    }
+
+    /// Stages a change; `known` are the node ids that may be named (members and layout nodes).
+    pub fn stage(&self, mut change: StagedRole, known: &[String]) -> Result<(), ControlError> {
+        let _guard = self.edit.lock().map_err(|_| ControlError::Invalid("layout lock poisoned".into()))?;
+        let matches: Vec<&String> = known.iter().filter(|id| id.starts_with(&change.node_id)).collect();
+        change.node_id = match matches.as_slice() {
+            [one] => (*one).clone(),
+            [] => {
+                return Err(ControlError::Invalid(format!(
+                    "no known node has an id starting with `{}`",
+                    change.node_id
+                )));
+            }
+            _ => {
+                return Err(ControlError::Invalid(format!(
+                    "`{}` names more than one node; give more of the id",
+                    change.node_id
+                )));
+            }
+        };
+        if !change.remove {
+            if change.zone.is_empty() {
+                return Err(ControlError::Invalid("a role needs a zone (--zone)".into()));
+            }
+            if change.capacity == 0 {
+                return Err(ControlError::Invalid("a role needs a capacity above zero (--capacity)".into()));
+            }
+        } else if !self.current().nodes.iter().any(|n| n.node_id == change.node_id) {
+            return Err(ControlError::Invalid(format!("node {} has no role to remove", change.node_id)));
+        }
+        let mut staged = self.staged()?;
+        staged.retain(|s| s.node_id != change.node_id);
+        staged.push(change);
+        self.state.insert(STAGED_KEY, StagedRoles { roles: staged }.encode_to_vec())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn revert(&self) -> Result<(), ControlError> {
+        self.state.remove(STAGED_KEY)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The roles after the staged changes, in node id order.
+    fn proposed_roles(&self, cur: &Layout, staged: &[StagedRole]) -> Vec<NodeAssignment> {
+        let mut roles: BTreeMap<String, NodeAssignment> =
+            cur.nodes.iter().map(|n| (n.node_id.clone(), n.clone())).collect();
+        for s in staged {
+            if s.remove {
+                roles.remove(&s.node_id);
+            } else {
+                let e = roles
+                    .entry(s.node_id.clone())
+                    .or_insert_with(|| NodeAssignment { node_id: s.node_id.clone(), ..Default::default() });
+                e.zone = s.zone.clone();
+                e.capacity = s.capacity;
+                e.tags = s.tags.clone();
+            }
+        }
+        roles.into_values().collect()
+    }
+
+    /// What applying the staged changes would give: the new layout, or why it cannot be.
+    fn propose(&self, cur: &Layout, staged: &[StagedRole]) -> Result<Layout, ControlError> {
+        let nodes = self.proposed_roles(cur, staged);
+        let roles: Vec<NodeRole> = nodes
+            .iter()
+            .map(|n| NodeRole { id: n.node_id.clone(), zone: n.zone.clone(), capacity: n.capacity })
+            .collect();
+        let r = self.replication_factor as usize;
+        let parts = assign::assign(&roles, r, &partition_ids(cur)).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        Ok(Layout {
+            version: cur.version + 1,
+            replication_factor: self.replication_factor,
+            nodes,
+            partitions: parts
+                .into_iter()
+                .map(|p| PartitionReplicas { nodes: p.into_iter().map(|i| i as u32).collect() })
+                .collect(),
+        })
+    }
+
+    /// The plan for review (`hangar layout show`).
+    pub fn plan(&self) -> Result<LayoutPlan, ControlError> {
+        let cur = self.current();
+        let staged = self.staged()?;
+        let now = counts(&cur);
+        let (next, error) = if staged.is_empty() {
+            (None, String::new())
+        } else {
+            match self.propose(&cur, &staged) {
+                Ok(l) => (Some(l), String::new()),
+                Err(e) => (None, e.to_string()),
+            }
+        };
+        let after = next.as_ref().map(counts).unwrap_or_else(|| now.clone());
+        let shown = next.as_ref().map(|l| l.nodes.clone()).unwrap_or_else(|| self.proposed_roles(&cur, &staged));
+        let mut nodes: Vec<NodePlan> = shown
+            .iter()
+            .map(|n| NodePlan {
+                node_id: n.node_id.clone(),
+                zone: n.zone.clone(),
+                capacity: n.capacity,
+                tags: n.tags.clone(),
+                partitions_now: now.get(&n.node_id).copied().unwrap_or(0),
+                partitions_after: after.get(&n.node_id).copied().unwrap_or(0),
+                rpc_addr: cur
+                    .nodes
+                    .iter()
+                    .find(|c| c.node_id == n.node_id)
+                    .map(|c| c.rpc_addr.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        for c in &cur.nodes {
+            if !nodes.iter().any(|n| n.node_id == c.node_id) {
+                nodes.push(NodePlan {
+                    node_id: c.node_id.clone(),
+                    zone: c.zone.clone(),
+                    capacity: c.capacity,
+                    tags: c.tags.clone(),
+                    partitions_now: now.get(&c.node_id).copied().unwrap_or(0),
+                    partitions_after: 0,
+                    rpc_addr: c.rpc_addr.clone(),
+                });
+            }
+        }
+        let moving = next.as_ref().map(|l| assign::moved(&partition_ids(&cur), &partition_ids(l))).unwrap_or(0);
+        Ok(LayoutPlan {
+            version: cur.version,
+            replication_factor: self.replication_factor,
+            staged,
+            nodes,
+            partitions_moving: moving as u32,
+            error,
+        })
+    }
+
+    /// Applies the staged changes as `version`; `addr_of` gives the rpc address members reported.
+    pub fn apply(&self, version: u64, addr_of: impl Fn(&str) -> Option<String>) -> Result<Layout, ControlError> {
+        let _guard = self.edit.lock().map_err(|_| ControlError::Invalid("layout lock poisoned".into()))?;
+        let cur = self.current();
+        if version != cur.version + 1 {
+            return Err(ControlError::Invalid(format!(
+                "the next layout version is {}; `apply --version {version}` refers to another one (review with `hangar layout show`)",
+                cur.version + 1
+            )));
+        }
+        let staged = self.staged()?;
+        if staged.is_empty() {
+            return Err(ControlError::Invalid("no staged changes to apply".into()));
+        }
+        let mut next = self.propose(&cur, &staged)?;
+        for n in &mut next.nodes {
+            if let Some(a) = addr_of(&n.node_id) {
+                n.rpc_addr = a;
+            }
+            if n.rpc_addr.is_empty() {
+                return Err(ControlError::Invalid(format!("node {} has not reported its address yet", n.node_id)));
+            }
+        }
+        self.publish(next.clone())?;
+        Ok(next)
     }
 
     /// How many partitions each node (by index) holds in the current layout.
@@ -131,19 +340,59 @@ impl LayoutService for LayoutRpc {
 mod tests {
     use super::*;
 
+    fn role(id: &str, zone: &str) -> StagedRole {
+        StagedRole { node_id: id.into(), zone: zone.into(), capacity: 100, ..Default::default() }
+    }
+
     #[test]
     fn single_node_layout_persists() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let m = LayoutManager::open(sled::open(dir.path()).unwrap()).unwrap();
+            let m = LayoutManager::open(sled::open(dir.path()).unwrap(), 1).unwrap();
             let node = NodeAssignment { node_id: "n1".into(), ..Default::default() };
             let l = m.init_single_node(node.clone()).unwrap();
             assert_eq!(l.version, 1);
             assert_eq!(m.partitions_per_node(), vec![PARTITIONS]);
             assert_eq!(m.init_single_node(node).unwrap().version, 1, "second init keeps the layout");
         }
-        let m = LayoutManager::open(sled::open(dir.path()).unwrap()).unwrap();
+        let m = LayoutManager::open(sled::open(dir.path()).unwrap(), 1).unwrap();
         assert_eq!(m.current().version, 1);
         assert_eq!(m.current().nodes[0].node_id, "n1");
+    }
+
+    #[test]
+    fn stage_review_apply_revert() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = LayoutManager::open(sled::open(dir.path()).unwrap(), 3).unwrap();
+        let known: Vec<String> = ["aaa1", "bbb2", "ccc3", "ddd4"].iter().map(|s| s.to_string()).collect();
+        let addr = |id: &str| Some(format!("{id}:3901"));
+        for (id, z) in [("aaa", "a"), ("bbb", "b")] {
+            m.stage(role(id, z), &known).unwrap();
+        }
+        let plan = m.plan().unwrap();
+        assert!(plan.error.contains("at least 3 nodes"), "{}", plan.error);
+        assert!(m.apply(1, addr).is_err());
+        m.stage(role("ccc", "c"), &known).unwrap();
+        let plan = m.plan().unwrap();
+        assert!(plan.error.is_empty(), "{}", plan.error);
+        assert_eq!(plan.partitions_moving, 768);
+        assert!(plan.nodes.iter().all(|n| n.partitions_after == 256));
+        assert!(m.apply(2, addr).is_err(), "wrong version is refused");
+        let l = m.apply(1, addr).unwrap();
+        assert_eq!(l.version, 1);
+        assert_eq!(l.nodes[0].rpc_addr, "aaa1:3901");
+        assert!(m.plan().unwrap().staged.is_empty());
+
+        m.stage(role("d", "d"), &known).unwrap();
+        assert!(m.plan().unwrap().partitions_moving > 0);
+        m.revert().unwrap();
+        assert!(m.plan().unwrap().staged.is_empty());
+        assert!(m.stage(role("zzz", "z"), &known).is_err(), "unknown node");
+        assert!(m.stage(StagedRole { node_id: "d".into(), remove: true, ..Default::default() }, &known).is_err());
+
+        // History survives a restart.
+        drop(m);
+        let m = LayoutManager::open(sled::open(dir.path()).unwrap(), 3).unwrap();
+        assert_eq!(m.current().version, 1);
     }
 }

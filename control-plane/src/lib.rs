@@ -39,9 +39,14 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    pub fn open(metadata_dir: &std::path::Path, admin_token: String, rpc_secret: String) -> Result<Self, ControlError> {
+    pub fn open(
+        metadata_dir: &std::path::Path,
+        replication_factor: u32,
+        admin_token: String,
+        rpc_secret: String,
+    ) -> Result<Self, ControlError> {
         let db = sled::open(metadata_dir.join("control"))?;
-        let layout = Arc::new(layout::LayoutManager::open(db)?);
+        let layout = Arc::new(layout::LayoutManager::open(db, replication_factor)?);
         Ok(Self { layout, members: Arc::new(membership::Members::default()), admin_token, rpc_secret })
     }
 
@@ -64,4 +69,48 @@ impl ControlPlane {
             ),
         )
     }
+}
+
+/// Runs the control plane on its own (`hangar control-plane --config FILE`) until
+/// `shutdown`: layout, membership and the admin API on `rpc_bind_addr`, `/metrics` on the
+/// admin address.
+pub async fn run(
+    cfg: hangar_common::config::Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ControlError> {
+    use hangar_common::cluster::Cluster;
+    use hangar_common::config::load_or_create_secret;
+    use hangar_common::meta_client::MetaClient;
+
+    cfg.require("control plane", &["metadata_dir", "rpc_secret"]).map_err(|e| ControlError::Invalid(e.to_string()))?;
+    std::fs::create_dir_all(&cfg.metadata_dir).map_err(|e| ControlError::Invalid(format!("metadata_dir: {e}")))?;
+    let token = match &cfg.admin.admin_token {
+        Some(t) => t.clone(),
+        None => load_or_create_secret(&cfg.metadata_dir.join("admin_token"), hangar_common::ids::new_secret_key)
+            .map_err(|e| ControlError::Invalid(e.to_string()))?,
+    };
+    let secret = cfg.rpc_secret.clone().unwrap_or_default();
+    let control = ControlPlane::open(&cfg.metadata_dir, cfg.replication_factor, token, secret.clone())?;
+    let catalog = Catalog::new(MetaClient::new(Cluster::new(control.layout.subscribe(), &secret)));
+    let (admin_svc, layout_svc, member_svc) = control.services(catalog);
+    let listener = tokio::net::TcpListener::bind(cfg.rpc_bind_addr)
+        .await
+        .map_err(|e| ControlError::Invalid(format!("rpc_bind_addr: cannot listen on {}: {e}", cfg.rpc_bind_addr)))?;
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.api_bind_addr).await.map_err(|e| {
+        ControlError::Invalid(format!("[admin] api_bind_addr: cannot listen on {}: {e}", cfg.admin.api_bind_addr))
+    })?;
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(hangar_common::admin_http::serve(admin_listener, async {
+        let _ = admin_stopped.await;
+    }));
+    tracing::info!(rpc = %cfg.rpc_bind_addr, version = control.layout.current().version, "control plane ready");
+    let served = tonic::transport::Server::builder()
+        .add_service(admin_svc)
+        .add_service(layout_svc)
+        .add_service(member_svc)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await;
+    let _ = stop_admin.send(());
+    let _ = admin.await;
+    served.map_err(|e| ControlError::Invalid(format!("rpc server failed: {e}")))
 }

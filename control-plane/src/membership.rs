@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 
 use crate::layout::LayoutManager;
 
-/// A member is failed after missing this long a stretch of heartbeats.
-pub const FAILURE_AFTER: Duration = Duration::from_secs(15);
+/// A member is failed after missing three heartbeats (they come every 2 s).
+pub const FAILURE_AFTER: Duration = Duration::from_secs(7);
 
 #[derive(Default)]
 pub struct Members {
@@ -51,6 +51,11 @@ impl MembershipService for MembershipRpc {
         let node = req.into_inner().node.ok_or_else(|| Status::invalid_argument("heartbeat without node"))?;
         if node.id.is_empty() {
             return Err(Status::invalid_argument("node id is empty"));
+        }
+        if node.role == hangar_proto::control::NodeRole::Data as i32
+            && let Err(e) = self.layout.update_address(&node.id, &node.rpc_addr)
+        {
+            tracing::warn!(node = %node.id, error = %e, "cannot record a node's new address");
         }
         self.members.heard_from(node);
         Ok(Response::new(HeartbeatReply { layout_version: self.layout.current().version }))

@@ -66,3 +66,72 @@ impl DataNode {
         })
     }
 }
+
+/// Runs a data node on its own (`hangar data-node --config FILE`) until `shutdown`:
+/// serves blocks and metadata, announces itself to the control plane, and keeps the last
+/// layout it received in `<metadata_dir>/layout.pb`.
+pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), DataError> {
+    use hangar_common::config::load_or_create_secret;
+    use hangar_common::follower::{follow_layout, spawn_heartbeat};
+    use hangar_proto::control::{Layout, NodeInfo, NodeRole};
+    use prost::Message;
+
+    cfg.require("data node", &["metadata_dir", "data_dir", "rpc_secret", "bootstrap_peers"])
+        .map_err(|e| DataError::Config(e.to_string()))?;
+    std::fs::create_dir_all(&cfg.metadata_dir)?;
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let node_id = load_or_create_secret(&cfg.metadata_dir.join("node_id"), || {
+        hangar_common::ids::random_string(16, b"0123456789abcdef")
+    })
+    .map_err(|e| DataError::Config(e.to_string()))?;
+    let node = DataNode::open(&cfg)?;
+    let gc = node.spawn_workers();
+    let listener = tokio::net::TcpListener::bind(cfg.rpc_bind_addr)
+        .await
+        .map_err(|e| DataError::Config(format!("rpc_bind_addr: cannot listen on {}: {e}", cfg.rpc_bind_addr)))?;
+    if cfg.rpc_public_addr.is_none() {
+        cfg.rpc_public_addr = Some(listener.local_addr()?.to_string());
+    }
+    let secret = cfg.rpc_secret.clone().unwrap_or_default();
+
+    let layout_file = cfg.metadata_dir.join("layout.pb");
+    let initial = std::fs::read(&layout_file).ok().and_then(|b| Layout::decode(b.as_slice()).ok()).unwrap_or_default();
+    let save_to = layout_file.clone();
+    let _layout = follow_layout(cfg.bootstrap_peers.clone(), secret.clone(), initial, move |l| {
+        let tmp = save_to.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, l.encode_to_vec()).and_then(|_| std::fs::rename(&tmp, &save_to)) {
+            tracing::warn!(error = %e, "cannot keep the layout on disk");
+        }
+    });
+    let heartbeat = spawn_heartbeat(
+        cfg.bootstrap_peers.clone(),
+        secret,
+        NodeInfo {
+            id: node_id.clone(),
+            hostname: hangar_common::ids::hostname(),
+            rpc_addr: cfg.public_rpc_addr(),
+            role: NodeRole::Data as i32,
+        },
+    );
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.api_bind_addr).await.map_err(|e| {
+        DataError::Config(format!("[admin] api_bind_addr: cannot listen on {}: {e}", cfg.admin.api_bind_addr))
+    })?;
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(hangar_common::admin_http::serve(admin_listener, async {
+        let _ = admin_stopped.await;
+    }));
+    tracing::info!(node = %node_id, rpc = %cfg.public_rpc_addr(), "data node ready");
+
+    let (block_svc, meta_svc) = node.services();
+    let served = tonic::transport::Server::builder()
+        .add_service(block_svc)
+        .add_service(meta_svc)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await;
+    heartbeat.abort();
+    gc.abort();
+    let _ = stop_admin.send(());
+    let _ = admin.await;
+    node.meta.db.flush_async().await?;
+    served.map_err(|e| DataError::Config(format!("rpc server failed: {e}")))
+}

@@ -16,9 +16,9 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, retry::RetryConfig};
+use aws_sdk_s3::config::{Credentials, retry::RetryConfig};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 
@@ -123,6 +123,15 @@ impl ServerBuilder {
             }
         }
         panic!("hangar server did not start after {START_ATTEMPTS} attempts: {last_failure}");
+    }
+
+    /// Starts the server and creates a bucket named [`bucket_name`]`(prefix)`
+    /// with a root client: (server, root client, bucket).
+    pub async fn start_with_bucket(self, prefix: &str) -> (Server, aws_sdk_s3::Client, String) {
+        let server = self.start().await;
+        let s3 = server.s3_client();
+        let bucket = new_bucket(&s3, prefix).await;
+        (server, s3, bucket)
     }
 }
 
@@ -273,6 +282,11 @@ impl Server {
         Self::builder().start().await
     }
 
+    /// [`ServerBuilder::start_with_bucket`] with default settings.
+    pub async fn start_with_bucket(prefix: &str) -> (Server, aws_sdk_s3::Client, String) {
+        Self::builder().start_with_bucket(prefix).await
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -287,13 +301,8 @@ impl Server {
     /// SDK config for this server with the given credentials. Retries are off so
     /// that tests see exactly what the server answered.
     pub fn s3_config_for(&self, access_key: &str, secret_key: &str) -> aws_sdk_s3::config::Builder {
-        aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(Region::new(self.region.clone()))
-            .credentials_provider(Credentials::new(access_key, secret_key, None, None, "hangar-tests"))
-            .force_path_style(true)
-            .retry_config(RetryConfig::disabled())
+        let credentials = Credentials::new(access_key, secret_key, None, None, "hangar-tests");
+        s3_config(&self.endpoint, &self.region, credentials).retry_config(RetryConfig::disabled())
     }
 
     pub fn s3_config(&self) -> aws_sdk_s3::config::Builder {
@@ -319,6 +328,22 @@ impl Server {
     /// will not produce: aws-chunked signed streaming, skewed dates, ...).
     pub fn signer(&self) -> sigv4::Signer {
         sigv4::Signer::new(&self.access_key, &self.secret_key, &self.region)
+    }
+
+    /// A request to the S3 port (Host `127.0.0.1:PORT`), not yet signed.
+    pub fn raw_request(&self, method: &str, path: &str) -> sigv4::RawRequest {
+        sigv4::RawRequest::new(method, &self.s3_addr.to_string(), path)
+    }
+
+    /// Signs `req` with the root credentials at the current time.
+    pub fn sign_now(&self, req: &mut sigv4::RawRequest, payload_hash: &str) {
+        self.signer().sign(req, payload_hash, SystemTime::now());
+    }
+
+    /// Signs `req` now (see [`Server::sign_now`]) and sends it (see [`Server::send_raw`]).
+    pub async fn send_signed(&self, mut req: sigv4::RawRequest, payload_hash: &str) -> reqwest::Response {
+        self.sign_now(&mut req, payload_hash);
+        self.send_raw(&req).await
     }
 
     /// Plain-HTTP reqwest client.
@@ -363,16 +388,7 @@ impl Server {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = tokio::process::Command::new(hangar_bin());
-        cmd.arg("--rpc-addr")
-            .arg(self.rpc_addr.to_string())
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(args)
-            .env_remove("HANGAR_ADMIN_TOKEN")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        cmd
+        cli_command_at(self.rpc_addr, &self.data_dir, args)
     }
 
     /// Runs the admin CLI and returns its output, whatever the exit status.
@@ -459,6 +475,25 @@ impl Drop for Server {
             eprintln!("{}", self.log());
         }
     }
+}
+
+/// `hangar --rpc-addr RPC_ADDR --data-dir DATA_DIR <args>`, ready to run, with
+/// no inherited admin token (tests may set `HANGAR_ADMIN_TOKEN` themselves).
+pub fn cli_command_at<I, S>(rpc_addr: SocketAddr, data_dir: &Path, args: I) -> tokio::process::Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = tokio::process::Command::new(hangar_bin());
+    cmd.arg("--rpc-addr")
+        .arg(rpc_addr.to_string())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("HANGAR_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
 }
 
 /// Block files under a data dir, sorted.

@@ -76,13 +76,14 @@ impl RawRequest {
         pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
     }
 
-    pub fn url(&self) -> String {
+    /// The request target of the request line: the path, plus `?query` if any.
+    pub fn target(&self) -> String {
         let q = self.query_string();
-        if q.is_empty() {
-            format!("http://{}{}", self.host, self.path)
-        } else {
-            format!("http://{}{}?{}", self.host, self.path, q)
-        }
+        if q.is_empty() { self.path.clone() } else { format!("{}?{}", self.path, q) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.host, self.target())
     }
 }
 

@@ -4,17 +4,26 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::RequestId;
+use aws_sdk_s3::operation::complete_multipart_upload::builders::CompleteMultipartUploadFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use md5::{Digest, Md5};
 
 /// Pseudo-random bytes. A SplitMix64 stream seeded from the OS: much faster
 /// than a CSPRNG in an unoptimised build, and random enough that two calls
 /// never produce the same blocks (which would confuse dedup counting).
 pub fn random_bytes(len: usize) -> Vec<u8> {
-    let mut state: u64 = rand::random();
+    splitmix64_bytes(rand::random(), len)
+}
+
+/// `len` bytes of the SplitMix64 stream that starts from `state`: cheap
+/// deterministic filler (the same state always gives the same bytes).
+pub fn splitmix64_bytes(mut state: u64, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
         state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -54,6 +63,127 @@ pub fn content_md5(data: &[u8]) -> String {
 /// A bucket name unique enough within one server.
 pub fn bucket_name(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+/// SDK config for an S3 endpoint: latest behaviour, path-style addressing.
+pub fn s3_config(endpoint: &str, region: &str, credentials: Credentials) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(region.to_string()))
+        .credentials_provider(credentials)
+        .force_path_style(true)
+}
+
+// ---- S3 operations that must succeed ----------------------------------------
+
+/// Creates a bucket named [`bucket_name`]`(prefix)` and returns its name.
+pub async fn new_bucket(s3: &Client, prefix: &str) -> String {
+    let bucket = bucket_name(prefix);
+    s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    bucket
+}
+
+/// PUTs `data` and returns the ETag.
+pub async fn put_bytes(s3: &Client, bucket: &str, key: &str, data: &[u8]) -> String {
+    let out = s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(data.to_vec()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"));
+    out.e_tag().expect("PUT returns an ETag").to_string()
+}
+
+/// GETs a whole object's body.
+pub async fn get_bytes(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
+    let out = s3.get_object().bucket(bucket).key(key).send().await.unwrap_or_else(|e| panic!("get {key}: {e:?}"));
+    body_bytes(out.body).await
+}
+
+/// Names of the buckets ListBuckets returns, in its order.
+pub async fn bucket_names(s3: &Client) -> Vec<String> {
+    s3.list_buckets()
+        .send()
+        .await
+        .expect("list buckets")
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(str::to_string))
+        .collect()
+}
+
+/// Asserts that HEAD of `bucket/key` is a 404: nothing is stored there.
+pub async fn assert_no_object(s3: &Client, bucket: &str, key: &str) {
+    expect_s3_error(s3.head_object().bucket(bucket).key(key).send().await, 404, None);
+}
+
+// ---- multipart uploads --------------------------------------------------------
+
+/// Starts a multipart upload, checks the echoed bucket and key, returns the upload id.
+pub async fn create_upload(s3: &Client, bucket: &str, key: &str) -> String {
+    let out = s3.create_multipart_upload().bucket(bucket).key(key).send().await.expect("create multipart upload");
+    assert_eq!(out.bucket(), Some(bucket));
+    assert_eq!(out.key(), Some(key));
+    out.upload_id().expect("upload id").to_string()
+}
+
+/// Uploads part `n`, checks that its ETag is the part's MD5, returns the ETag.
+pub async fn upload_part(s3: &Client, bucket: &str, key: &str, upload_id: &str, n: i32, data: &[u8]) -> String {
+    let out = s3
+        .upload_part()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .part_number(n)
+        .body(ByteStream::from(data.to_vec()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("upload part {n}: {e:?}"));
+    let etag = out.e_tag().expect("part ETag").to_string();
+    assert_eq!(etag, etag_of(data), "part ETag is the part's MD5");
+    etag
+}
+
+/// The CompleteMultipartUpload body listing `(part number, ETag)` in the given order.
+pub fn completed_upload(parts: &[(i32, &str)]) -> CompletedMultipartUpload {
+    CompletedMultipartUpload::builder()
+        .set_parts(Some(
+            parts.iter().map(|(n, etag)| CompletedPart::builder().part_number(*n).e_tag(*etag).build()).collect(),
+        ))
+        .build()
+}
+
+/// A CompleteMultipartUpload request for `parts`, ready to `send()`.
+pub fn complete_upload(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    parts: &[(i32, &str)],
+) -> CompleteMultipartUploadFluentBuilder {
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(completed_upload(parts))
+}
+
+// ---- raw HTTP responses --------------------------------------------------------
+
+/// (status, body text) of a raw response.
+pub async fn status_and_body(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
+}
+
+/// (status, S3 error code) of a raw response; an unreadable body has no code.
+pub async fn status_and_code(resp: reqwest::Response) -> (u16, Option<String>) {
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    (status, xml_value(&body, "Code"))
 }
 
 /// Collects an SDK body.

@@ -143,13 +143,8 @@ async fn admin_token_from_file_or_env() {
     // With no data dir to read from, the token comes from the environment.
     let elsewhere = tempfile::tempdir().expect("tempdir");
     let run = |env_token: &str| {
-        let mut cmd = tokio::process::Command::new(hangar_bin());
-        cmd.arg("--rpc-addr")
-            .arg(server.rpc_addr.to_string())
-            .arg("--data-dir")
-            .arg(elsewhere.path())
-            .args(["key", "list"])
-            .env("HANGAR_ADMIN_TOKEN", env_token);
+        let mut cmd = cli_command_at(server.rpc_addr, elsewhere.path(), ["key", "list"]);
+        cmd.env("HANGAR_ADMIN_TOKEN", env_token);
         cmd
     };
     let ok = run(&token).output().await.expect("run CLI");
@@ -162,8 +157,7 @@ async fn admin_token_from_file_or_env() {
 #[tokio::test]
 async fn cli_reports_unreachable_server() {
     let server = Server::start().await;
-    let mut cmd = tokio::process::Command::new(hangar_bin());
-    cmd.arg("--rpc-addr").arg(free_addr().to_string()).arg("--data-dir").arg(&server.data_dir).args(["key", "list"]);
+    let mut cmd = cli_command_at(free_addr(), &server.data_dir, ["key", "list"]);
     let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
         .await
         .expect("CLI hangs when the server is unreachable")

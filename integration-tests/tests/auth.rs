@@ -10,27 +10,6 @@ use aws_smithy_async::time::StaticTimeSource;
 use hangar_integration_tests::sigv4::{self, RawRequest, encode_path, sha256_hex};
 use hangar_integration_tests::*;
 
-async fn new_bucket(s3: &Client, prefix: &str) -> String {
-    let bucket = bucket_name(prefix);
-    s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
-    bucket
-}
-
-async fn put(s3: &Client, bucket: &str, key: &str, data: &[u8]) {
-    s3.put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(data.to_vec()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"));
-}
-
-async fn get(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
-    let out = s3.get_object().bucket(bucket).key(key).send().await.unwrap_or_else(|e| panic!("get {key}: {e:?}"));
-    body_bytes(out.body).await
-}
-
 /// Sends a presigned request with reqwest, resolving its host to the server.
 async fn send_presigned(server: &Server, presigned: &PresignedRequest, body: Vec<u8>) -> reqwest::Response {
     let url = reqwest::Url::parse(presigned.uri()).expect("presigned URL");
@@ -42,13 +21,6 @@ async fn send_presigned(server: &Server, presigned: &PresignedRequest, body: Vec
         req = req.header(k, v);
     }
     req.body(body).send().await.expect("send presigned request")
-}
-
-/// (status, S3 error code) of a raw response.
-async fn status_and_code(resp: reqwest::Response) -> (u16, Option<String>) {
-    let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
-    (status, xml_value(&body, "Code"))
 }
 
 fn presign_for(secs: u64) -> PresigningConfig {
@@ -77,10 +49,8 @@ async fn unknown_key_is_invalid_access_key_id() {
 
 #[tokio::test]
 async fn anonymous_requests_are_denied() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "anon").await;
-    put(&s3, &bucket, "k", b"secret").await;
+    let (server, s3, bucket) = Server::start_with_bucket("anon").await;
+    put_bytes(&s3, &bucket, "k", b"secret").await;
     let http = server.http();
 
     for (method, path) in [("GET", "/".to_string()), ("GET", format!("/{bucket}")), ("GET", format!("/{bucket}/k"))] {
@@ -98,7 +68,7 @@ async fn anonymous_requests_are_denied() {
     let resp = http.put(format!("{}/{bucket}/planted", server.endpoint)).body("x").send().await.expect("send");
     let (status, code) = status_and_code(resp).await;
     assert_eq!((status, code.as_deref()), (403, Some("AccessDenied")), "anonymous PUT");
-    expect_s3_error(s3.head_object().bucket(&bucket).key("planted").send().await, 404, None);
+    assert_no_object(&s3, &bucket, "planted").await;
 }
 
 #[tokio::test]
@@ -116,7 +86,7 @@ async fn skewed_clock_is_request_time_too_skewed() {
         drop(err);
 
         // Same with the independent signer on a write.
-        let mut req = RawRequest::new("PUT", &server.s3_addr.to_string(), "/skew-bucket").body(Vec::new());
+        let mut req = server.raw_request("PUT", "/skew-bucket").body(Vec::new());
         server.signer().sign(&mut req, &sha256_hex(b""), at);
         let (status, code) = status_and_code(server.send_raw(&req).await).await;
         assert_eq!((status, code.as_deref()), (403, Some("RequestTimeTooSkewed")), "offset {offset}s");
@@ -130,9 +100,7 @@ async fn skewed_clock_is_request_time_too_skewed() {
 
 #[tokio::test]
 async fn presigned_get_and_put() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "presign").await;
+    let (server, s3, bucket) = Server::start_with_bucket("presign").await;
     let data = random_bytes(200_000);
 
     let put_req = s3
@@ -145,7 +113,7 @@ async fn presigned_get_and_put() {
     assert!(put_req.uri().contains("X-Amz-Signature="), "query-string auth: {}", put_req.uri());
     let resp = send_presigned(&server, &put_req, data.clone()).await;
     assert_eq!(resp.status().as_u16(), 200, "presigned PUT: {:?}", resp.text().await);
-    assert_eq!(get(&s3, &bucket, "via presigned put").await, data);
+    assert_eq!(get_bytes(&s3, &bucket, "via presigned put").await, data);
 
     let get_req = s3
         .get_object()
@@ -189,10 +157,8 @@ async fn presigned_get_and_put() {
 
 #[tokio::test]
 async fn key_without_rights_is_denied_until_allowed() {
-    let server = Server::start().await;
-    let root = server.s3_client();
-    let bucket = new_bucket(&root, "shared").await;
-    put(&root, &bucket, "doc", b"root's document").await;
+    let (server, root, bucket) = Server::start_with_bucket("shared").await;
+    put_bytes(&root, &bucket, "doc", b"root's document").await;
 
     let bob = server.create_key("bob").await;
     let s3 = server.s3_client_for_key(&bob);
@@ -211,17 +177,9 @@ async fn key_without_rights_is_denied_until_allowed() {
 
     // Read only.
     server.cli_ok(["bucket", "allow", "--read", &bucket, "--key", &bob.name]).await;
-    assert_eq!(get(&s3, &bucket, "doc").await, b"root's document");
+    assert_eq!(get_bytes(&s3, &bucket, "doc").await, b"root's document");
     s3.list_objects_v2().bucket(&bucket).send().await.expect("bob lists with read");
-    let names: Vec<String> = s3
-        .list_buckets()
-        .send()
-        .await
-        .expect("list buckets")
-        .buckets()
-        .iter()
-        .filter_map(|b| b.name().map(str::to_string))
-        .collect();
+    let names = bucket_names(&s3).await;
     assert_eq!(names, std::slice::from_ref(&bucket), "bob sees exactly the bucket he can read");
     expect_s3_error(
         s3.put_object().bucket(&bucket).key("bob").body(ByteStream::from_static(b"x")).send().await,
@@ -231,8 +189,8 @@ async fn key_without_rights_is_denied_until_allowed() {
 
     // Read + write.
     server.cli_ok(["bucket", "allow", "--write", &bucket, "--key", &bob.id]).await;
-    put(&s3, &bucket, "bob", b"bob's").await;
-    assert_eq!(get(&root, &bucket, "bob").await, b"bob's");
+    put_bytes(&s3, &bucket, "bob", b"bob's").await;
+    assert_eq!(get_bytes(&root, &bucket, "bob").await, b"bob's");
     s3.delete_object().bucket(&bucket).key("bob").send().await.expect("bob deletes with write");
 
     // Revoke both.
@@ -255,18 +213,9 @@ async fn create_bucket_permission_and_ownership() {
     server.cli_ok(["key", "allow", "--create-bucket", &alice.name]).await;
     a.create_bucket().bucket("alice-bucket").send().await.expect("alice may now create buckets");
     // The creator owns it: full access, and it is listed for her only.
-    put(&a, "alice-bucket", "k", b"alice data").await;
-    assert_eq!(get(&a, "alice-bucket", "k").await, b"alice data");
-    let names: Vec<String> = a
-        .list_buckets()
-        .send()
-        .await
-        .expect("list")
-        .buckets()
-        .iter()
-        .filter_map(|b| b.name().map(str::to_string))
-        .collect();
-    assert_eq!(names, ["alice-bucket"]);
+    put_bytes(&a, "alice-bucket", "k", b"alice data").await;
+    assert_eq!(get_bytes(&a, "alice-bucket", "k").await, b"alice data");
+    assert_eq!(bucket_names(&a).await, ["alice-bucket"]);
     assert!(c.list_buckets().send().await.expect("list").buckets().is_empty(), "carol sees alice's bucket");
     expect_s3_error(c.get_object().bucket("alice-bucket").key("k").send().await, 403, Some("AccessDenied"));
     expect_s3_error(c.delete_bucket().bucket("alice-bucket").send().await, 403, Some("AccessDenied"));
@@ -282,9 +231,7 @@ async fn create_bucket_permission_and_ownership() {
 
 #[tokio::test]
 async fn streaming_signed_payload_upload() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "chunked").await;
+    let (server, s3, bucket) = Server::start_with_bucket("chunked").await;
     let data = random_bytes(200_000);
     let signer = server.signer();
     let host = server.s3_addr.to_string();
@@ -295,78 +242,69 @@ async fn streaming_signed_payload_upload() {
     let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
     assert_eq!(status, 200, "signed aws-chunked PUT: {:?}", resp.text().await);
     assert_eq!(etag.as_deref(), Some(etag_of(&data).as_str()), "ETag is the MD5 of the decoded payload");
-    assert!(get(&s3, &bucket, "streamed").await == data, "aws-chunked payload not decoded correctly");
+    assert!(get_bytes(&s3, &bucket, "streamed").await == data, "aws-chunked payload not decoded correctly");
 
     // A chunk altered after signing must be rejected, and nothing stored.
     let req = signer.streaming_put(&host, &encode_path(&bucket, "tampered"), &data, 64 * 1024, Some(1));
     let (status, code) = status_and_code(server.send_raw(&req).await).await;
     assert_eq!((status, code.as_deref()), (403, Some("SignatureDoesNotMatch")), "tampered chunk");
-    expect_s3_error(s3.head_object().bucket(&bucket).key("tampered").send().await, 404, None);
+    assert_no_object(&s3, &bucket, "tampered").await;
 }
 
 #[tokio::test]
 async fn unsigned_payload_and_payload_hash_checks() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "unsigned").await;
-    let host = server.s3_addr.to_string();
+    let (server, s3, bucket) = Server::start_with_bucket("unsigned").await;
     let data = random_bytes(10_000);
+    let put_req = |key: &str| server.raw_request("PUT", &encode_path(&bucket, key)).body(data.clone());
 
-    let mut req = RawRequest::new("PUT", &host, &encode_path(&bucket, "unsigned")).body(data.clone());
-    server.signer().sign(&mut req, sigv4::UNSIGNED_PAYLOAD, SystemTime::now());
-    let resp = server.send_raw(&req).await;
+    let resp = server.send_signed(put_req("unsigned"), sigv4::UNSIGNED_PAYLOAD).await;
     assert_eq!(resp.status().as_u16(), 200, "UNSIGNED-PAYLOAD PUT: {:?}", resp.text().await);
-    assert_eq!(get(&s3, &bucket, "unsigned").await, data);
+    assert_eq!(get_bytes(&s3, &bucket, "unsigned").await, data);
 
     // Fully signed payload.
-    let mut req = RawRequest::new("PUT", &host, &encode_path(&bucket, "signed")).body(data.clone());
-    server.signer().sign(&mut req, &sha256_hex(&data), SystemTime::now());
-    assert_eq!(server.send_raw(&req).await.status().as_u16(), 200, "signed-payload PUT");
-    assert_eq!(get(&s3, &bucket, "signed").await, data);
+    let resp = server.send_signed(put_req("signed"), &sha256_hex(&data)).await;
+    assert_eq!(resp.status().as_u16(), 200, "signed-payload PUT");
+    assert_eq!(get_bytes(&s3, &bucket, "signed").await, data);
 
     // A body that does not match the signed x-amz-content-sha256 is refused.
-    let mut req = RawRequest::new("PUT", &host, &encode_path(&bucket, "mismatch")).body(data.clone());
-    server.signer().sign(&mut req, &sha256_hex(b"different"), SystemTime::now());
-    let (status, code) = status_and_code(server.send_raw(&req).await).await;
+    let (status, code) =
+        status_and_code(server.send_signed(put_req("mismatch"), &sha256_hex(b"different")).await).await;
     assert!((400..500).contains(&status), "payload hash mismatch gave {status} {code:?}");
-    expect_s3_error(s3.head_object().bucket(&bucket).key("mismatch").send().await, 404, None);
+    assert_no_object(&s3, &bucket, "mismatch").await;
 }
 
 #[tokio::test]
 async fn streaming_unsigned_payload_with_checksum_trailer() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "trailer").await;
-    let host = server.s3_addr.to_string();
+    let (server, s3, bucket) = Server::start_with_bucket("trailer").await;
     let data = random_bytes(150_000);
 
     let build = |key: &str, checksum: String| {
         let body = sigv4::trailer_body(&data, 64 * 1024, "x-amz-checksum-crc32", &checksum);
-        let mut req = RawRequest::new("PUT", &host, &encode_path(&bucket, key))
+        let mut req = server
+            .raw_request("PUT", &encode_path(&bucket, key))
             .header("content-encoding", "aws-chunked")
             .header("x-amz-decoded-content-length", &data.len().to_string())
             .header("x-amz-trailer", "x-amz-checksum-crc32")
             .body(body);
-        server.signer().sign(&mut req, sigv4::STREAMING_UNSIGNED_TRAILER, SystemTime::now());
+        server.sign_now(&mut req, sigv4::STREAMING_UNSIGNED_TRAILER);
         req
     };
 
     let resp = server.send_raw(&build("good", sigv4::crc32_base64(&data))).await;
     assert_eq!(resp.status().as_u16(), 200, "trailer upload: {:?}", resp.text().await);
-    assert!(get(&s3, &bucket, "good").await == data, "trailer payload not decoded correctly");
+    assert!(get_bytes(&s3, &bucket, "good").await == data, "trailer payload not decoded correctly");
 
     let (status, code) = status_and_code(server.send_raw(&build("bad", sigv4::crc32_base64(b"nope"))).await).await;
     assert_eq!((status, code.as_deref()), (400, Some("BadDigest")), "wrong trailing checksum");
-    expect_s3_error(s3.head_object().bucket(&bucket).key("bad").send().await, 404, None);
+    assert_no_object(&s3, &bucket, "bad").await;
 }
 
 #[tokio::test]
 async fn virtual_hosted_style_requests() {
     const DOMAIN: &str = "s3.test";
-    let server = Server::builder().env("HANGAR_S3_ROOT_DOMAIN", DOMAIN).start().await;
-    let path_style = server.s3_client();
-    let bucket = new_bucket(&path_style, "vhost").await;
-    put(&path_style, &bucket, "path-style-object", b"from path style").await;
+    let (server, path_style, bucket) =
+        Server::builder().env("HANGAR_S3_ROOT_DOMAIN", DOMAIN).start_with_bucket("vhost").await;
+    put_bytes(&path_style, &bucket, "path-style-object", b"from path style").await;
     let port = server.s3_addr.port();
 
     // An SDK client in virtual-hosted mode; its presigned URLs name
@@ -380,7 +318,7 @@ async fn virtual_hosted_style_requests() {
     assert!(put_req.uri().starts_with(&format!("http://{expected_host}/")), "not virtual-hosted: {}", put_req.uri());
     let resp = send_presigned(&server, &put_req, b"from virtual host".to_vec()).await;
     assert_eq!(resp.status().as_u16(), 200, "virtual-hosted PUT: {:?}", resp.text().await);
-    assert_eq!(get(&path_style, &bucket, "vhost-object").await, b"from virtual host");
+    assert_eq!(get_bytes(&path_style, &bucket, "vhost-object").await, b"from virtual host");
 
     let get_req =
         vhost.get_object().bucket(&bucket).key("path-style-object").presigned(presign_for(300)).await.expect("presign");
@@ -389,11 +327,9 @@ async fn virtual_hosted_style_requests() {
     assert_eq!(resp.bytes().await.expect("body").as_ref(), b"from path style");
 
     // Header-signed ListObjectsV2 on the bucket host: path is "/".
-    let mut req = RawRequest::new("GET", &expected_host, "/").query("list-type", "2");
-    server.signer().sign(&mut req, &sha256_hex(b""), SystemTime::now());
-    let resp = server.send_raw(&req).await;
-    assert_eq!(resp.status().as_u16(), 200);
-    let body = resp.text().await.expect("body");
+    let req = RawRequest::new("GET", &expected_host, "/").query("list-type", "2");
+    let (status, body) = status_and_body(server.send_signed(req, &sha256_hex(b"")).await).await;
+    assert_eq!(status, 200);
     assert!(body.contains("<Key>path-style-object</Key>") && body.contains("<Key>vhost-object</Key>"), "{body}");
 
     // Unsigned virtual-hosted requests are still denied.

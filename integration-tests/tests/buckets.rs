@@ -5,11 +5,7 @@ use hangar_integration_tests::*;
 
 #[tokio::test]
 async fn bucket_lifecycle() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = bucket_name("life");
-
-    s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    let (server, s3, bucket) = Server::start_with_bucket("life").await;
 
     let list = s3.list_buckets().send().await.expect("list buckets");
     let listed = list.buckets().iter().find(|b| b.name() == Some(bucket.as_str())).expect("new bucket is listed");
@@ -51,20 +47,14 @@ async fn list_buckets_is_sorted_by_name() {
 
 #[tokio::test]
 async fn creating_an_owned_bucket_again_is_already_owned_by_you() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = bucket_name("dup");
-    s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    let (_server, s3, bucket) = Server::start_with_bucket("dup").await;
     expect_s3_error(s3.create_bucket().bucket(&bucket).send().await, 409, Some("BucketAlreadyOwnedByYou"));
 }
 
 #[tokio::test]
 async fn deleting_a_non_empty_bucket_fails() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = bucket_name("full");
-    s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
-    s3.put_object().bucket(&bucket).key("k").body(ByteStream::from_static(b"x")).send().await.expect("put object");
+    let (_server, s3, bucket) = Server::start_with_bucket("full").await;
+    put_bytes(&s3, &bucket, "k", b"x").await;
 
     expect_s3_error(s3.delete_bucket().bucket(&bucket).send().await, 409, Some("BucketNotEmpty"));
     // Still there, object intact.
@@ -129,8 +119,7 @@ async fn configured_region_is_used() {
     let server = Server::builder().env("HANGAR_S3_REGION", "hangar-test-1").start().await;
     assert_eq!(server.region, "hangar-test-1", "AWS_DEFAULT_REGION line should print the configured region");
     let s3 = server.s3_client();
-    let bucket = bucket_name("region");
-    s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    let bucket = new_bucket(&s3, "region").await;
     let loc = s3.get_bucket_location().bucket(&bucket).send().await.expect("get bucket location");
     assert_eq!(loc.location_constraint().map(|c| c.as_str()), Some("hangar-test-1"), "location constraint");
 }

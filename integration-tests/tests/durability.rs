@@ -5,9 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
 use hangar_integration_tests::*;
@@ -15,27 +13,6 @@ use hangar_integration_tests::*;
 const MIB: usize = 1 << 20;
 /// GC runs every 5 s; with a zero delay, unreferenced blocks go within ~2 runs.
 const GC_WAIT: Duration = Duration::from_secs(15);
-
-async fn new_bucket(s3: &Client, prefix: &str) -> String {
-    let bucket = bucket_name(prefix);
-    s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
-    bucket
-}
-
-async fn put(s3: &Client, bucket: &str, key: &str, data: &[u8]) {
-    s3.put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(data.to_vec()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"));
-}
-
-async fn get(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
-    let out = s3.get_object().bucket(bucket).key(key).send().await.unwrap_or_else(|e| panic!("get {key}: {e:?}"));
-    body_bytes(out.body).await
-}
 
 fn blake2b_256_hex(data: &[u8]) -> String {
     hex::encode(Blake2b::<U32>::digest(data))
@@ -47,24 +24,15 @@ fn file_name(p: &Path) -> String {
 
 #[tokio::test]
 async fn large_object_round_trips_across_many_blocks() {
-    let server = Server::builder().block_size(MIB).start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "large").await;
+    let (server, s3, bucket) = Server::builder().block_size(MIB).start_with_bucket("large").await;
     // Not a multiple of the block size, so the last block is partial.
     let data = random_bytes(20 * MIB + 12_345);
 
-    let out = s3
-        .put_object()
-        .bucket(&bucket)
-        .key("20mib")
-        .body(ByteStream::from(data.clone()))
-        .send()
-        .await
-        .expect("put 20 MiB");
-    assert_eq!(out.e_tag(), Some(etag_of(&data).as_str()));
+    let etag = put_bytes(&s3, &bucket, "20mib", &data).await;
+    assert_eq!(etag, etag_of(&data));
     assert_eq!(server.block_files().len(), 21, "20 MiB + 12 KiB at 1 MiB blocks is 21 distinct blocks");
 
-    let got = get(&s3, &bucket, "20mib").await;
+    let got = get_bytes(&s3, &bucket, "20mib").await;
     assert_eq!(got.len(), data.len());
     assert!(got == data, "20 MiB object is not byte-identical (md5 {} vs {})", md5_hex(&got), md5_hex(&data));
 
@@ -74,12 +42,10 @@ async fn large_object_round_trips_across_many_blocks() {
 
 #[tokio::test]
 async fn block_files_are_named_by_blake2b_of_their_content() {
-    let server = Server::builder().block_size(4096).start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "naming").await;
+    let (server, s3, bucket) = Server::builder().block_size(4096).start_with_bucket("naming").await;
     // 9 full blocks and a 3616-byte tail (above the 3 KiB inline limit).
     let data = random_bytes(40_480);
-    put(&s3, &bucket, "k", &data).await;
+    put_bytes(&s3, &bucket, "k", &data).await;
 
     let files = server.block_files();
     assert_eq!(files.len(), 10, "ceil(40480 / 4096) blocks: {files:?}");
@@ -98,141 +64,84 @@ async fn block_files_are_named_by_blake2b_of_their_content() {
             path.display()
         );
     }
-    assert!(get(&s3, &bucket, "k").await == data);
+    assert!(get_bytes(&s3, &bucket, "k").await == data);
 }
 
 #[tokio::test]
 async fn identical_content_is_stored_once() {
-    let server = Server::builder().block_size(MIB).start().await;
-    let s3 = server.s3_client();
-    let b1 = new_bucket(&s3, "dedup-a").await;
+    let (server, s3, b1) = Server::builder().block_size(MIB).start_with_bucket("dedup-a").await;
     let b2 = new_bucket(&s3, "dedup-b").await;
     let data = random_bytes(3 * MIB);
 
-    put(&s3, &b1, "first", &data).await;
+    put_bytes(&s3, &b1, "first", &data).await;
     let after_first = server.block_files();
     assert_eq!(after_first.len(), 3);
 
-    put(&s3, &b1, "second", &data).await;
-    put(&s3, &b2, "third", &data).await;
+    put_bytes(&s3, &b1, "second", &data).await;
+    put_bytes(&s3, &b2, "third", &data).await;
     assert_eq!(server.block_files(), after_first, "identical content created new block files");
 
     // A multipart upload whose parts line up with the blocks dedups too.
-    let id = s3
-        .create_multipart_upload()
-        .bucket(&b2)
-        .key("mpu")
-        .send()
-        .await
-        .expect("create")
-        .upload_id()
-        .expect("id")
-        .to_string();
-    let etag = s3
-        .upload_part()
-        .bucket(&b2)
-        .key("mpu")
-        .upload_id(&id)
-        .part_number(1)
-        .body(ByteStream::from(data.clone()))
-        .send()
-        .await
-        .expect("upload part")
-        .e_tag()
-        .expect("etag")
-        .to_string();
-    s3.complete_multipart_upload()
-        .bucket(&b2)
-        .key("mpu")
-        .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .parts(CompletedPart::builder().part_number(1).e_tag(etag).build())
-                .build(),
-        )
-        .send()
-        .await
-        .expect("complete");
+    let id = create_upload(&s3, &b2, "mpu").await;
+    let etag = upload_part(&s3, &b2, "mpu", &id, 1, &data).await;
+    complete_upload(&s3, &b2, "mpu", &id, &[(1, &etag)]).send().await.expect("complete");
     assert_eq!(server.block_files(), after_first, "identical multipart content created new block files");
 
-    put(&s3, &b1, "different", &random_bytes(3 * MIB)).await;
+    put_bytes(&s3, &b1, "different", &random_bytes(3 * MIB)).await;
     assert_eq!(server.block_files().len(), 6);
 
     for (b, k) in [(&b1, "first"), (&b1, "second"), (&b2, "third"), (&b2, "mpu")] {
-        assert!(get(&s3, b, k).await == data, "{b}/{k} differs");
+        assert!(get_bytes(&s3, b, k).await == data, "{b}/{k} differs");
     }
 }
 
 #[tokio::test]
 async fn small_objects_are_inline() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "inline").await;
+    let (server, s3, bucket) = Server::start_with_bucket("inline").await;
     for (key, len) in [("empty", 0), ("one", 1), ("kib", 1024), ("limit", 3072)] {
-        put(&s3, &bucket, key, &random_bytes(len)).await;
+        put_bytes(&s3, &bucket, key, &random_bytes(len)).await;
     }
     assert!(server.block_files().is_empty(), "objects <= 3 KiB created block files: {:?}", server.block_files());
     let data = random_bytes(3072);
-    put(&s3, &bucket, "limit", &data).await;
-    assert_eq!(get(&s3, &bucket, "limit").await, data);
+    put_bytes(&s3, &bucket, "limit", &data).await;
+    assert_eq!(get_bytes(&s3, &bucket, "limit").await, data);
 
-    put(&s3, &bucket, "over", &random_bytes(3073)).await;
+    put_bytes(&s3, &bucket, "over", &random_bytes(3073)).await;
     assert_eq!(server.block_files().len(), 1, "a 3073-byte object needs a block file");
 }
 
 #[tokio::test]
 async fn unreferenced_blocks_are_garbage_collected() {
-    let server = Server::builder().block_size(MIB).gc_delay_secs(0).start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "gc").await;
+    let (server, s3, bucket) = Server::builder().block_size(MIB).gc_delay_secs(0).start_with_bucket("gc").await;
     let shared = random_bytes(2 * MIB + 100);
     let other = random_bytes(MIB);
-    put(&s3, &bucket, "a", &shared).await;
-    put(&s3, &bucket, "b", &shared).await;
-    put(&s3, &bucket, "c", &other).await;
+    put_bytes(&s3, &bucket, "a", &shared).await;
+    put_bytes(&s3, &bucket, "b", &shared).await;
+    put_bytes(&s3, &bucket, "c", &other).await;
     assert_eq!(server.block_files().len(), 4);
 
     // Blocks still referenced by "b" must survive at least one GC run.
     s3.delete_object().bucket(&bucket).key("a").send().await.expect("delete a");
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(server.block_files().len(), 4, "GC removed blocks that are still referenced");
-    assert!(get(&s3, &bucket, "b").await == shared, "b damaged by GC");
+    assert!(get_bytes(&s3, &bucket, "b").await == shared, "b damaged by GC");
 
     s3.delete_object().bucket(&bucket).key("b").send().await.expect("delete b");
     let gone = wait_until(GC_WAIT, || async { server.block_files().len() == 1 }).await;
     assert!(gone, "blocks of deleted objects remain: {:?}", server.block_files());
 
     // Overwriting releases the old content's blocks.
-    put(&s3, &bucket, "c", b"now tiny and inline").await;
+    put_bytes(&s3, &bucket, "c", b"now tiny and inline").await;
     let gone = wait_until(GC_WAIT, || async { server.block_files().is_empty() }).await;
     assert!(gone, "blocks of overwritten object remain: {:?}", server.block_files());
-    assert_eq!(get(&s3, &bucket, "c").await, b"now tiny and inline");
+    assert_eq!(get_bytes(&s3, &bucket, "c").await, b"now tiny and inline");
 }
 
 #[tokio::test]
 async fn aborted_upload_blocks_are_garbage_collected() {
-    let server = Server::builder().block_size(MIB).gc_delay_secs(0).start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "gc-mpu").await;
-    let id = s3
-        .create_multipart_upload()
-        .bucket(&bucket)
-        .key("k")
-        .send()
-        .await
-        .expect("create")
-        .upload_id()
-        .expect("id")
-        .to_string();
-    s3.upload_part()
-        .bucket(&bucket)
-        .key("k")
-        .upload_id(&id)
-        .part_number(1)
-        .body(ByteStream::from(random_bytes(2 * MIB)))
-        .send()
-        .await
-        .expect("upload part");
+    let (server, s3, bucket) = Server::builder().block_size(MIB).gc_delay_secs(0).start_with_bucket("gc-mpu").await;
+    let id = create_upload(&s3, &bucket, "k").await;
+    upload_part(&s3, &bucket, "k", &id, 1, &random_bytes(2 * MIB)).await;
     assert_eq!(server.block_files().len(), 2);
     s3.abort_multipart_upload().bucket(&bucket).key("k").upload_id(&id).send().await.expect("abort");
     let gone = wait_until(GC_WAIT, || async { server.block_files().is_empty() }).await;
@@ -241,12 +150,10 @@ async fn aborted_upload_blocks_are_garbage_collected() {
 
 #[tokio::test]
 async fn restart_keeps_everything() {
-    let server = Server::builder().block_size(MIB).start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "persist").await;
+    let (server, s3, bucket) = Server::builder().block_size(MIB).start_with_bucket("persist").await;
     let small = b"small inline object".to_vec();
     let big = random_bytes(3 * MIB + 7);
-    put(&s3, &bucket, "small", &small).await;
+    put_bytes(&s3, &bucket, "small", &small).await;
     s3.put_object()
         .bucket(&bucket)
         .key("big")
@@ -262,29 +169,8 @@ async fn restart_keeps_everything() {
 
     // An upload in progress across the restart.
     let part1 = random_bytes(5 * MIB);
-    let id = s3
-        .create_multipart_upload()
-        .bucket(&bucket)
-        .key("mpu")
-        .send()
-        .await
-        .expect("create")
-        .upload_id()
-        .expect("id")
-        .to_string();
-    let e1 = s3
-        .upload_part()
-        .bucket(&bucket)
-        .key("mpu")
-        .upload_id(&id)
-        .part_number(1)
-        .body(ByteStream::from(part1.clone()))
-        .send()
-        .await
-        .expect("upload part 1")
-        .e_tag()
-        .expect("etag")
-        .to_string();
+    let id = create_upload(&s3, &bucket, "mpu").await;
+    let e1 = upload_part(&s3, &bucket, "mpu", &id, 1, &part1).await;
 
     let (old_ak, old_sk) = (server.access_key.clone(), server.secret_key.clone());
     let blocks_before = server.block_files();
@@ -297,17 +183,9 @@ async fn restart_keeps_everything() {
     assert_eq!(server.block_files(), blocks_before);
 
     let s3 = server.s3_client();
-    let names: Vec<String> = s3
-        .list_buckets()
-        .send()
-        .await
-        .expect("list")
-        .buckets()
-        .iter()
-        .filter_map(|b| b.name().map(str::to_string))
-        .collect();
+    let names = bucket_names(&s3).await;
     assert!(names.contains(&bucket), "bucket lost: {names:?}");
-    assert_eq!(get(&s3, &bucket, "small").await, small);
+    assert_eq!(get_bytes(&s3, &bucket, "small").await, small);
     let got = s3.get_object().bucket(&bucket).key("big").send().await.expect("get big");
     assert_eq!(got.content_type(), Some("application/x-big"));
     assert_eq!(got.metadata().and_then(|m| m.get("note")).map(String::as_str), Some("survives restarts"));
@@ -317,36 +195,12 @@ async fn restart_keeps_everything() {
     assert!(info.contains(&key.id), "key info after restart:\n{info}");
     assert!(server.cli_ok(["bucket", "list"]).await.contains("admin-made"));
     let ks3 = server.s3_client_for_key(&key);
-    assert_eq!(get(&ks3, &bucket, "small").await, small, "key rights lost across restart");
+    assert_eq!(get_bytes(&ks3, &bucket, "small").await, small, "key rights lost across restart");
 
     let part2 = b"final part".to_vec();
-    let e2 = s3
-        .upload_part()
-        .bucket(&bucket)
-        .key("mpu")
-        .upload_id(&id)
-        .part_number(2)
-        .body(ByteStream::from(part2.clone()))
-        .send()
-        .await
-        .expect("upload part 2 after restart")
-        .e_tag()
-        .expect("etag")
-        .to_string();
-    s3.complete_multipart_upload()
-        .bucket(&bucket)
-        .key("mpu")
-        .upload_id(&id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .parts(CompletedPart::builder().part_number(1).e_tag(e1).build())
-                .parts(CompletedPart::builder().part_number(2).e_tag(e2).build())
-                .build(),
-        )
-        .send()
-        .await
-        .expect("complete after restart");
-    assert!(get(&s3, &bucket, "mpu").await == [part1, part2].concat());
+    let e2 = upload_part(&s3, &bucket, "mpu", &id, 2, &part2).await;
+    complete_upload(&s3, &bucket, "mpu", &id, &[(1, &e1), (2, &e2)]).send().await.expect("complete after restart");
+    assert!(get_bytes(&s3, &bucket, "mpu").await == [part1, part2].concat());
 
     // And a clean shutdown once more.
     server.stop().await;
@@ -354,23 +208,21 @@ async fn restart_keeps_everything() {
 
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9() {
-    let server = Server::builder().block_size(MIB).start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "crash").await;
-    put(&s3, &bucket, "doomed", b"deleted before the crash").await;
+    let (server, s3, bucket) = Server::builder().block_size(MIB).start_with_bucket("crash").await;
+    put_bytes(&s3, &bucket, "doomed", b"deleted before the crash").await;
 
     let small = b"acknowledged inline".to_vec();
     let big = random_bytes(2 * MIB + 1);
-    put(&s3, &bucket, "small", &small).await;
-    put(&s3, &bucket, "big", &big).await;
+    put_bytes(&s3, &bucket, "small", &small).await;
+    put_bytes(&s3, &bucket, "big", &big).await;
     s3.delete_object().bucket(&bucket).key("doomed").send().await.expect("delete");
     let late_bucket = new_bucket(&s3, "late").await;
     // SIGKILL immediately after the acknowledgements.
     let server = server.kill9().start().await;
 
     let s3 = server.s3_client();
-    assert_eq!(get(&s3, &bucket, "small").await, small, "inline object lost in crash");
-    assert!(get(&s3, &bucket, "big").await == big, "block object lost or damaged in crash");
+    assert_eq!(get_bytes(&s3, &bucket, "small").await, small, "inline object lost in crash");
+    assert!(get_bytes(&s3, &bucket, "big").await == big, "block object lost or damaged in crash");
     expect_s3_error(s3.get_object().bucket(&bucket).key("doomed").send().await, 404, Some("NoSuchKey"));
     s3.head_bucket().bucket(&late_bucket).send().await.expect("bucket created before the crash");
 }

@@ -3,24 +3,16 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::primitives::ByteStream;
 use hangar_integration_tests::sigv4::{self, RawRequest, encode_path, sha256_hex};
 use hangar_integration_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn new_bucket(s3: &Client) -> String {
-    let bucket = bucket_name("hostile");
-    s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
-    bucket
-}
-
-/// Sends a PUT whose Content-Length promises `declared` bytes but only
-/// `sent` arrive before the client closes the connection.
-async fn truncated_put(server: &Server, bucket: &str, key: &str, declared: usize, sent: usize) {
-    let mut req = RawRequest::new("PUT", &server.s3_addr.to_string(), &encode_path(bucket, key));
-    server.signer().sign(&mut req, sigv4::UNSIGNED_PAYLOAD, SystemTime::now());
-    let mut head = format!("PUT {} HTTP/1.1\r\n", req.path);
+/// Sends `req` (signed with UNSIGNED-PAYLOAD) with a Content-Length that
+/// promises `declared` bytes, but only `sent` arrive before the client closes
+/// the connection. Returns whatever the server answered.
+async fn send_truncated(server: &Server, mut req: RawRequest, declared: usize, sent: usize) -> String {
+    server.sign_now(&mut req, sigv4::UNSIGNED_PAYLOAD);
+    let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.target());
     for (k, v) in &req.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -36,66 +28,38 @@ async fn truncated_put(server: &Server, bucket: &str, key: &str, declared: usize
     // Read whatever the server says (or EOF) so it has finished with us.
     let mut sink = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut sink)).await;
-    let reply = String::from_utf8_lossy(&sink);
+    String::from_utf8_lossy(&sink).into_owned()
+}
+
+/// A truncated PUT of `bucket/key` (see [`send_truncated`]) that must not be acknowledged.
+async fn truncated_put(server: &Server, bucket: &str, key: &str, declared: usize, sent: usize) {
+    let reply = send_truncated(server, server.raw_request("PUT", &encode_path(bucket, key)), declared, sent).await;
     assert!(!reply.starts_with("HTTP/1.1 200"), "truncated upload was acknowledged: {reply}");
 }
 
 #[tokio::test]
 async fn truncated_body_leaves_no_object() {
-    let server = Server::builder().block_size(1 << 20).start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3).await;
+    let (server, s3, bucket) = Server::builder().block_size(1 << 20).start_with_bucket("hostile").await;
 
     // Small (would be inline) and large (several blocks already received).
     truncated_put(&server, &bucket, "small", 2000, 1000).await;
     truncated_put(&server, &bucket, "large", 8 << 20, 3 << 20).await;
     for key in ["small", "large"] {
-        expect_s3_error(s3.head_object().bucket(&bucket).key(key).send().await, 404, None);
+        assert_no_object(&s3, &bucket, key).await;
     }
     let list = s3.list_objects_v2().bucket(&bucket).send().await.expect("list");
     assert!(list.contents().is_empty(), "truncated uploads are listed: {:?}", list.contents());
 
     // A truncated overwrite keeps the previous version.
-    s3.put_object()
-        .bucket(&bucket)
-        .key("existing")
-        .body(ByteStream::from_static(b"version one"))
-        .send()
-        .await
-        .expect("put v1");
+    put_bytes(&s3, &bucket, "existing", b"version one").await;
     truncated_put(&server, &bucket, "existing", 4 << 20, 2 << 20).await;
     let got = s3.get_object().bucket(&bucket).key("existing").send().await.expect("get after truncated overwrite");
     assert_eq!(body_bytes(got.body).await, b"version one");
 
     // A truncated part does not become part of the upload.
-    let id = s3
-        .create_multipart_upload()
-        .bucket(&bucket)
-        .key("mpu")
-        .send()
-        .await
-        .expect("create upload")
-        .upload_id()
-        .expect("id")
-        .to_string();
-    {
-        let mut req = RawRequest::new("PUT", &server.s3_addr.to_string(), &encode_path(&bucket, "mpu"))
-            .query("partNumber", "1")
-            .query("uploadId", &id);
-        server.signer().sign(&mut req, sigv4::UNSIGNED_PAYLOAD, SystemTime::now());
-        let mut head = format!("PUT {}?{} HTTP/1.1\r\n", req.path, req.query_string());
-        for (k, v) in &req.headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("content-length: 6000000\r\n\r\n");
-        let mut stream = tokio::net::TcpStream::connect(server.s3_addr).await.expect("connect");
-        stream.write_all(head.as_bytes()).await.expect("write head");
-        stream.write_all(&random_bytes(100_000)).await.expect("write partial body");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        stream.shutdown().await.expect("shutdown");
-        let mut sink = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut sink)).await;
-    }
+    let id = create_upload(&s3, &bucket, "mpu").await;
+    let req = server.raw_request("PUT", &encode_path(&bucket, "mpu")).query("partNumber", "1").query("uploadId", &id);
+    send_truncated(&server, req, 6_000_000, 100_000).await;
     let parts = s3.list_parts().bucket(&bucket).key("mpu").upload_id(&id).send().await.expect("list parts");
     assert!(parts.parts().is_empty(), "truncated part was recorded: {:?}", parts.parts());
 
@@ -106,20 +70,16 @@ async fn truncated_body_leaves_no_object() {
 
 #[tokio::test]
 async fn delete_objects_with_malformed_xml() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3).await;
-    s3.put_object().bucket(&bucket).key("keep").body(ByteStream::from_static(b"x")).send().await.expect("put");
+    let (server, s3, bucket) = Server::start_with_bucket("hostile").await;
+    put_bytes(&s3, &bucket, "keep", b"x").await;
 
     for garbage in [&b"<Delete><Object><Key>keep"[..], b"{\"not\": \"xml\"}", b""] {
-        let mut req = RawRequest::new("POST", &server.s3_addr.to_string(), &format!("/{bucket}"))
+        let req = server
+            .raw_request("POST", &format!("/{bucket}"))
             .query("delete", "")
             .header("content-md5", &content_md5(garbage))
             .body(garbage);
-        server.signer().sign(&mut req, &sha256_hex(garbage), SystemTime::now());
-        let resp = server.send_raw(&req).await;
-        let status = resp.status().as_u16();
-        let body = resp.text().await.expect("body");
+        let (status, body) = status_and_body(server.send_signed(req, &sha256_hex(garbage)).await).await;
         assert_eq!(status, 400, "{garbage:?}: {body}");
         let code = xml_value(&body, "Code");
         // S3 itself answers an empty body with MissingRequestBodyError.
@@ -160,10 +120,8 @@ async fn garbage_authorization_headers_are_client_errors() {
 
 #[tokio::test]
 async fn garbage_copy_source_and_ranges() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3).await;
-    s3.put_object().bucket(&bucket).key("src").body(ByteStream::from_static(b"0123456789")).send().await.expect("put");
+    let (_server, s3, bucket) = Server::start_with_bucket("hostile").await;
+    put_bytes(&s3, &bucket, "src", b"0123456789").await;
 
     for source in ["no-slash-at-all", "/", "%ZZ/bad-escape"] {
         let err = s3

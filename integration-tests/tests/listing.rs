@@ -1,7 +1,7 @@
 //! ListObjects v1 and v2: prefixes, delimiters, pagination, URL encoding.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::types::EncodingType;
 use hangar_integration_tests::*;
 
@@ -10,17 +10,10 @@ const KEYS: [&str; 9] = ["a/1", "a/2", "a/b/3", "a/b/4", "b/1", "c", "d", "e/f/g
 /// A bucket holding `KEYS` (content = key).
 async fn populated(server: &Server) -> (Client, String) {
     let s3 = server.s3_client();
-    let bucket = bucket_name("list");
-    s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    let bucket = new_bucket(&s3, "list").await;
     // Insert out of order: listing must sort.
     for key in KEYS.iter().rev() {
-        s3.put_object()
-            .bucket(&bucket)
-            .key(*key)
-            .body(ByteStream::from(key.as_bytes().to_vec()))
-            .send()
-            .await
-            .expect("put");
+        put_bytes(&s3, &bucket, key, key.as_bytes()).await;
     }
     (s3, bucket)
 }
@@ -31,6 +24,34 @@ fn keys_of(contents: &[aws_sdk_s3::types::Object]) -> Vec<String> {
 
 fn prefixes_of(cps: &[aws_sdk_s3::types::CommonPrefix]) -> Vec<String> {
     cps.iter().filter_map(|p| p.prefix()).map(str::to_string).collect()
+}
+
+/// Every ListObjectsV2 page of at most `max_keys` entries, following the
+/// continuation tokens up to the first page that is not truncated (at most 19
+/// truncated pages before it).
+async fn list_v2_pages(s3: &Client, bucket: &str, delimiter: Option<&str>, max_keys: i32) -> Vec<ListObjectsV2Output> {
+    let mut pages = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_delimiter(delimiter.map(str::to_string))
+            .max_keys(max_keys)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .expect("list page");
+        let truncated = page.is_truncated() == Some(true);
+        if truncated {
+            token = Some(page.next_continuation_token().expect("truncated page has a token").to_string());
+        }
+        pages.push(page);
+        if !truncated {
+            return pages;
+        }
+        assert!(pages.len() < 20, "pagination does not terminate");
+    }
 }
 
 #[tokio::test]
@@ -73,55 +94,24 @@ async fn list_v2_pagination() {
     let (s3, bucket) = populated(&server).await;
 
     // Plain keys, 2 per page.
+    let pages = list_v2_pages(&s3, &bucket, None, 2).await;
     let mut seen = Vec::new();
-    let mut token: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let page = s3
-            .list_objects_v2()
-            .bucket(&bucket)
-            .max_keys(2)
-            .set_continuation_token(token.clone())
-            .send()
-            .await
-            .expect("list page");
-        pages += 1;
+    for page in &pages {
         assert!(page.contents().len() <= 2, "page larger than max-keys");
         seen.extend(keys_of(page.contents()));
-        if page.is_truncated() == Some(true) {
-            token = Some(page.next_continuation_token().expect("truncated page has a token").to_string());
-        } else {
-            assert!(page.next_continuation_token().is_none(), "last page has no token");
-            break;
-        }
-        assert!(pages < 20, "pagination does not terminate");
     }
+    let last = pages.last().expect("at least one page");
+    assert!(last.next_continuation_token().is_none(), "last page has no token");
     assert_eq!(seen, KEYS);
-    assert_eq!(pages, KEYS.len().div_ceil(2));
+    assert_eq!(pages.len(), KEYS.len().div_ceil(2));
 
     // With a delimiter, common prefixes count towards max-keys and are not repeated.
     let mut entries = Vec::new();
-    let mut token: Option<String> = None;
-    for _ in 0..20 {
-        let page = s3
-            .list_objects_v2()
-            .bucket(&bucket)
-            .delimiter("/")
-            .max_keys(2)
-            .set_continuation_token(token.clone())
-            .send()
-            .await
-            .expect("list page");
+    for page in &list_v2_pages(&s3, &bucket, Some("/"), 2).await {
         assert!(page.contents().len() + page.common_prefixes().len() <= 2, "page larger than max-keys");
         entries.extend(keys_of(page.contents()));
         entries.extend(prefixes_of(page.common_prefixes()));
-        if page.is_truncated() != Some(true) {
-            token = None;
-            break;
-        }
-        token = page.next_continuation_token().map(str::to_string);
     }
-    assert!(token.is_none(), "pagination does not terminate");
     entries.sort();
     assert_eq!(entries, ["a/", "b/", "c", "d", "e/", "z"]);
 
@@ -178,13 +168,10 @@ async fn list_v1_marker_pagination() {
 
 #[tokio::test]
 async fn list_with_url_encoding() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = bucket_name("enc");
-    s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    let (_server, s3, bucket) = Server::start_with_bucket("enc").await;
     let keys = ["dir one/file+ü.txt", "dir one/sub dir/x", "plain"];
     for key in keys {
-        s3.put_object().bucket(&bucket).key(key).body(ByteStream::from_static(b"x")).send().await.expect("put");
+        put_bytes(&s3, &bucket, key, b"x").await;
     }
 
     let out = s3
@@ -212,10 +199,7 @@ async fn list_with_url_encoding() {
 
 #[tokio::test]
 async fn list_empty_bucket() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = bucket_name("empty");
-    s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    let (_server, s3, bucket) = Server::start_with_bucket("empty").await;
     let out = s3.list_objects_v2().bucket(&bucket).send().await.expect("list");
     assert!(out.contents().is_empty());
     assert_eq!(out.key_count(), Some(0));

@@ -1,59 +1,16 @@
 //! Multipart uploads: create/upload/copy/complete/abort/list and their errors.
 
-use std::time::SystemTime;
-
-use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use hangar_integration_tests::sigv4::{RawRequest, encode_path, sha256_hex};
+use hangar_integration_tests::sigv4::{encode_path, sha256_hex};
 use hangar_integration_tests::*;
 
 const MIB: usize = 1 << 20;
 /// S3's minimum size for every part but the last.
 const MIN_PART: usize = 5 * MIB;
 
-async fn new_bucket(s3: &Client) -> String {
-    let bucket = bucket_name("mpu");
-    s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
-    bucket
-}
-
-async fn create(s3: &Client, bucket: &str, key: &str) -> String {
-    let out = s3.create_multipart_upload().bucket(bucket).key(key).send().await.expect("create multipart upload");
-    assert_eq!(out.bucket(), Some(bucket));
-    assert_eq!(out.key(), Some(key));
-    out.upload_id().expect("upload id").to_string()
-}
-
-async fn upload_part(s3: &Client, bucket: &str, key: &str, upload_id: &str, n: i32, data: &[u8]) -> String {
-    let out = s3
-        .upload_part()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(upload_id)
-        .part_number(n)
-        .body(ByteStream::from(data.to_vec()))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("upload part {n}: {e:?}"));
-    let etag = out.e_tag().expect("part ETag").to_string();
-    assert_eq!(etag, etag_of(data), "part ETag is the part's MD5");
-    etag
-}
-
-fn completed(parts: &[(i32, &str)]) -> CompletedMultipartUpload {
-    CompletedMultipartUpload::builder()
-        .set_parts(Some(
-            parts.iter().map(|(n, etag)| CompletedPart::builder().part_number(*n).e_tag(*etag).build()).collect(),
-        ))
-        .build()
-}
-
 #[tokio::test]
 async fn multipart_upload_round_trip() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3).await;
+    let (_server, s3, bucket) = Server::start_with_bucket("mpu").await;
     let key = "big/object.bin";
     let parts = [random_bytes(MIN_PART), random_bytes(MIN_PART + 17), random_bytes(1234)];
 
@@ -97,14 +54,9 @@ async fn multipart_upload_round_trip() {
         uploads.uploads()
     );
     // The object does not exist until completion.
-    expect_s3_error(s3.head_object().bucket(&bucket).key(key).send().await, 404, None);
+    assert_no_object(&s3, &bucket, key).await;
 
-    let done = s3
-        .complete_multipart_upload()
-        .bucket(&bucket)
-        .key(key)
-        .upload_id(&upload_id)
-        .multipart_upload(completed(&[(1, &e1), (2, &e2), (3, &e3)]))
+    let done = complete_upload(&s3, &bucket, key, &upload_id, &[(1, &e1), (2, &e2), (3, &e3)])
         .send()
         .await
         .expect("complete multipart upload");
@@ -157,32 +109,21 @@ async fn multipart_upload_round_trip() {
 
 #[tokio::test]
 async fn reuploading_a_part_replaces_it() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3).await;
-    let id = create(&s3, &bucket, "k").await;
+    let (_server, s3, bucket) = Server::start_with_bucket("mpu").await;
+    let id = create_upload(&s3, &bucket, "k").await;
     upload_part(&s3, &bucket, "k", &id, 1, b"first attempt").await;
     let etag = upload_part(&s3, &bucket, "k", &id, 1, b"second attempt").await;
     let parts = s3.list_parts().bucket(&bucket).key("k").upload_id(&id).send().await.expect("list parts");
     assert_eq!(parts.parts().len(), 1);
-    s3.complete_multipart_upload()
-        .bucket(&bucket)
-        .key("k")
-        .upload_id(&id)
-        .multipart_upload(completed(&[(1, &etag)]))
-        .send()
-        .await
-        .expect("complete");
+    complete_upload(&s3, &bucket, "k", &id, &[(1, &etag)]).send().await.expect("complete");
     let got = s3.get_object().bucket(&bucket).key("k").send().await.expect("get");
     assert_eq!(body_bytes(got.body).await, b"second attempt");
 }
 
 #[tokio::test]
 async fn abort_multipart_upload() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3).await;
-    let id = create(&s3, &bucket, "k").await;
+    let (_server, s3, bucket) = Server::start_with_bucket("mpu").await;
+    let id = create_upload(&s3, &bucket, "k").await;
     let etag = upload_part(&s3, &bucket, "k", &id, 1, b"part data").await;
 
     s3.abort_multipart_upload().bucket(&bucket).key("k").upload_id(&id).send().await.expect("abort");
@@ -201,23 +142,13 @@ async fn abort_multipart_upload() {
         404,
         Some("NoSuchUpload"),
     );
-    expect_s3_error(
-        s3.complete_multipart_upload()
-            .bucket(&bucket)
-            .key("k")
-            .upload_id(&id)
-            .multipart_upload(completed(&[(1, &etag)]))
-            .send()
-            .await,
-        404,
-        Some("NoSuchUpload"),
-    );
+    expect_s3_error(complete_upload(&s3, &bucket, "k", &id, &[(1, &etag)]).send().await, 404, Some("NoSuchUpload"));
     expect_s3_error(
         s3.abort_multipart_upload().bucket(&bucket).key("k").upload_id(&id).send().await,
         404,
         Some("NoSuchUpload"),
     );
-    expect_s3_error(s3.head_object().bucket(&bucket).key("k").send().await, 404, None);
+    assert_no_object(&s3, &bucket, "k").await;
     expect_s3_error(
         s3.list_parts().bucket(&bucket).key("k").upload_id("bogus-upload-id").send().await,
         404,
@@ -227,73 +158,49 @@ async fn abort_multipart_upload() {
 
 #[tokio::test]
 async fn small_non_last_part_is_entity_too_small() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3).await;
-    let id = create(&s3, &bucket, "k").await;
+    let (_server, s3, bucket) = Server::start_with_bucket("mpu").await;
+    let id = create_upload(&s3, &bucket, "k").await;
     let e1 = upload_part(&s3, &bucket, "k", &id, 1, &random_bytes(MIB)).await;
     let e2 = upload_part(&s3, &bucket, "k", &id, 2, &random_bytes(MIB)).await;
     expect_s3_error(
-        s3.complete_multipart_upload()
-            .bucket(&bucket)
-            .key("k")
-            .upload_id(&id)
-            .multipart_upload(completed(&[(1, &e1), (2, &e2)]))
-            .send()
-            .await,
+        complete_upload(&s3, &bucket, "k", &id, &[(1, &e1), (2, &e2)]).send().await,
         400,
         Some("EntityTooSmall"),
     );
-    expect_s3_error(s3.head_object().bucket(&bucket).key("k").send().await, 404, None);
+    assert_no_object(&s3, &bucket, "k").await;
 }
 
 #[tokio::test]
 async fn invalid_part_and_part_order() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3).await;
-    let id = create(&s3, &bucket, "k").await;
+    let (_server, s3, bucket) = Server::start_with_bucket("mpu").await;
+    let id = create_upload(&s3, &bucket, "k").await;
     let p1 = random_bytes(MIN_PART);
     // Both parts are full-size so that only the listed order can be wrong.
     let p2 = random_bytes(MIN_PART);
     let e1 = upload_part(&s3, &bucket, "k", &id, 1, &p1).await;
     let e2 = upload_part(&s3, &bucket, "k", &id, 2, &p2).await;
-    let complete = |parts: CompletedMultipartUpload| {
-        s3.complete_multipart_upload().bucket(&bucket).key("k").upload_id(&id).multipart_upload(parts).send()
-    };
+    let complete = |parts: &[(i32, &str)]| complete_upload(&s3, &bucket, "k", &id, parts).send();
 
     // Part 3 was never uploaded.
-    expect_s3_error(complete(completed(&[(1, &e1), (3, &e2)])).await, 400, Some("InvalidPart"));
+    expect_s3_error(complete(&[(1, &e1), (3, &e2)]).await, 400, Some("InvalidPart"));
     // Right number, wrong ETag.
-    expect_s3_error(
-        complete(completed(&[(1, &e1), (2, "\"00000000000000000000000000000000\"")])).await,
-        400,
-        Some("InvalidPart"),
-    );
-    expect_s3_error(complete(completed(&[(2, &e2), (1, &e1)])).await, 400, Some("InvalidPartOrder"));
+    expect_s3_error(complete(&[(1, &e1), (2, "\"00000000000000000000000000000000\"")]).await, 400, Some("InvalidPart"));
+    expect_s3_error(complete(&[(2, &e2), (1, &e1)]).await, 400, Some("InvalidPartOrder"));
 
     // The failures left the upload usable.
-    let done = complete(completed(&[(1, &e1), (2, &e2)])).await.expect("complete after errors");
+    let done = complete(&[(1, &e1), (2, &e2)]).await.expect("complete after errors");
     assert_eq!(done.e_tag(), Some(multipart_etag(&[&p1, &p2]).as_str()));
 }
 
 #[tokio::test]
 async fn upload_part_copy_with_ranges() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3).await;
+    let (_server, s3, bucket) = Server::start_with_bucket("mpu").await;
     let source = random_bytes(MIN_PART + 300);
     let small_source = b"small whole-object source".to_vec();
-    s3.put_object().bucket(&bucket).key("src").body(ByteStream::from(source.clone())).send().await.expect("put src");
-    s3.put_object()
-        .bucket(&bucket)
-        .key("small src")
-        .body(ByteStream::from(small_source.clone()))
-        .send()
-        .await
-        .expect("put small src");
+    put_bytes(&s3, &bucket, "src", &source).await;
+    put_bytes(&s3, &bucket, "small src", &small_source).await;
 
-    let id = create(&s3, &bucket, "dst").await;
+    let id = create_upload(&s3, &bucket, "dst").await;
     let copy_part = |n: i32, src: &str, range: Option<String>| {
         s3.upload_part_copy()
             .bucket(&bucket)
@@ -320,15 +227,8 @@ async fn upload_part_copy_with_ranges() {
     assert_eq!(e2, etag_of(&source[r2.0..=r2.1]), "copied part ETag is the MD5 of the range");
     assert_eq!(e3, etag_of(&small_source));
 
-    let done = s3
-        .complete_multipart_upload()
-        .bucket(&bucket)
-        .key("dst")
-        .upload_id(&id)
-        .multipart_upload(completed(&[(1, &e1), (2, &e2), (3, &e3)]))
-        .send()
-        .await
-        .expect("complete");
+    let done =
+        complete_upload(&s3, &bucket, "dst", &id, &[(1, &e1), (2, &e2), (3, &e3)]).send().await.expect("complete");
     let pieces = [&source[r1.0..=r1.1], &source[r2.0..=r2.1], small_source.as_slice()];
     assert_eq!(done.e_tag(), Some(multipart_etag(&pieces).as_str()));
     let expected = pieces.concat();
@@ -336,7 +236,7 @@ async fn upload_part_copy_with_ranges() {
     assert!(body_bytes(got.body).await == expected, "UploadPartCopy result differs");
 
     // A range past the end of the source is rejected.
-    let id2 = create(&s3, &bucket, "dst2").await;
+    let id2 = create_upload(&s3, &bucket, "dst2").await;
     let bad = s3
         .upload_part_copy()
         .bucket(&bucket)
@@ -353,12 +253,10 @@ async fn upload_part_copy_with_ranges() {
 
 #[tokio::test]
 async fn list_multipart_uploads_with_prefix() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3).await;
-    let a1 = create(&s3, &bucket, "logs/a").await;
-    let a2 = create(&s3, &bucket, "logs/a").await;
-    let b = create(&s3, &bucket, "data/b").await;
+    let (_server, s3, bucket) = Server::start_with_bucket("mpu").await;
+    let a1 = create_upload(&s3, &bucket, "logs/a").await;
+    let a2 = create_upload(&s3, &bucket, "logs/a").await;
+    let b = create_upload(&s3, &bucket, "data/b").await;
     assert_ne!(a1, a2, "each upload has its own id");
 
     let all = s3.list_multipart_uploads().bucket(&bucket).send().await.expect("list uploads");
@@ -375,31 +273,17 @@ async fn list_multipart_uploads_with_prefix() {
 
 #[tokio::test]
 async fn complete_with_malformed_xml() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3).await;
-    let id = create(&s3, &bucket, "k").await;
+    let (server, s3, bucket) = Server::start_with_bucket("mpu").await;
+    let id = create_upload(&s3, &bucket, "k").await;
     let etag = upload_part(&s3, &bucket, "k", &id, 1, b"only part").await;
 
     for garbage in [&b"<CompleteMultipartUpload><Part><PartNumber>1"[..], b"this is not xml at all", b"\x00\xff\xfe"] {
-        let mut req = RawRequest::new("POST", &server.s3_addr.to_string(), &encode_path(&bucket, "k"))
-            .query("uploadId", &id)
-            .body(garbage);
-        server.signer().sign(&mut req, &sha256_hex(garbage), SystemTime::now());
-        let resp = server.send_raw(&req).await;
-        let status = resp.status().as_u16();
-        let body = resp.text().await.expect("body");
+        let req = server.raw_request("POST", &encode_path(&bucket, "k")).query("uploadId", &id).body(garbage);
+        let (status, body) = status_and_body(server.send_signed(req, &sha256_hex(garbage)).await).await;
         assert_eq!(status, 400, "garbage {garbage:?}: {body}");
         assert_eq!(xml_value(&body, "Code").as_deref(), Some("MalformedXML"), "garbage {garbage:?}: {body}");
     }
 
     // The upload survives bad requests.
-    s3.complete_multipart_upload()
-        .bucket(&bucket)
-        .key("k")
-        .upload_id(&id)
-        .multipart_upload(completed(&[(1, &etag)]))
-        .send()
-        .await
-        .expect("complete after malformed attempts");
+    complete_upload(&s3, &bucket, "k", &id, &[(1, &etag)]).send().await.expect("complete after malformed attempts");
 }

@@ -3,39 +3,46 @@
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{Delete, MetadataDirective, ObjectIdentifier};
-use hangar_integration_tests::sigv4::{RawRequest, encode_path, sha256_hex};
+use hangar_integration_tests::sigv4::{encode_path, sha256_hex};
 use hangar_integration_tests::*;
 
-async fn new_bucket(s3: &Client, prefix: &str) -> String {
-    let bucket = bucket_name(prefix);
-    s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
-    bucket
+/// Times an hour before and an hour after `bucket/key`'s Last-Modified.
+async fn hour_around_last_modified(s3: &Client, bucket: &str, key: &str) -> (DateTime, DateTime) {
+    let head = s3.head_object().bucket(bucket).key(key).send().await.expect("head");
+    let modified = SystemTime::try_from(*head.last_modified().expect("last modified")).expect("time");
+    (DateTime::from(modified - Duration::from_secs(3600)), DateTime::from(modified + Duration::from_secs(3600)))
 }
 
-async fn put(s3: &Client, bucket: &str, key: &str, data: &[u8]) -> String {
-    let out = s3
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(data.to_vec()))
+/// In a fresh server: a PUT of `data` to "good" with the digest header
+/// (`with_digest`) of `data` succeeds; one to "bad" with the digest of `other`
+/// is rejected as BadDigest and stores nothing.
+async fn digest_header_is_verified(
+    bucket_prefix: &str,
+    header: &str,
+    with_digest: impl Fn(PutObjectFluentBuilder, &[u8]) -> PutObjectFluentBuilder,
+    data: &'static [u8],
+    other: &[u8],
+) {
+    let (_server, s3, bucket) = Server::start_with_bucket(bucket_prefix).await;
+    with_digest(s3.put_object().bucket(&bucket).key("good"), data)
+        .body(ByteStream::from_static(data))
         .send()
         .await
-        .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e:?}"));
-    out.e_tag().expect("PUT returns an ETag").to_string()
-}
-
-async fn get(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
-    let out = s3.get_object().bucket(bucket).key(key).send().await.unwrap_or_else(|e| panic!("get {key}: {e:?}"));
-    body_bytes(out.body).await
+        .unwrap_or_else(|e| panic!("PUT with the right {header}: {e:?}"));
+    expect_s3_error(
+        with_digest(s3.put_object().bucket(&bucket).key("bad"), other).body(ByteStream::from_static(data)).send().await,
+        400,
+        Some("BadDigest"),
+    );
+    assert_no_object(&s3, &bucket, "bad").await;
 }
 
 #[tokio::test]
 async fn put_get_head_round_trip_with_headers_and_metadata() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "rt").await;
+    let (_server, s3, bucket) = Server::start_with_bucket("rt").await;
     let data = random_bytes(100_000);
     let expires = DateTime::from_secs(2_000_000_000);
 
@@ -87,20 +94,18 @@ async fn put_get_head_round_trip_with_headers_and_metadata() {
 
 #[tokio::test]
 async fn empty_object_and_overwrite() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "ow").await;
+    let (_server, s3, bucket) = Server::start_with_bucket("ow").await;
 
-    let etag = put(&s3, &bucket, "empty", b"").await;
+    let etag = put_bytes(&s3, &bucket, "empty", b"").await;
     assert_eq!(etag, etag_of(b""));
     let head = s3.head_object().bucket(&bucket).key("empty").send().await.expect("head empty");
     assert_eq!(head.content_length(), Some(0));
-    assert!(get(&s3, &bucket, "empty").await.is_empty());
+    assert!(get_bytes(&s3, &bucket, "empty").await.is_empty());
 
-    put(&s3, &bucket, "k", b"first version").await;
+    put_bytes(&s3, &bucket, "k", b"first version").await;
     let second = random_bytes(50_000);
-    put(&s3, &bucket, "k", &second).await;
-    assert_eq!(get(&s3, &bucket, "k").await, second, "overwrite replaces content");
+    put_bytes(&s3, &bucket, "k", &second).await;
+    assert_eq!(get_bytes(&s3, &bucket, "k").await, second, "overwrite replaces content");
     let list = s3.list_objects_v2().bucket(&bucket).prefix("k").send().await.expect("list");
     assert_eq!(list.contents().len(), 1, "an overwritten key is listed once");
     assert_eq!(list.contents()[0].size(), Some(second.len() as i64));
@@ -108,16 +113,14 @@ async fn empty_object_and_overwrite() {
 
 #[tokio::test]
 async fn missing_keys_and_deletes() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "del").await;
+    let (_server, s3, bucket) = Server::start_with_bucket("del").await;
 
     expect_s3_error(s3.get_object().bucket(&bucket).key("nope").send().await, 404, Some("NoSuchKey"));
-    expect_s3_error(s3.head_object().bucket(&bucket).key("nope").send().await, 404, None);
+    assert_no_object(&s3, &bucket, "nope").await;
     // Deleting a missing key succeeds, as in S3.
     s3.delete_object().bucket(&bucket).key("nope").send().await.expect("delete of a missing key succeeds");
 
-    put(&s3, &bucket, "k", b"data").await;
+    put_bytes(&s3, &bucket, "k", b"data").await;
     s3.delete_object().bucket(&bucket).key("k").send().await.expect("delete object");
     expect_s3_error(s3.get_object().bucket(&bucket).key("k").send().await, 404, Some("NoSuchKey"));
     let list = s3.list_objects_v2().bucket(&bucket).send().await.expect("list");
@@ -126,11 +129,9 @@ async fn missing_keys_and_deletes() {
 
 #[tokio::test]
 async fn delete_objects_batch() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "batch").await;
+    let (_server, s3, bucket) = Server::start_with_bucket("batch").await;
     for k in ["a", "b", "c", "d", "e"] {
-        put(&s3, &bucket, k, k.as_bytes()).await;
+        put_bytes(&s3, &bucket, k, k.as_bytes()).await;
     }
     let ids = |keys: &[&str]| {
         keys.iter().map(|k| ObjectIdentifier::builder().key(*k).build().expect("identifier")).collect::<Vec<_>>()
@@ -168,13 +169,11 @@ async fn delete_objects_batch() {
 #[tokio::test]
 async fn range_requests() {
     // 1 MiB blocks so ranges cross block boundaries.
-    let server = Server::builder().block_size(1 << 20).start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "range").await;
+    let (_server, s3, bucket) = Server::builder().block_size(1 << 20).start_with_bucket("range").await;
     let small = random_bytes(1000);
     let big = random_bytes(2_500_000);
-    put(&s3, &bucket, "small", &small).await;
-    put(&s3, &bucket, "big", &big).await;
+    put_bytes(&s3, &bucket, "small", &small).await;
+    put_bytes(&s3, &bucket, "big", &big).await;
 
     let cases: [(&str, &[u8], &str, std::ops::Range<usize>); 7] = [
         ("small", &small, "bytes=0-0", 0..1),
@@ -209,15 +208,10 @@ async fn range_requests() {
 
 #[tokio::test]
 async fn conditional_get_and_head() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "cond").await;
+    let (_server, s3, bucket) = Server::start_with_bucket("cond").await;
     let data = b"conditional body";
-    let etag = put(&s3, &bucket, "k", data).await;
-    let head = s3.head_object().bucket(&bucket).key("k").send().await.expect("head");
-    let modified = SystemTime::try_from(*head.last_modified().expect("last modified")).expect("time");
-    let past = DateTime::from(modified - Duration::from_secs(3600));
-    let future = DateTime::from(modified + Duration::from_secs(3600));
+    let etag = put_bytes(&s3, &bucket, "k", data).await;
+    let (past, future) = hour_around_last_modified(&s3, &bucket, "k").await;
     let get = || s3.get_object().bucket(&bucket).key("k");
 
     // Passing conditions return the object.
@@ -246,9 +240,7 @@ async fn conditional_get_and_head() {
 
 #[tokio::test]
 async fn copy_object_metadata_directives() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let src_bucket = new_bucket(&s3, "src").await;
+    let (_server, s3, src_bucket) = Server::start_with_bucket("src").await;
     let dst_bucket = new_bucket(&s3, "dst").await;
     let data = random_bytes(20_000);
     s3.put_object()
@@ -309,7 +301,7 @@ async fn copy_object_metadata_directives() {
         .expect("self copy with REPLACE");
     let head = s3.head_object().bucket(&src_bucket).key("src key").send().await.expect("head");
     assert_eq!(head.metadata().and_then(|m| m.get("origin")).map(String::as_str), Some("updated"));
-    assert_eq!(get(&s3, &src_bucket, "src key").await, data, "self copy keeps the data");
+    assert_eq!(get_bytes(&s3, &src_bucket, "src key").await, data, "self copy keeps the data");
 
     expect_s3_error(
         s3.copy_object().bucket(&dst_bucket).key("x").copy_source(format!("{src_bucket}/missing")).send().await,
@@ -320,14 +312,9 @@ async fn copy_object_metadata_directives() {
 
 #[tokio::test]
 async fn copy_object_source_conditions() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "copycond").await;
-    let etag = put(&s3, &bucket, "src", b"source data").await;
-    let head = s3.head_object().bucket(&bucket).key("src").send().await.expect("head");
-    let modified = SystemTime::try_from(*head.last_modified().expect("last modified")).expect("time");
-    let past = DateTime::from(modified - Duration::from_secs(3600));
-    let future = DateTime::from(modified + Duration::from_secs(3600));
+    let (_server, s3, bucket) = Server::start_with_bucket("copycond").await;
+    let etag = put_bytes(&s3, &bucket, "src", b"source data").await;
+    let (past, future) = hour_around_last_modified(&s3, &bucket, "src").await;
     let source = format!("{bucket}/src");
     let copy = || s3.copy_object().bucket(&bucket).key("dst").copy_source(&source);
 
@@ -341,7 +328,7 @@ async fn copy_object_source_conditions() {
         assert_eq!(err_status(&err), Some(412), "{what}: {err:?}");
         assert_eq!(err_code(&err).as_deref(), Some("PreconditionFailed"), "{what}: {err:?}");
     }
-    expect_s3_error(s3.head_object().bucket(&bucket).key("dst").send().await, 404, None);
+    assert_no_object(&s3, &bucket, "dst").await;
 
     copy()
         .copy_source_if_match(&etag)
@@ -349,72 +336,36 @@ async fn copy_object_source_conditions() {
         .send()
         .await
         .expect("copy with passing conditions");
-    assert_eq!(get(&s3, &bucket, "dst").await, b"source data");
+    assert_eq!(get_bytes(&s3, &bucket, "dst").await, b"source data");
 }
 
 #[tokio::test]
 async fn content_md5_is_verified() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "md5").await;
-    let data = b"payload with a digest";
-
-    s3.put_object()
-        .bucket(&bucket)
-        .key("good")
-        .content_md5(content_md5(data))
-        .body(ByteStream::from_static(data))
-        .send()
-        .await
-        .expect("PUT with the right Content-MD5");
-
-    expect_s3_error(
-        s3.put_object()
-            .bucket(&bucket)
-            .key("bad")
-            .content_md5(content_md5(b"something else"))
-            .body(ByteStream::from_static(data))
-            .send()
-            .await,
-        400,
-        Some("BadDigest"),
-    );
-    expect_s3_error(s3.head_object().bucket(&bucket).key("bad").send().await, 404, None);
+    digest_header_is_verified(
+        "md5",
+        "Content-MD5",
+        |put, data| put.content_md5(content_md5(data)),
+        b"payload with a digest",
+        b"something else",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn wrong_checksum_header_is_bad_digest() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "crc").await;
-    let data = b"checksummed payload";
-    s3.put_object()
-        .bucket(&bucket)
-        .key("good")
-        .checksum_crc32(sigv4::crc32_base64(data))
-        .body(ByteStream::from_static(data))
-        .send()
-        .await
-        .expect("PUT with the right x-amz-checksum-crc32");
-    expect_s3_error(
-        s3.put_object()
-            .bucket(&bucket)
-            .key("bad")
-            .checksum_crc32(sigv4::crc32_base64(b"other"))
-            .body(ByteStream::from_static(data))
-            .send()
-            .await,
-        400,
-        Some("BadDigest"),
-    );
-    expect_s3_error(s3.head_object().bucket(&bucket).key("bad").send().await, 404, None);
+    digest_header_is_verified(
+        "crc",
+        "x-amz-checksum-crc32",
+        |put, data| put.checksum_crc32(sigv4::crc32_base64(data)),
+        b"checksummed payload",
+        b"other",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn keys_with_special_characters_round_trip() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "keys").await;
+    let (_server, s3, bucket) = Server::start_with_bucket("keys").await;
     let keys = [
         "with space.txt",
         "unicode/ünïcødé-文字.txt",
@@ -427,10 +378,10 @@ async fn keys_with_special_characters_round_trip() {
         "very/deep/path/to/some/object",
     ];
     for (i, key) in keys.iter().enumerate() {
-        put(&s3, &bucket, key, format!("value {i}").as_bytes()).await;
+        put_bytes(&s3, &bucket, key, format!("value {i}").as_bytes()).await;
     }
     for (i, key) in keys.iter().enumerate() {
-        assert_eq!(get(&s3, &bucket, key).await, format!("value {i}").as_bytes(), "{key}");
+        assert_eq!(get_bytes(&s3, &bucket, key).await, format!("value {i}").as_bytes(), "{key}");
     }
     let list = s3.list_objects_v2().bucket(&bucket).send().await.expect("list");
     let mut listed: Vec<&str> = list.contents().iter().filter_map(|o| o.key()).collect();
@@ -442,12 +393,10 @@ async fn keys_with_special_characters_round_trip() {
 
 #[tokio::test]
 async fn error_responses_are_s3_xml_with_request_id() {
-    let server = Server::start().await;
-    let s3 = server.s3_client();
-    let bucket = new_bucket(&s3, "xml").await;
+    let (server, _s3, bucket) = Server::start_with_bucket("xml").await;
 
-    let mut req = RawRequest::new("GET", &server.s3_addr.to_string(), &encode_path(&bucket, "missing"));
-    server.signer().sign(&mut req, &sha256_hex(b""), SystemTime::now());
+    let mut req = server.raw_request("GET", &encode_path(&bucket, "missing"));
+    server.sign_now(&mut req, &sha256_hex(b""));
     let resp = server.send_raw(&req).await;
     assert_eq!(resp.status().as_u16(), 404);
     let header_id = resp

@@ -9,7 +9,7 @@ use hangar_common::hash::BlockHash;
 use hangar_common::meta_client::quorum_call;
 use hangar_common::rpc::BLOCK_CHUNK;
 use hangar_common::{Error, Result};
-use hangar_proto::block::{BlockRef, BlockRefs, GetBlockRequest, PutBlockChunk};
+use hangar_proto::block::{BlockRef, BlockRefs, GetBlockRequest, HasBlocksRequest, PutBlockChunk};
 use std::collections::BTreeMap;
 
 #[derive(Clone)]
@@ -62,10 +62,11 @@ impl Blocks {
         let nodes = self.replicas(hash)?;
         let mut lacking = Vec::new();
         let mut last_err = None;
-        for n in &nodes {
+        for (i, n) in nodes.iter().enumerate() {
             match self.get_from(n, hash).await {
                 Ok(data) => {
                     self.repair(hash, owner, &data, lacking);
+                    self.check_others(hash, owner, &data, nodes[i + 1..].to_vec());
                     return Ok(data);
                 }
                 Err(Error::Rpc(s)) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::DataLoss) => {
@@ -91,6 +92,31 @@ impl Blocks {
             return Err(Error::Rpc(tonic::Status::data_loss("block arrived corrupted")));
         }
         Ok(data)
+    }
+
+    /// Asks the replicas not read from whether they hold the block (a node that was down
+    /// during the write does not) and repairs those that do not; in the background.
+    fn check_others(&self, hash: &[u8], owner: &[u8], data: &Bytes, nodes: Vec<NodeRef>) {
+        if nodes.is_empty() {
+            return;
+        }
+        let (this, hash, owner, data) = (self.clone(), hash.to_vec(), owner.to_vec(), data.clone());
+        tokio::spawn(async move {
+            let mut lacking = Vec::new();
+            for n in nodes {
+                let req = HasBlocksRequest { hashes: vec![hash.clone().into()] };
+                let has = match this.cluster.blocks(&n) {
+                    Ok(mut c) => {
+                        c.has_blocks(req).await.map(|r| r.into_inner().present.first().copied().unwrap_or(false))
+                    }
+                    Err(_) => continue,
+                };
+                if let Ok(false) = has {
+                    lacking.push(n);
+                }
+            }
+            this.repair(&hash, &owner, &data, lacking);
+        });
     }
 
     /// Copies a block to replicas that did not have it; best effort, in the background.

@@ -78,3 +78,58 @@ pub async fn run(listener: TcpListener, cfg: FrontendConfig, backend: Backend, s
     // Open requests get a bounded time to finish.
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
 }
+
+/// Runs a frontend on its own (`hangar s3-frontend --config FILE`) until `shutdown`: follows
+/// the control plane's layout (kept in memory), announces itself, serves S3 and `/metrics`.
+pub async fn run_service(
+    cfg: hangar_common::config::Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), hangar_common::Error> {
+    use hangar_common::cluster::Cluster;
+    use hangar_common::follower::{follow_layout, spawn_heartbeat};
+    use hangar_proto::control::{Layout, NodeInfo, NodeRole};
+
+    cfg.require("S3 frontend", &["rpc_secret", "bootstrap_peers"])?;
+    let secret = cfg.rpc_secret.clone().unwrap_or_default();
+    let listener = TcpListener::bind(cfg.s3_api.api_bind_addr).await.map_err(|e| {
+        hangar_common::Error::Config(format!(
+            "[s3_api] api_bind_addr: cannot listen on {}: {e}",
+            cfg.s3_api.api_bind_addr
+        ))
+    })?;
+    let admin_listener = TcpListener::bind(cfg.admin.api_bind_addr).await.map_err(|e| {
+        hangar_common::Error::Config(format!(
+            "[admin] api_bind_addr: cannot listen on {}: {e}",
+            cfg.admin.api_bind_addr
+        ))
+    })?;
+    let s3_addr = listener.local_addr()?;
+    let layout = follow_layout(cfg.bootstrap_peers.clone(), secret.clone(), Layout::default(), |_| {});
+    // Frontends keep no state, so a fresh id per start is enough to tell them apart.
+    let id = format!("s3-{}", hex::encode(&hangar_common::ids::random_id()[..6]));
+    let heartbeat = spawn_heartbeat(
+        cfg.bootstrap_peers.clone(),
+        secret.clone(),
+        NodeInfo {
+            id: id.clone(),
+            hostname: hangar_common::ids::hostname(),
+            rpc_addr: s3_addr.to_string(),
+            role: NodeRole::Frontend as i32,
+        },
+    );
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(hangar_common::admin_http::serve(admin_listener, async {
+        let _ = admin_stopped.await;
+    }));
+    tracing::info!(frontend = %id, s3 = %s3_addr, "S3 frontend ready");
+    let fcfg = FrontendConfig {
+        region: cfg.s3_api.s3_region.clone(),
+        root_domain: cfg.s3_api.root_domain.clone(),
+        block_size: cfg.block_size,
+    };
+    run(listener, fcfg, Backend::new(Cluster::new(layout, &secret)), shutdown).await;
+    heartbeat.abort();
+    let _ = stop_admin.send(());
+    let _ = admin.await;
+    Ok(())
+}

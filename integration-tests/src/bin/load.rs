@@ -5,18 +5,21 @@
 //! Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
 //! AWS_DEFAULT_REGION, as printed by `hangar server`.
 
+use std::fmt::Display;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::config::Credentials;
+use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use futures::StreamExt;
+use hangar_integration_tests::util;
 
 /// Bodies larger than this are streamed from a temp file instead of memory.
 const IN_MEMORY_LIMIT: u64 = 8 << 20;
@@ -118,17 +121,12 @@ impl Payload {
 
 /// Cheap deterministic filler (SplitMix64) so payload generation is not the bottleneck.
 fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    util::splitmix64_bytes(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15), len)
+}
+
+/// For `map_err`: "WHAT: the error with its sources".
+fn failed<E: std::error::Error>(what: impl Display) -> impl FnOnce(E) -> String {
+    move |e| format!("{what}: {}", DisplayErrorContext(e))
 }
 
 struct Ctx {
@@ -154,7 +152,7 @@ impl Ctx {
                 .body(self.payload.body(0, size).await?)
                 .send()
                 .await
-                .map_err(|e| format!("put {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+                .map_err(failed(format_args!("put {key}")))?;
             return Ok(size);
         };
 
@@ -165,7 +163,7 @@ impl Ctx {
             .key(&key)
             .send()
             .await
-            .map_err(|e| format!("create upload {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(failed(format_args!("create upload {key}")))?;
         let upload_id = upload.upload_id().ok_or("no upload id")?.to_string();
         let mut parts = Vec::new();
         let mut offset = 0;
@@ -184,7 +182,7 @@ impl Ctx {
                 .body(self.payload.body(offset, len).await?)
                 .send()
                 .await
-                .map_err(|e| format!("upload part {number} of {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+                .map_err(failed(format_args!("upload part {number} of {key}")))?;
             parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_string)).build());
             offset += len;
             number += 1;
@@ -197,7 +195,7 @@ impl Ctx {
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await
-            .map_err(|e| format!("complete {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(failed(format_args!("complete {key}")))?;
         Ok(size)
     }
 
@@ -210,7 +208,7 @@ impl Ctx {
             .key(&key)
             .send()
             .await
-            .map_err(|e| format!("get {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+            .map_err(failed(format_args!("get {key}")))?;
         // Count bytes chunk by chunk; never hold the whole object.
         let mut body = out.body;
         let mut total = 0u64;
@@ -301,14 +299,8 @@ async fn ensure_bucket(s3: &Client, bucket: &str) -> Result<(), String> {
     }
     match s3.create_bucket().bucket(bucket).send().await {
         Ok(_) => Ok(()),
-        Err(e) => {
-            use aws_sdk_s3::error::ProvideErrorMetadata;
-            if e.code() == Some("BucketAlreadyOwnedByYou") {
-                Ok(())
-            } else {
-                Err(format!("create bucket {bucket}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))
-            }
-        }
+        Err(e) if util::err_code(&e).as_deref() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+        Err(e) => Err(failed(format_args!("create bucket {bucket}"))(e)),
     }
 }
 
@@ -328,14 +320,7 @@ async fn main() -> ExitCode {
         eprintln!("hangar-load: --multipart-part-size must be positive");
         return ExitCode::from(2);
     }
-    let config = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(&args.endpoint)
-        .region(Region::new(region))
-        .credentials_provider(creds)
-        .force_path_style(true)
-        .build();
-    let s3 = Client::from_conf(config);
+    let s3 = Client::from_conf(util::s3_config(&args.endpoint, &region, creds).build());
     if let Err(e) = ensure_bucket(&s3, &args.bucket).await {
         eprintln!("hangar-load: {e}");
         return ExitCode::FAILURE;

@@ -1,0 +1,103 @@
+//! How data nodes and frontends stay in touch with the control plane: they follow its
+//! layout (WatchLayout, reconnecting whenever the stream breaks) and send heartbeats.
+//! While the control plane is away they keep the last layout they saw.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use hangar_proto::control::{GetLayoutRequest, HeartbeatRequest, Layout, NodeInfo};
+use tokio::sync::watch;
+
+use crate::rpc::{layout_client, lazy_channel, membership_client};
+
+/// Time between heartbeats; the control plane marks a member failed after a few missed.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Follows the layout the control plane at one of `peers` publishes, starting from
+/// `initial`. `on_update` sees every newer layout (data nodes persist it there).
+pub fn follow_layout(
+    peers: Vec<String>,
+    secret: String,
+    initial: Layout,
+    on_update: impl Fn(&Layout) + Send + Sync + 'static,
+) -> watch::Receiver<Arc<Layout>> {
+    let (tx, rx) = watch::channel(Arc::new(initial));
+    tokio::spawn(async move {
+        let mut attempt = 0usize;
+        loop {
+            let peer = &peers[attempt % peers.len().max(1)];
+            attempt += 1;
+            match watch_once(peer, &secret, &tx, &on_update).await {
+                Ok(()) => tracing::info!(peer = %peer, "layout stream ended; reconnecting"),
+                Err(e) => tracing::debug!(peer = %peer, error = %e, "cannot follow the layout; retrying"),
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(RETRY_AFTER).await;
+        }
+    });
+    rx
+}
+
+async fn watch_once(
+    peer: &str,
+    secret: &str,
+    tx: &watch::Sender<Arc<Layout>>,
+    on_update: &(impl Fn(&Layout) + Send + Sync),
+) -> Result<(), crate::Error> {
+    let mut client = layout_client(lazy_channel(peer)?, secret)?;
+    let mut stream = client.watch_layout(GetLayoutRequest {}).await?.into_inner();
+    while let Some(layout) = stream.next().await {
+        let layout = layout?;
+        let cur = tx.borrow().clone();
+        // Same version with other addresses is an update too (a node moved).
+        if layout.version > cur.version || (layout.version == cur.version && layout != *cur) {
+            tracing::info!(version = layout.version, "layout received");
+            on_update(&layout);
+            tx.send_replace(Arc::new(layout));
+        }
+    }
+    Ok(())
+}
+
+/// Announces `node` to the control plane every HEARTBEAT_EVERY, for as long as the task runs.
+pub fn spawn_heartbeat(peers: Vec<String>, secret: String, node: NodeInfo) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut attempt = 0usize;
+        loop {
+            let peer = &peers[attempt % peers.len().max(1)];
+            let sent = async {
+                let mut c = membership_client(lazy_channel(peer)?, &secret)?;
+                c.heartbeat(HeartbeatRequest { node: Some(node.clone()) }).await?;
+                Ok::<_, crate::Error>(())
+            };
+            if let Err(e) = tokio::time::timeout(HEARTBEAT_EVERY, sent)
+                .await
+                .unwrap_or_else(|_| Err(crate::Error::Rpc(tonic::Status::deadline_exceeded("heartbeat timed out"))))
+            {
+                tracing::debug!(peer = %peer, error = %e, "heartbeat failed");
+                attempt += 1;
+            }
+            tokio::time::sleep(HEARTBEAT_EVERY).await;
+        }
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# A local Hangar cluster on loopback: a control plane, three data nodes (zones a, b, c) and
+# two S3 frontends, each with its config, data and log under DIR and its PID in DIR/*.pid.
+#
+#   scripts/local-cluster.sh up DIR     start it, apply a layout, create a key and bucket `demo`,
+#                                       print `export` lines for the aws CLI and the hangar CLI
+#   scripts/local-cluster.sh down DIR   stop exactly the processes `up` started
+#
+# HANGAR_BIN picks the binary (default: target/release/hangar, built if missing).
+set -euo pipefail
+
+usage() { echo "usage: $0 up|down DIR" >&2; exit 2; }
+[ $# -eq 2 ] || usage
+cmd=$1
+dir=$2
+
+down() {
+    local stopped=0
+    for f in "$dir"/*.pid; do
+        [ -e "$f" ] || continue
+        local pid
+        pid=$(cat "$f")
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid"
+            for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+            stopped=$((stopped + 1))
+        fi
+        rm -f "$f"
+    done
+    echo "stopped $stopped processes" >&2
+}
+
+case "$cmd" in
+    down) down; exit 0 ;;
+    up) ;;
+    *) usage ;;
+esac
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${HANGAR_BIN:-$root/target/release/hangar}
+if [ ! -x "$bin" ]; then
+    (cd "$root" && cargo build --release -q -p hangar)
+fi
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+if ls "$dir"/*.pid >/dev/null 2>&1; then
+    echo "$dir already has a running cluster (run: $0 down $dir)" >&2
+    exit 1
+fi
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+cp_rpc=127.0.0.1:$(port)
+
+start() { # name, config file
+    local name=$1 conf=$2
+    HANGAR_LOG=${HANGAR_LOG:-info} "$bin" "$name" --config "$conf" >"$dir/$3.log" 2>&1 &
+    echo $! >"$dir/$3.pid"
+}
+
+cat >"$dir/control-plane.toml" <<TOML
+metadata_dir = "$dir/control-plane"
+rpc_bind_addr = "$cp_rpc"
+rpc_secret = "$secret"
+replication_factor = 3
+[admin]
+api_bind_addr = "127.0.0.1:$(port)"
+admin_token = "$token"
+TOML
+start control-plane "$dir/control-plane.toml" control-plane
+
+for i in 1 2 3; do
+    cat >"$dir/data$i.toml" <<TOML
+metadata_dir = "$dir/data$i/meta"
+data_dir = "$dir/data$i/blocks"
+rpc_bind_addr = "127.0.0.1:$(port)"
+rpc_secret = "$secret"
+bootstrap_peers = ["$cp_rpc"]
+[admin]
+api_bind_addr = "127.0.0.1:$(port)"
+TOML
+    start data-node "$dir/data$i.toml" "data$i"
+done
+
+s3_ports=()
+for i in 1 2; do
+    p=$(port)
+    s3_ports+=("$p")
+    cat >"$dir/s3-$i.toml" <<TOML
+rpc_secret = "$secret"
+bootstrap_peers = ["$cp_rpc"]
+[s3_api]
+api_bind_addr = "127.0.0.1:$p"
+s3_region = "us-east-1"
+[admin]
+api_bind_addr = "127.0.0.1:$(port)"
+TOML
+    start s3-frontend "$dir/s3-$i.toml" "s3-$i"
+done
+
+export HANGAR_ADMIN_TOKEN=$token
+cli() { "$bin" --rpc-addr "$cp_rpc" "$@"; }
+
+# Data nodes write their id at start and announce themselves within a couple of seconds.
+zones=(a b c)
+for i in 1 2 3; do
+    for _ in $(seq 100); do [ -s "$dir/data$i/meta/node_id" ] && break; sleep 0.1; done
+    id=$(cat "$dir/data$i/meta/node_id")
+    for attempt in $(seq 50); do
+        cli layout assign "$id" --zone "${zones[$((i - 1))]}" --capacity 1T >/dev/null 2>&1 && break
+        [ "$attempt" = 50 ] && { echo "data node $i did not join; see $dir/data$i.log" >&2; exit 1; }
+        sleep 0.2
+    done
+done
+cli layout apply --version 1 >/dev/null
+
+# The frontends need the layout before they can create the key.
+for _ in $(seq 50); do
+    out=$(cli key create demo 2>/dev/null) && break
+    sleep 0.2
+done
+key_id=$(echo "$out" | awk '/^Key ID:/ {print $3}')
+key_secret=$(echo "$out" | awk '/^Secret key:/ {print $3}')
+cli bucket create demo >/dev/null
+cli bucket allow --read --write --owner demo --key "$key_id" >/dev/null
+cli key allow --create-bucket "$key_id" >/dev/null
+
+cat <<EXPORTS
+export S3_ENDPOINT=http://127.0.0.1:${s3_ports[0]}
+export S3_ENDPOINT_2=http://127.0.0.1:${s3_ports[1]}
+export AWS_ACCESS_KEY_ID=$key_id
+export AWS_SECRET_ACCESS_KEY=$key_secret
+export AWS_DEFAULT_REGION=us-east-1
+export HANGAR_RPC_ADDR=$cp_rpc
+export HANGAR_ADMIN_TOKEN=$token
+EXPORTS
