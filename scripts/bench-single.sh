@@ -18,12 +18,8 @@ set -a; . "$DIR/out"; set +a
 LOAD="$BIN/hangar-load --endpoint $S3_ENDPOINT --bucket bench"
 "$BIN/hangar-load" --endpoint "$S3_ENDPOINT" --bucket bench --size 1 --count 1 --concurrency 1 --op put >/dev/null
 
-echo "## 4 KiB objects, 4000 ops, 16 concurrent"
-$LOAD --size 4KiB --count 4000 --concurrency 16 --op both
-echo "## 64 MiB objects, 16 ops, 4 concurrent"
-$LOAD --size 64MiB --count 16 --concurrency 4 --op both
-
 rss() { awk "/^$1:/ {print \$2}" /proc/$PID/status; }
+# Memory first, on a fresh process, so earlier transfers do not inflate the baseline.
 echo "## 1 GiB object, memory of the server process"
 echo 5 > /proc/$PID/clear_refs   # resets VmHWM (peak RSS) to the current RSS
 before=$(rss VmRSS)
@@ -35,3 +31,8 @@ $LOAD --size 1GiB --count 1 --concurrency 1 --op get
 peak_get=$(rss VmHWM)
 echo "RSS before PUT: $((before / 1024)) MiB, peak during PUT: $((peak_put / 1024)) MiB (+$(((peak_put - before) / 1024)) MiB)"
 echo "RSS before GET: $((before_get / 1024)) MiB, peak during GET: $((peak_get / 1024)) MiB (+$(((peak_get - before_get) / 1024)) MiB)"
+
+echo "## 4 KiB objects, 4000 ops, 16 concurrent"
+$LOAD --size 4KiB --count 4000 --concurrency 16 --op both
+echo "## 64 MiB objects, 16 ops, 4 concurrent"
+$LOAD --size 64MiB --count 16 --concurrency 4 --op both

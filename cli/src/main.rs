@@ -18,6 +18,13 @@ struct Cli {
     /// Data directory: the server keeps everything here; the CLI reads the admin token from it.
     #[arg(long, global = true, default_value = "./hangar-data")]
     data_dir: PathBuf,
+    /// For a cluster with `[rpc_tls]`: the CA, and this client's certificate and key (PEM).
+    #[arg(long, global = true, env = "HANGAR_RPC_TLS_CA_FILE", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    #[arg(long, global = true, env = "HANGAR_RPC_TLS_CERT_FILE")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, global = true, env = "HANGAR_RPC_TLS_KEY_FILE")]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,6 +76,25 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = rt.block_on(async move {
+        // Admin verbs reach the control plane over TLS when given certificates; services
+        // read theirs from their config.
+        if let (Some(ca), Some(cert), Some(key), false) = (
+            &cli.tls_ca,
+            &cli.tls_cert,
+            &cli.tls_key,
+            matches!(
+                cli.command,
+                Command::ControlPlane(_) | Command::DataNode(_) | Command::S3Frontend(_) | Command::Server(_)
+            ),
+        ) {
+            let cfg = hangar_common::config::RpcTlsConfig {
+                ca_file: ca.clone(),
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+                require_client_cert: false,
+            };
+            hangar_common::tls::use_for_clients(hangar_common::tls::client_config(&cfg)?);
+        }
         match cli.command {
             Command::Server(args) => server::run(args, cli.rpc_addr, cli.data_dir).await,
             Command::ControlPlane(args) => {

@@ -153,13 +153,13 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
     let (admin_svc, layout_svc, member_svc) = control.services(catalog.clone());
     let (rpc_stop_tx, rpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let rpc_server = tokio::spawn(
-        tonic::transport::Server::builder()
+        hangar_common::tls::configure(cfg.rpc_tls.as_ref())?
             .add_service(block_svc)
             .add_service(meta_svc)
             .add_service(admin_svc)
             .add_service(layout_svc)
             .add_service(member_svc)
-            .serve_with_incoming_shutdown(tokio_stream_incoming(rpc_listener), async {
+            .serve_with_incoming_shutdown(hangar_common::rpc::incoming(rpc_listener), async {
                 let _ = rpc_stop_rx.await;
             }),
     );
@@ -217,10 +217,6 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
     gc.abort();
     let _ = rpc_stop_tx.send(());
     let _ = rpc_server.await;
-    data_node.meta.db.flush_async().await?;
+    hangar_data_node::error::flush(&data_node.meta.db).await?;
     Ok(())
-}
-
-fn tokio_stream_incoming(l: TcpListener) -> tokio_stream::wrappers::TcpListenerStream {
-    tokio_stream::wrappers::TcpListenerStream::new(l)
 }

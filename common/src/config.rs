@@ -49,6 +49,23 @@ pub struct Config {
     pub s3_api: S3ApiConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// TLS for gRPC between components; plain text when absent.
+    #[serde(default)]
+    pub rpc_tls: Option<RpcTlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcTlsConfig {
+    /// PEM CA certificate that signed every component's certificate.
+    pub ca_file: PathBuf,
+    /// PEM certificate of this component (its SANs must cover the address others dial).
+    pub cert_file: PathBuf,
+    /// PEM private key of that certificate.
+    pub key_file: PathBuf,
+    /// Servers also demand a client certificate signed by the CA (mutual TLS).
+    #[serde(default)]
+    pub require_client_cert: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +143,10 @@ pub const ENV_KEYS: &[(&str, Option<&str>, &str)] = &[
     ("HANGAR_S3_ROOT_DOMAIN", Some("s3_api"), "root_domain"),
     ("HANGAR_ADMIN_API_BIND_ADDR", Some("admin"), "api_bind_addr"),
     ("HANGAR_ADMIN_TOKEN", Some("admin"), "admin_token"),
+    ("HANGAR_RPC_TLS_CA_FILE", Some("rpc_tls"), "ca_file"),
+    ("HANGAR_RPC_TLS_CERT_FILE", Some("rpc_tls"), "cert_file"),
+    ("HANGAR_RPC_TLS_KEY_FILE", Some("rpc_tls"), "key_file"),
+    ("HANGAR_RPC_TLS_REQUIRE_CLIENT_CERT", Some("rpc_tls"), "require_client_cert"),
 ];
 
 /// Keys whose values are numbers; every other key is a string.
@@ -147,6 +168,10 @@ impl Config {
             let value = if *key == "bootstrap_peers" {
                 // A comma-separated list.
                 toml::Value::Array(value.split(',').map(|p| toml::Value::String(p.trim().to_string())).collect())
+            } else if *key == "require_client_cert" {
+                toml::Value::Boolean(
+                    value.parse().map_err(|_| Error::Config(format!("{var}: `{value}` is not true or false")))?,
+                )
             } else if NUMERIC_KEYS.contains(key) {
                 let n: i64 =
                     value.parse().map_err(|_| Error::Config(format!("{var}: `{value}` is not a whole number")))?;
@@ -164,9 +189,9 @@ impl Config {
             };
             target.insert(key.to_string(), value);
         }
-        let cfg: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::Config(format!("{origin}: {}", e.message())))?;
+        // Deserialize from text so errors carry a span: the offending `key = value` is quoted.
+        let merged = toml::to_string(&table).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
+        let cfg: Config = toml::from_str(&merged).map_err(|e| config_error(origin, &merged, &e))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -213,6 +238,18 @@ impl Config {
     /// The address this process announces for its rpc service.
     pub fn public_rpc_addr(&self) -> String {
         self.rpc_public_addr.clone().unwrap_or_else(|| self.rpc_bind_addr.to_string())
+    }
+}
+
+/// One line: where, which key (its line quoted), and what is wrong.
+fn config_error(origin: &str, text: &str, e: &toml::de::Error) -> Error {
+    let line = e.span().and_then(|span| {
+        let start = text[..span.start.min(text.len())].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        text[start..].lines().next().map(str::trim)
+    });
+    match line {
+        Some(l) if !l.is_empty() => Error::Config(format!("{origin}: `{l}`: {}", e.message().trim())),
+        _ => Error::Config(format!("{origin}: {}", e.message().trim())),
     }
 }
 
@@ -287,7 +324,8 @@ mod tests {
         assert!(e.to_string().contains("block_size"), "{e}");
         let e = Config::from_toml_with_overrides(&format!("{BASE}rpc_bind_addr = \"nope\"\n"), "f.toml", vec![])
             .unwrap_err();
-        assert!(e.to_string().contains("f.toml"), "{e}");
+        assert!(e.to_string().contains("f.toml") && e.to_string().contains("rpc_bind_addr"), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
         let e = Config::from_toml_with_overrides(&format!("{BASE}colour = 1\n"), "f.toml", vec![]).unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
         let e =

@@ -12,6 +12,7 @@ pub mod meta_client;
 pub mod model;
 pub mod rpc;
 pub mod telemetry;
+pub mod tls;
 
 /// Errors of the shared plumbing.
 #[derive(Debug, thiserror::Error)]

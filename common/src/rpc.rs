@@ -88,13 +88,19 @@ pub fn require_admin_token(token: &str) -> RequireHeader {
     }
 }
 
-/// A channel that connects on first use and reconnects after failures.
+/// A channel that connects on first use and reconnects after failures; over TLS when the
+/// process was configured with `[rpc_tls]` (see `tls::use_for_clients`).
 pub fn lazy_channel(addr: &str) -> Result<Channel, crate::Error> {
-    let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-    let ep = Endpoint::from_shared(uri)
+    let tls = crate::tls::client();
+    let host = addr.split("://").last().unwrap_or(addr);
+    let uri = format!("{}://{host}", if tls.is_some() { "https" } else { "http" });
+    let mut ep = Endpoint::from_shared(uri)
         .map_err(|e| crate::Error::Config(format!("bad rpc address `{addr}`: {e}")))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        ep = ep.tls_config(tls.clone()).map_err(|e| crate::Error::Config(format!("rpc TLS: {e}")))?;
+    }
     Ok(ep.connect_lazy())
 }
 
@@ -127,6 +133,21 @@ pub fn block_client(ch: Channel, secret: &str) -> Result<BlockGrpc, crate::Error
 
 pub fn admin_client(ch: Channel, token: &str) -> Result<AdminGrpc, crate::Error> {
     Ok(AdminServiceClient::with_interceptor(ch, add_admin_token(token)?))
+}
+
+/// Accepted connections of a gRPC server, with Nagle off: tonic applies its nodelay
+/// setting only to listeners it binds itself, and a response's last small HTTP/2 frame
+/// otherwise waits ~40 ms for the peer's delayed ACK.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    })
 }
 
 #[cfg(test)]

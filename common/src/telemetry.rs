@@ -7,7 +7,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::{Arc, OnceLock};
 
-/// Logs go to stderr; `HANGAR_LOG` (or `RUST_LOG`) picks the levels, `info` by default.
+/// Logs go to stderr; `HANGAR_LOG` (or `RUST_LOG`) picks the levels. By default `info`, with
+/// s3s quiet: it logs every client error (NoSuchKey...) as an error, and the frontend logs
+/// each failed request itself.
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter =

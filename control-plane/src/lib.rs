@@ -83,6 +83,8 @@ pub async fn run(
     use hangar_common::meta_client::MetaClient;
 
     cfg.require("control plane", &["metadata_dir", "rpc_secret"]).map_err(|e| ControlError::Invalid(e.to_string()))?;
+    let mut rpc_server =
+        hangar_common::tls::configure(cfg.rpc_tls.as_ref()).map_err(|e| ControlError::Invalid(e.to_string()))?;
     std::fs::create_dir_all(&cfg.metadata_dir).map_err(|e| ControlError::Invalid(format!("metadata_dir: {e}")))?;
     let token = match &cfg.admin.admin_token {
         Some(t) => t.clone(),
@@ -104,11 +106,11 @@ pub async fn run(
         let _ = admin_stopped.await;
     }));
     tracing::info!(rpc = %cfg.rpc_bind_addr, version = control.layout.current().version, "control plane ready");
-    let served = tonic::transport::Server::builder()
+    let served = rpc_server
         .add_service(admin_svc)
         .add_service(layout_svc)
         .add_service(member_svc)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(hangar_common::rpc::incoming(listener), shutdown)
         .await;
     let _ = stop_admin.send(());
     let _ = admin.await;

@@ -79,7 +79,7 @@ impl BlockStore {
             metrics().block_bytes_written.inc_by(inc.len as u64);
         }
         self.refs.add(&expected, owner)?;
-        self.db.flush_async().await?;
+        crate::error::flush(&self.db).await?;
         Ok(existed)
     }
 
@@ -114,7 +114,7 @@ impl BlockStore {
                 queued += 1;
             }
         }
-        self.db.flush_async().await?;
+        crate::error::flush(&self.db).await?;
         Ok(queued)
     }
 
@@ -129,7 +129,7 @@ impl BlockStore {
                 missing.push(*hash);
             }
         }
-        self.db.flush_async().await?;
+        crate::error::flush(&self.db).await?;
         Ok(missing)
     }
 

@@ -78,6 +78,8 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
 
     cfg.require("data node", &["metadata_dir", "data_dir", "rpc_secret", "bootstrap_peers"])
         .map_err(|e| DataError::Config(e.to_string()))?;
+    let mut rpc_server =
+        hangar_common::tls::configure(cfg.rpc_tls.as_ref()).map_err(|e| DataError::Config(e.to_string()))?;
     std::fs::create_dir_all(&cfg.metadata_dir)?;
     std::fs::create_dir_all(&cfg.data_dir)?;
     let node_id = load_or_create_secret(&cfg.metadata_dir.join("node_id"), || {
@@ -123,15 +125,15 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     tracing::info!(node = %node_id, rpc = %cfg.public_rpc_addr(), "data node ready");
 
     let (block_svc, meta_svc) = node.services();
-    let served = tonic::transport::Server::builder()
+    let served = rpc_server
         .add_service(block_svc)
         .add_service(meta_svc)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(hangar_common::rpc::incoming(listener), shutdown)
         .await;
     heartbeat.abort();
     gc.abort();
     let _ = stop_admin.send(());
     let _ = admin.await;
-    node.meta.db.flush_async().await?;
+    error::flush(&node.meta.db).await?;
     served.map_err(|e| DataError::Config(format!("rpc server failed: {e}")))
 }

@@ -77,7 +77,7 @@ impl MetaStore {
             // Without if_absent a losing write is still "applied": the newer value stands.
             applied.push(did || !if_absent);
         }
-        self.db.flush_async().await?;
+        crate::error::flush(&self.db).await?;
         Ok(applied)
     }
 

@@ -5,6 +5,7 @@
 //! `cargo build -p hangar` so that `cargo test --workspace` on a fresh clone tests the
 //! current sources (a test build does not build other packages' binaries).
 
+pub mod cluster;
 pub mod sigv4;
 pub mod util;
 
@@ -62,9 +63,15 @@ pub fn free_addr() -> SocketAddr {
 /// `N` distinct free loopback ports. All listeners are held until every port
 /// is picked, so the kernel cannot hand out the same port twice.
 pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let addrs = free_addr_list(N);
+    std::array::from_fn(|i| addrs[i])
+}
+
+/// `n` distinct free loopback ports (see [`free_addrs`]), for when `n` is not a constant.
+pub fn free_addr_list(n: usize) -> Vec<SocketAddr> {
     let listeners: Vec<TcpListener> =
-        (0..N).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("local_addr"))
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("local_addr")).collect()
 }
 
 /// How to start a server. Cloning it (it is cheap) keeps the temp data dir
@@ -238,7 +245,7 @@ async fn try_start(builder: &ServerBuilder, data_dir: &Path, log_path: &Path) ->
     }
 }
 
-fn log_tail(path: &Path, lines: usize) -> String {
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")

@@ -90,6 +90,8 @@ pub async fn run_service(
     use hangar_proto::control::{Layout, NodeInfo, NodeRole};
 
     cfg.require("S3 frontend", &["rpc_secret", "bootstrap_peers"])?;
+    // A frontend serves no gRPC; only its clients use the TLS settings.
+    hangar_common::tls::configure(cfg.rpc_tls.as_ref())?;
     let secret = cfg.rpc_secret.clone().unwrap_or_default();
     let listener = TcpListener::bind(cfg.s3_api.api_bind_addr).await.map_err(|e| {
         hangar_common::Error::Config(format!(
