@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Measures the single-process server: PUT/GET throughput of 4 KiB and 64 MiB objects, and the
+# Measures the single-process server: PUT/GET throughput of 4 KiB, 1 MiB and 64 MiB objects and a
+# 1 GiB multipart upload, and the
 # server's resident memory during a 1 GiB PUT and GET. Release build; data in a temp dir.
 # Usage: scripts/bench-single.sh   (prints the figures recorded in BENCHMARKS.md)
 set -euo pipefail
@@ -36,3 +37,7 @@ echo "## 4 KiB objects, 4000 ops, 16 concurrent"
 $LOAD --size 4KiB --count 4000 --concurrency 16 --op both
 echo "## 64 MiB objects, 16 ops, 4 concurrent"
 $LOAD --size 64MiB --count 16 --concurrency 4 --op both
+echo "## 1 MiB objects, 400 ops, 8 concurrent"
+$LOAD --size 1MiB --count 400 --concurrency 8 --op both
+echo "## 1 GiB object, multipart (64 MiB parts)"
+$LOAD --size 1GiB --count 1 --concurrency 1 --multipart-part-size 64MiB --op both

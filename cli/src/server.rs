@@ -216,7 +216,10 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
     heartbeat.abort();
     gc.abort();
     let _ = rpc_stop_tx.send(());
-    let _ = rpc_server.await;
+    // In-flight internal calls get a bounded time: shutdown must not hang on a stuck one.
+    if tokio::time::timeout(Duration::from_secs(10), rpc_server).await.is_err() {
+        tracing::warn!("internal rpc calls still running after 10 s; stopping anyway");
+    }
     hangar_data_node::error::flush(&data_node.meta.db).await?;
     Ok(())
 }

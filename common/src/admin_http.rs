@@ -39,3 +39,28 @@ pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) {
         }
     }
 }
+
+/// A running admin endpoint.
+pub struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds `addr` (the error names the `[admin] api_bind_addr` key) and serves in the background.
+pub async fn start(addr: std::net::SocketAddr) -> Result<Running, crate::Error> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| crate::Error::Config(format!("[admin] api_bind_addr: cannot listen on {addr}: {e}")))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Ok(Running { stop, task })
+}
+
+impl Running {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}

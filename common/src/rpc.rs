@@ -150,6 +150,37 @@ pub fn incoming(
     })
 }
 
+/// Runs a gRPC server until `shutdown`, then gives open calls 10 s to finish: long-lived
+/// streams (WatchLayout) would otherwise hold a graceful shutdown forever.
+pub async fn serve_until<S>(serve: S, shutdown: impl std::future::Future<Output = ()>) -> Result<(), crate::Error>
+where
+    S: FnOnce(tokio::sync::oneshot::Receiver<()>) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+{
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let mut server = serve(stopped);
+    tokio::select! {
+        r = &mut server => return flatten(r),
+        _ = shutdown => {}
+    }
+    let _ = stop.send(());
+    match tokio::time::timeout(std::time::Duration::from_secs(10), &mut server).await {
+        Ok(r) => flatten(r),
+        Err(_) => {
+            tracing::warn!("rpc calls still open after 10 s; stopping anyway");
+            server.abort();
+            Ok(())
+        }
+    }
+}
+
+fn flatten(r: Result<Result<(), tonic::transport::Error>, tokio::task::JoinError>) -> Result<(), crate::Error> {
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(crate::Error::Config(format!("rpc server failed: {e}"))),
+        Err(e) => Err(crate::Error::Config(format!("rpc server task failed: {e}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -98,21 +98,20 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(cfg.rpc_bind_addr)
         .await
         .map_err(|e| ControlError::Invalid(format!("rpc_bind_addr: cannot listen on {}: {e}", cfg.rpc_bind_addr)))?;
-    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.api_bind_addr).await.map_err(|e| {
-        ControlError::Invalid(format!("[admin] api_bind_addr: cannot listen on {}: {e}", cfg.admin.api_bind_addr))
-    })?;
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin = tokio::spawn(hangar_common::admin_http::serve(admin_listener, async {
-        let _ = admin_stopped.await;
-    }));
+    let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr)
+        .await
+        .map_err(|e| ControlError::Invalid(e.to_string()))?;
     tracing::info!(rpc = %cfg.rpc_bind_addr, version = control.layout.current().version, "control plane ready");
-    let served = rpc_server
-        .add_service(admin_svc)
-        .add_service(layout_svc)
-        .add_service(member_svc)
-        .serve_with_incoming_shutdown(hangar_common::rpc::incoming(listener), shutdown)
-        .await;
-    let _ = stop_admin.send(());
-    let _ = admin.await;
-    served.map_err(|e| ControlError::Invalid(format!("rpc server failed: {e}")))
+    let router = rpc_server.add_service(admin_svc).add_service(layout_svc).add_service(member_svc);
+    let served = hangar_common::rpc::serve_until(
+        |stop| {
+            tokio::spawn(router.serve_with_incoming_shutdown(hangar_common::rpc::incoming(listener), async {
+                let _ = stop.await;
+            }))
+        },
+        shutdown,
+    )
+    .await;
+    admin.stop().await;
+    served.map_err(|e| ControlError::Invalid(e.to_string()))
 }

@@ -115,25 +115,59 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
             role: NodeRole::Data as i32,
         },
     );
-    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.api_bind_addr).await.map_err(|e| {
-        DataError::Config(format!("[admin] api_bind_addr: cannot listen on {}: {e}", cfg.admin.api_bind_addr))
-    })?;
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin = tokio::spawn(hangar_common::admin_http::serve(admin_listener, async {
-        let _ = admin_stopped.await;
-    }));
+    let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr)
+        .await
+        .map_err(|e| DataError::Config(e.to_string()))?;
     tracing::info!(node = %node_id, rpc = %cfg.public_rpc_addr(), "data node ready");
 
     let (block_svc, meta_svc) = node.services();
-    let served = rpc_server
-        .add_service(block_svc)
-        .add_service(meta_svc)
-        .serve_with_incoming_shutdown(hangar_common::rpc::incoming(listener), shutdown)
-        .await;
+    let router = rpc_server.add_service(block_svc).add_service(meta_svc);
+    let served = hangar_common::rpc::serve_until(
+        |stop| {
+            tokio::spawn(router.serve_with_incoming_shutdown(hangar_common::rpc::incoming(listener), async {
+                let _ = stop.await;
+            }))
+        },
+        shutdown,
+    )
+    .await;
     heartbeat.abort();
     gc.abort();
-    let _ = stop_admin.send(());
-    let _ = admin.await;
+    admin.stop().await;
     error::flush(&node.meta.db).await?;
-    served.map_err(|e| DataError::Config(format!("rpc server failed: {e}")))
+    served.map_err(|e| DataError::Config(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hangar_common::rpc::{lazy_channel, meta_client};
+    use hangar_proto::metadata::{GetRequest, Table};
+
+    /// Over real gRPC on loopback: calls without the cluster secret are refused.
+    #[tokio::test]
+    async fn calls_without_the_cluster_secret_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/blocks\"\nrpc_secret = \"right-secret\"\n",
+            dir.path().display()
+        );
+        let cfg = Config::from_toml_with_overrides(&toml, "test", vec![]).unwrap();
+        let node = DataNode::open(&cfg).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (block, meta) = node.services();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(block)
+                .add_service(meta)
+                .serve_with_incoming(hangar_common::rpc::incoming(listener)),
+        );
+        let get = GetRequest { table: Table::Bucket as i32, key: b"x".to_vec().into() };
+        let mut wrong = meta_client(lazy_channel(&addr).unwrap(), "wrong-secret").unwrap();
+        let err = wrong.get(get.clone()).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        let mut right = meta_client(lazy_channel(&addr).unwrap(), "right-secret").unwrap();
+        assert!(right.get(get).await.unwrap().into_inner().entry.is_none());
+    }
 }

@@ -99,12 +99,7 @@ pub async fn run_service(
             cfg.s3_api.api_bind_addr
         ))
     })?;
-    let admin_listener = TcpListener::bind(cfg.admin.api_bind_addr).await.map_err(|e| {
-        hangar_common::Error::Config(format!(
-            "[admin] api_bind_addr: cannot listen on {}: {e}",
-            cfg.admin.api_bind_addr
-        ))
-    })?;
+
     let s3_addr = listener.local_addr()?;
     let layout = follow_layout(cfg.bootstrap_peers.clone(), secret.clone(), Layout::default(), |_| {});
     // Frontends keep no state, so a fresh id per start is enough to tell them apart.
@@ -119,10 +114,7 @@ pub async fn run_service(
             role: NodeRole::Frontend as i32,
         },
     );
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin = tokio::spawn(hangar_common::admin_http::serve(admin_listener, async {
-        let _ = admin_stopped.await;
-    }));
+    let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr).await?;
     tracing::info!(frontend = %id, s3 = %s3_addr, "S3 frontend ready");
     let fcfg = FrontendConfig {
         region: cfg.s3_api.s3_region.clone(),
@@ -131,7 +123,6 @@ pub async fn run_service(
     };
     run(listener, fcfg, Backend::new(Cluster::new(layout, &secret)), shutdown).await;
     heartbeat.abort();
-    let _ = stop_admin.send(());
-    let _ = admin.await;
+    admin.stop().await;
     Ok(())
 }
