@@ -152,17 +152,15 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
     let (block_svc, meta_svc) = data_node.services();
     let (admin_svc, layout_svc, member_svc) = control.services(catalog.clone());
     let (rpc_stop_tx, rpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let rpc_server = tokio::spawn(
-        hangar_common::tls::configure(cfg.rpc_tls.as_ref())?
-            .add_service(block_svc)
-            .add_service(meta_svc)
-            .add_service(admin_svc)
-            .add_service(layout_svc)
-            .add_service(member_svc)
-            .serve_with_incoming_shutdown(hangar_common::rpc::incoming(rpc_listener), async {
-                let _ = rpc_stop_rx.await;
-            }),
-    );
+    let router = hangar_common::tls::configure(cfg.rpc_tls.as_ref())?
+        .add_service(block_svc)
+        .add_service(meta_svc)
+        .add_service(admin_svc)
+        .add_service(layout_svc)
+        .add_service(member_svc);
+    let rpc_server = tokio::spawn(hangar_common::rpc::serve_until(router, rpc_listener, async {
+        let _ = rpc_stop_rx.await;
+    }));
 
     let (root_id, root_secret) = ensure_root_key(&catalog, &cfg).await?;
 
@@ -216,9 +214,8 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
     heartbeat.abort();
     gc.abort();
     let _ = rpc_stop_tx.send(());
-    // In-flight internal calls get a bounded time: shutdown must not hang on a stuck one.
-    if tokio::time::timeout(Duration::from_secs(10), rpc_server).await.is_err() {
-        tracing::warn!("internal rpc calls still running after 10 s; stopping anyway");
+    if let Ok(Err(e)) = rpc_server.await {
+        tracing::warn!(error = %e, "rpc server stopped with an error");
     }
     hangar_data_node::error::flush(&data_node.meta.db).await?;
     Ok(())

@@ -150,14 +150,17 @@ pub fn incoming(
     })
 }
 
-/// Runs a gRPC server until `shutdown`, then gives open calls 10 s to finish: long-lived
-/// streams (WatchLayout) would otherwise hold a graceful shutdown forever.
-pub async fn serve_until<S>(serve: S, shutdown: impl std::future::Future<Output = ()>) -> Result<(), crate::Error>
-where
-    S: FnOnce(tokio::sync::oneshot::Receiver<()>) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-{
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    let mut server = serve(stopped);
+/// Serves `router` on `listener` until `shutdown`, then gives open calls 10 s to finish:
+/// long-lived streams (WatchLayout) would otherwise hold a graceful shutdown forever.
+pub async fn serve_until(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), crate::Error> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming(listener), async {
+        let _ = stopped.await;
+    }));
     tokio::select! {
         r = &mut server => return flatten(r),
         _ = shutdown => {}

@@ -103,15 +103,7 @@ pub async fn run(
         .map_err(|e| ControlError::Invalid(e.to_string()))?;
     tracing::info!(rpc = %cfg.rpc_bind_addr, version = control.layout.current().version, "control plane ready");
     let router = rpc_server.add_service(admin_svc).add_service(layout_svc).add_service(member_svc);
-    let served = hangar_common::rpc::serve_until(
-        |stop| {
-            tokio::spawn(router.serve_with_incoming_shutdown(hangar_common::rpc::incoming(listener), async {
-                let _ = stop.await;
-            }))
-        },
-        shutdown,
-    )
-    .await;
+    let served = hangar_common::rpc::serve_until(router, listener, shutdown).await;
     admin.stop().await;
     served.map_err(|e| ControlError::Invalid(e.to_string()))
 }

@@ -122,15 +122,7 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
 
     let (block_svc, meta_svc) = node.services();
     let router = rpc_server.add_service(block_svc).add_service(meta_svc);
-    let served = hangar_common::rpc::serve_until(
-        |stop| {
-            tokio::spawn(router.serve_with_incoming_shutdown(hangar_common::rpc::incoming(listener), async {
-                let _ = stop.await;
-            }))
-        },
-        shutdown,
-    )
-    .await;
+    let served = hangar_common::rpc::serve_until(router, listener, shutdown).await;
     heartbeat.abort();
     gc.abort();
     admin.stop().await;

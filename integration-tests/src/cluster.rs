@@ -34,6 +34,7 @@ use blake2::{Blake2b, Digest};
 use tempfile::TempDir;
 
 use crate::{KeyInfo, block_files_in, free_addr_list, hangar_bin, log_tail, s3_config, wait_until};
+use crate::{cli_stdout, run_cli};
 
 /// The replication factor of every test cluster.
 pub const REPLICATION: u32 = 3;
@@ -482,11 +483,7 @@ impl Cluster {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = self.cli_command(args);
-        tokio::time::timeout(Duration::from_secs(60), cmd.output())
-            .await
-            .expect("admin CLI timed out")
-            .expect("run admin CLI")
+        run_cli(self.cli_command(args)).await
     }
 
     /// Runs the admin CLI, asserts success, returns stdout.
@@ -497,14 +494,7 @@ impl Cluster {
     {
         let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
         let out = self.cli(&args).await;
-        assert!(
-            out.status.success(),
-            "hangar {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("CLI stdout is UTF-8")
+        cli_stdout(&args, out)
     }
 
     /// `hangar status`, parsed.

@@ -404,11 +404,7 @@ impl Server {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = self.cli_command(args);
-        tokio::time::timeout(Duration::from_secs(60), cmd.output())
-            .await
-            .expect("admin CLI timed out")
-            .expect("run admin CLI")
+        run_cli(self.cli_command(args)).await
     }
 
     /// Runs the admin CLI, asserts success, returns stdout.
@@ -419,14 +415,7 @@ impl Server {
     {
         let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
         let out = self.cli(&args).await;
-        assert!(
-            out.status.success(),
-            "hangar {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("CLI stdout is UTF-8")
+        cli_stdout(&args, out)
     }
 
     /// `key create NAME`, parsed.
@@ -539,4 +528,24 @@ impl KeyInfo {
         let field = |label: &str| out.lines().find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_string()));
         Some(KeyInfo { id: field("Key ID:")?, secret: field("Secret key:")?, name: field("Name:")? })
     }
+}
+
+/// Runs an admin CLI command (60 s at most); its output, whatever the exit status.
+pub async fn run_cli(mut cmd: tokio::process::Command) -> Output {
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("admin CLI timed out")
+        .expect("run admin CLI")
+}
+
+/// Asserts that a CLI run succeeded; its stdout.
+pub fn cli_stdout(args: &[std::ffi::OsString], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "hangar {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("CLI stdout is UTF-8")
 }
