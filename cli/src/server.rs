@@ -182,13 +182,13 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
     });
 
     let s3_listener = bind("S3", cfg.s3_api.api_bind_addr).await?;
-    let admin_listener = bind("admin HTTP", cfg.admin.api_bind_addr).await?;
+    let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr).await?;
     let s3_local = s3_listener.local_addr()?;
     println!("AWS_ACCESS_KEY_ID={root_id}");
     println!("AWS_SECRET_ACCESS_KEY={root_secret}");
     println!("AWS_DEFAULT_REGION={}", cfg.s3_api.s3_region);
     println!("S3_ENDPOINT=http://{s3_local}");
-    tracing::info!(s3 = %s3_local, rpc = %rpc_local, admin = %admin_listener.local_addr()?, "hangar server ready");
+    tracing::info!(s3 = %s3_local, rpc = %rpc_local, admin = %cfg.admin.api_bind_addr, "hangar server ready");
 
     let backend = Backend::new(cluster);
     let fcfg = FrontendConfig {
@@ -196,21 +196,16 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
         root_domain: cfg.s3_api.root_domain.clone(),
         block_size: cfg.block_size,
     };
-    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let mut admin_stop = stop_tx.subscribe();
-    let admin = tokio::spawn(hangar_common::admin_http::serve(admin_listener, async move {
-        let _ = admin_stop.recv().await;
-    }));
-    let mut s3_stop = stop_tx.subscribe();
+    let (s3_stop, s3_stopped) = tokio::sync::oneshot::channel::<()>();
     let s3 = tokio::spawn(hangar_s3_frontend::run(s3_listener, fcfg, backend, async move {
-        let _ = s3_stop.recv().await;
+        let _ = s3_stopped.await;
     }));
 
     hangar_common::follower::shutdown_signal().await;
     tracing::info!("shutting down");
-    let _ = stop_tx.send(());
+    let _ = s3_stop.send(());
     let _ = s3.await;
-    let _ = admin.await;
+    admin.stop().await;
     heartbeat.abort();
     gc.abort();
     let _ = rpc_stop_tx.send(());

@@ -66,11 +66,19 @@ async fn watch_once(
 /// Announces `node` to the control plane every HEARTBEAT_EVERY, for as long as the task runs.
 pub fn spawn_heartbeat(peers: Vec<String>, secret: String, node: NodeInfo) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        // One lazily connecting client per peer, kept across heartbeats.
+        let clients: Vec<_> =
+            peers.iter().map(|p| lazy_channel(p).and_then(|ch| membership_client(ch, &secret))).collect();
         let mut attempt = 0usize;
         loop {
-            let peer = &peers[attempt % peers.len().max(1)];
+            let i = attempt % peers.len().max(1);
+            let peer = peers.get(i).map(String::as_str).unwrap_or_default();
             let sent = async {
-                let mut c = membership_client(lazy_channel(peer)?, &secret)?;
+                let mut c = match clients.get(i) {
+                    Some(Ok(c)) => c.clone(),
+                    Some(Err(e)) => return Err(crate::Error::Config(e.to_string())),
+                    None => return Err(crate::Error::Config("no control plane address".into())),
+                };
                 c.heartbeat(HeartbeatRequest { node: Some(node.clone()) }).await?;
                 Ok::<_, crate::Error>(())
             };

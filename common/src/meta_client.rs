@@ -70,6 +70,15 @@ pub fn newer(a: &Entry, b: &Entry) -> bool {
     (a.timestamp, a.tiebreak) > (b.timestamp, b.tiebreak)
 }
 
+/// One replica's answer, or a timeout error naming the node.
+async fn bounded<T>(node: NodeRef, fut: impl Future<Output = Result<T>>) -> (NodeRef, Result<T>) {
+    let r = match tokio::time::timeout(RPC_TIMEOUT, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::Rpc(tonic::Status::deadline_exceeded(format!("node {} did not answer", node.id)))),
+    };
+    (node, r)
+}
+
 /// Answers that arrive after a quorum call returned.
 pub type LateAnswers<T> = tokio::sync::mpsc::Receiver<(NodeRef, Result<T>)>;
 
@@ -99,15 +108,10 @@ where
 {
     let (tx, mut rx) = tokio::sync::mpsc::channel(nodes.len().max(1));
     for n in nodes {
-        let fut = call(n.clone());
+        let answer = bounded(n.clone(), call(n.clone()));
         let tx = tx.clone();
-        let node = n.clone();
         tokio::spawn(async move {
-            let r = match tokio::time::timeout(RPC_TIMEOUT, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Rpc(tonic::Status::deadline_exceeded(format!("node {} did not answer", node.id)))),
-            };
-            let _ = tx.send((node, r)).await;
+            let _ = tx.send(answer.await).await;
         });
     }
     drop(tx);
@@ -143,18 +147,7 @@ where
     F: Fn(NodeRef) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let calls = nodes.iter().map(|n| {
-        let fut = call(n.clone());
-        let node = n.clone();
-        async move {
-            let r = match tokio::time::timeout(RPC_TIMEOUT, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Rpc(tonic::Status::deadline_exceeded(format!("node {} did not answer", node.id)))),
-            };
-            (node, r)
-        }
-    });
-    futures::future::join_all(calls).await
+    futures::future::join_all(nodes.iter().map(|n| bounded(n.clone(), call(n.clone())))).await
 }
 
 impl MetaClient {

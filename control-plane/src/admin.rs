@@ -88,10 +88,10 @@ impl AdminRpc {
 impl AdminService for AdminRpc {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let layout = self.layout.current();
-        let held = self.layout.partitions_per_node();
+        let held = crate::layout::counts(&layout);
         let members = self.members.list();
         let mut nodes = Vec::new();
-        for (i, a) in layout.nodes.iter().enumerate() {
+        for a in &layout.nodes {
             let m = members.iter().find(|(n, _, _)| n.id == a.node_id);
             nodes.push(NodeStatus {
                 node: Some(m.map(|(n, _, _)| n.clone()).unwrap_or_else(|| NodeInfo {
@@ -104,7 +104,7 @@ impl AdminService for AdminRpc {
                 last_seen_ms: m.map(|(_, s, _)| *s).unwrap_or(0),
                 zone: a.zone.clone(),
                 capacity: a.capacity,
-                partitions: held.get(i).copied().unwrap_or(0),
+                partitions: held.get(&a.node_id).copied().unwrap_or(0),
             });
         }
         for (n, seen, healthy) in members {

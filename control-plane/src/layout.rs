@@ -39,7 +39,8 @@ fn partition_ids(l: &Layout) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn counts(l: &Layout) -> BTreeMap<String, u32> {
+/// Partitions each node (by id) holds.
+pub fn counts(l: &Layout) -> BTreeMap<String, u32> {
     let mut c = BTreeMap::new();
     for part in partition_ids(l) {
         for id in part {
@@ -101,6 +102,11 @@ impl LayoutManager {
             return Ok(());
         };
         n.rpc_addr = addr.to_string();
+        self.store_and_send(layout)
+    }
+
+    /// Keeps `layout` as its version in the history (fsynced) and publishes it.
+    fn store_and_send(&self, layout: Layout) -> Result<(), ControlError> {
         self.history.insert(layout.version.to_be_bytes(), layout.encode_to_vec())?;
         self.db.flush()?;
         self.current.send_replace(Arc::new(layout));
@@ -115,11 +121,8 @@ impl LayoutManager {
                 self.current().version
             )));
         }
-        self.history.insert(layout.version.to_be_bytes(), layout.encode_to_vec())?;
         self.state.remove(STAGED_KEY)?;
-        self.db.flush()?;
-        self.current.send_replace(Arc::new(layout));
-        Ok(())
+        self.store_and_send(layout)
     }
 
     fn staged(&self) -> Result<Vec<StagedRole>, ControlError> {
@@ -293,20 +296,6 @@ impl LayoutManager {
         self.publish(next.clone())?;
         Ok(next)
     }
-
-    /// How many partitions each node (by index) holds in the current layout.
-    pub fn partitions_per_node(&self) -> Vec<u32> {
-        let l = self.current();
-        let mut counts = vec![0u32; l.nodes.len()];
-        for p in &l.partitions {
-            for &n in &p.nodes {
-                if let Some(c) = counts.get_mut(n as usize) {
-                    *c += 1;
-                }
-            }
-        }
-        counts
-    }
 }
 
 pub struct LayoutRpc {
@@ -352,7 +341,7 @@ mod tests {
             let node = NodeAssignment { node_id: "n1".into(), ..Default::default() };
             let l = m.init_single_node(node.clone()).unwrap();
             assert_eq!(l.version, 1);
-            assert_eq!(m.partitions_per_node(), vec![PARTITIONS]);
+            assert_eq!(counts(&m.current()).get("n1"), Some(&PARTITIONS));
             assert_eq!(m.init_single_node(node).unwrap().version, 1, "second init keeps the layout");
         }
         let m = LayoutManager::open(sled::open(dir.path()).unwrap(), 1).unwrap();

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use hangar_common::meta_client::newer;
 use hangar_proto::metadata::{Entry, Table};
 use prost::Message;
 
@@ -24,11 +25,6 @@ const TABLES: &[Table] = &[
     Table::MultipartUpload,
     Table::UploadPart,
 ];
-
-/// True when `new` should replace `old` under last-writer-wins.
-pub fn newer(new: &Entry, old: &Entry) -> bool {
-    (new.timestamp, new.tiebreak) > (old.timestamp, old.tiebreak)
-}
 
 impl MetaStore {
     pub fn open(path: &Path) -> Result<Self, DataError> {

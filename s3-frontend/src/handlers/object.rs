@@ -506,13 +506,12 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
     };
     let s = &src.value;
     // Blocks are content-addressed: the copy shares them and moves no data.
-    let mut parts = Vec::with_capacity(s.parts.len());
+    let mut parts: Vec<PartData> = Vec::with_capacity(s.parts.len());
     for p in &s.parts {
         let dv = random_id();
         if let Err(e) = share_data_version(&h.backend, &p.data_version, &dv).await {
             release_data_version(&h.backend, &dv).await;
             for done in &parts {
-                let done: &PartData = done;
                 release_data_version(&h.backend, &done.data_version).await;
             }
             return Err(e);
