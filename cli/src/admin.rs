@@ -197,9 +197,20 @@ fn print_bucket(b: &BucketInfo, usage: bool) {
     }
 }
 
+fn versions(v: &[u64]) -> String {
+    v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+}
+
 pub async fn status(c: &AdminGrpc) -> CliResult {
     let s = c.clone().status(StatusRequest {}).await.map_err(status_err)?.into_inner();
     println!("Layout version: {}  (replication factor {})", s.layout_version, s.replication_factor);
+    if s.live_versions.len() > 1 {
+        println!(
+            "Live layout versions: {} (data is moving; reads use version {})",
+            versions(&s.live_versions),
+            s.read_version
+        );
+    }
     println!(
         "{:<20} {:<16} {:<22} {:<8} {:>14} {:>10} {:<8} LAST SEEN",
         "ID", "HOSTNAME", "ADDRESS", "ZONE", "CAPACITY", "PARTITIONS", "HEALTH"
@@ -219,6 +230,19 @@ pub async fn status(c: &AdminGrpc) -> CliResult {
             if n.last_seen_ms > 0 { ms_to_date(n.last_seen_ms) } else { "never".into() },
             role.trim_start_matches("NODE_ROLE_").to_lowercase()
         );
+        if info.role == NodeRole::Data as i32 {
+            let sync = n.workers.iter().find(|w| w.name == "sync").map(|w| w.progress.as_str()).unwrap_or_default();
+            println!("    layout: enforces version {}, synced version {}  {sync}", n.acked_version, n.synced_version);
+        }
+        for w in n.workers.iter().filter(|w| !w.last_error.is_empty() && w.state != "idle" && w.state != "busy") {
+            println!(
+                "    worker {} is {}: {} errors, last: {}",
+                w.name,
+                w.state.to_uppercase(),
+                w.errors,
+                w.last_error
+            );
+        }
     }
     Ok(())
 }
@@ -313,16 +337,21 @@ fn human(bytes: u64) -> String {
 
 fn print_plan(p: &LayoutPlan) {
     println!("Layout version: {}  (replication factor {})", p.version, p.replication_factor);
-    println!("{:<20} {:<8} {:>10} {:>8} {:>8}  ADDRESS", "NODE", "ZONE", "CAPACITY", "NOW", "AFTER");
+    if p.live_versions.len() > 1 {
+        println!("Live layout versions: {} (data is moving)", versions(&p.live_versions));
+    }
+    println!("{:<20} {:<8} {:>10} {:>8} {:>8} {:>7}  ADDRESS", "NODE", "ZONE", "CAPACITY", "NOW", "AFTER", "SYNCED");
     for n in &p.nodes {
         println!(
-            "{:<20} {:<8} {:>10} {:>8} {:>8}  {}",
+            "{:<20} {:<8} {:>10} {:>8} {:>8} {:>7}  {}  {}",
             n.node_id,
             n.zone,
             human(n.capacity),
             n.partitions_now,
             n.partitions_after,
-            n.rpc_addr
+            n.synced_version,
+            n.rpc_addr,
+            n.sync_progress
         );
     }
     if p.staged.is_empty() {

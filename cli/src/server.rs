@@ -10,12 +10,11 @@ use clap::Args;
 use hangar_common::cluster::Cluster;
 use hangar_common::config::{Config, env_overrides, load_or_create_secret};
 use hangar_common::ids::{new_secret_key, random_string};
-use hangar_common::meta_client::MetaClient;
-use hangar_common::model::Catalog;
 use hangar_control_plane::ControlPlane;
 use hangar_data_node::DataNode;
-use hangar_proto::control::{NodeAssignment, NodeInfo, NodeRole};
-use hangar_s3_frontend::{Backend, FrontendConfig};
+use hangar_model::Store;
+use hangar_proto::control::{HeartbeatRequest, NodeAssignment, NodeInfo, NodeRole};
+use hangar_s3_frontend::FrontendConfig;
 use tokio::net::TcpListener;
 
 #[derive(Args)]
@@ -71,19 +70,12 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, BoxError> {
 
 /// Total size of the filesystem holding `dir`: the node's capacity in its layout.
 fn disk_capacity(dir: &Path) -> u64 {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return 0 };
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return 0;
-    }
-    st.f_blocks as u64 * st.f_frsize as u64
+    hangar_common::disk::space(dir).map(|(total, _)| total).unwrap_or(0)
 }
 
 /// Makes sure the root key exists: the one the environment names, or the one made on the
 /// first start (its id kept in `root_key`), or a new one.
-async fn ensure_root_key(catalog: &Catalog, cfg: &Config) -> Result<(String, String), BoxError> {
+async fn ensure_root_key(catalog: &Store, cfg: &Config) -> Result<(String, String), BoxError> {
     let id_file = cfg.metadata_dir.join("root_key");
     let wanted = match (&cfg.root_access_key_id, &cfg.root_secret_access_key) {
         (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
@@ -131,8 +123,7 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
     let node_id = load_or_create_secret(&cfg.metadata_dir.join("node_id"), || random_string(16, b"0123456789abcdef"))?;
     let secret = cfg.rpc_secret.clone().unwrap_or_default();
 
-    let data_node = DataNode::open(&cfg)?;
-    let gc = data_node.spawn_workers();
+    let data_node = std::sync::Arc::new(DataNode::open(&cfg)?);
 
     let rpc_listener = bind("gRPC", cfg.rpc_bind_addr).await?;
     let rpc_local = rpc_listener.local_addr()?;
@@ -146,11 +137,12 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
     })?;
     control.layout.update_address(&node_id, &rpc_local.to_string())?;
 
-    // The embedded frontend and control plane follow the control plane's layout in-process.
-    let cluster = Cluster::new(control.layout.subscribe(), &secret);
-    let catalog = Catalog::new(MetaClient::new(cluster.clone()));
+    // The embedded frontend, data node and control plane follow the layout in-process.
+    let cluster = Cluster::new(control.layout.subscribe(), cfg.rpc_options())?;
+    let store = Store::new(cluster.clone(), cfg.block_size);
+    data_node.start(&node_id, cluster)?;
     let (block_svc, meta_svc) = data_node.services();
-    let (admin_svc, layout_svc, member_svc) = control.services(catalog.clone());
+    let (admin_svc, layout_svc, member_svc) = control.services(store.clone());
     let (rpc_stop_tx, rpc_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let router = hangar_common::tls::configure(cfg.rpc_tls.as_ref())?
         .add_service(block_svc)
@@ -162,27 +154,35 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
         let _ = rpc_stop_rx.await;
     }));
 
-    let (root_id, root_secret) = ensure_root_key(&catalog, &cfg).await?;
-
     // The embedded components report to the control plane like remote ones would.
-    let members = control.members.clone();
+    let (members, layout, reporter) = (control.members.clone(), control.layout.clone(), data_node.clone());
     let (host, rpc_str) = (hangar_common::ids::hostname(), rpc_local.to_string());
     let heartbeat = tokio::spawn(async move {
+        let info = |suffix: &str, role: NodeRole| NodeInfo {
+            id: format!("{node_id}{suffix}"),
+            hostname: host.clone(),
+            rpc_addr: rpc_str.clone(),
+            role: role as i32,
+        };
         loop {
-            for (suffix, role) in [("", NodeRole::Data), ("-s3", NodeRole::Frontend)] {
-                members.heard_from(NodeInfo {
-                    id: format!("{node_id}{suffix}"),
-                    hostname: host.clone(),
-                    rpc_addr: rpc_str.clone(),
-                    role: role as i32,
-                });
+            let data = reporter.heartbeat(info("", NodeRole::Data));
+            let s3 = HeartbeatRequest { node: Some(info("-s3", NodeRole::Frontend)), ..Default::default() };
+            for hb in [data, s3] {
+                if let Err(e) = hangar_control_plane::membership::receive(&members, &layout, hb) {
+                    tracing::warn!(error = %e, "embedded heartbeat refused");
+                }
             }
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = reporter.nudge.notified() => {}
+            }
         }
     });
 
+    let (root_id, root_secret) = ensure_root_key(&store, &cfg).await?;
+
     let s3_listener = bind("S3", cfg.s3_api.api_bind_addr).await?;
-    let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr).await?;
+    let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr, cfg.admin.limits()).await?;
     let s3_local = s3_listener.local_addr()?;
     println!("AWS_ACCESS_KEY_ID={root_id}");
     println!("AWS_SECRET_ACCESS_KEY={root_secret}");
@@ -190,16 +190,16 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
     println!("S3_ENDPOINT=http://{s3_local}");
     tracing::info!(s3 = %s3_local, rpc = %rpc_local, admin = %cfg.admin.api_bind_addr, "hangar server ready");
 
-    let backend = Backend::new(cluster);
-    let fcfg = FrontendConfig {
-        region: cfg.s3_api.s3_region.clone(),
-        root_domain: cfg.s3_api.root_domain.clone(),
-        block_size: cfg.block_size,
-    };
     let (s3_stop, s3_stopped) = tokio::sync::oneshot::channel::<()>();
-    let s3 = tokio::spawn(hangar_s3_frontend::run(s3_listener, fcfg, backend, async move {
-        let _ = s3_stopped.await;
-    }));
+    let s3 = tokio::spawn(hangar_s3_frontend::run(
+        s3_listener,
+        FrontendConfig::from_config(&cfg),
+        store,
+        cfg.s3_api.limits(),
+        async move {
+            let _ = s3_stopped.await;
+        },
+    ));
 
     hangar_common::follower::shutdown_signal().await;
     tracing::info!("shutting down");
@@ -207,11 +207,10 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
     let _ = s3.await;
     admin.stop().await;
     heartbeat.abort();
-    gc.abort();
     let _ = rpc_stop_tx.send(());
     if let Ok(Err(e)) = rpc_server.await {
         tracing::warn!(error = %e, "rpc server stopped with an error");
     }
-    hangar_data_node::error::flush(&data_node.meta.db).await?;
+    data_node.shutdown().await?;
     Ok(())
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hangar_proto::control::{GetLayoutRequest, HeartbeatRequest, Layout, NodeInfo};
-use tokio::sync::watch;
+use hangar_proto::control::{GetLayoutRequest, HeartbeatRequest, LayoutHistory};
+use tokio::sync::{Notify, watch};
 
 use crate::rpc::{layout_client, lazy_channel, membership_client};
 
@@ -15,14 +15,14 @@ use crate::rpc::{layout_client, lazy_channel, membership_client};
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Follows the layout the control plane at one of `peers` publishes, starting from
-/// `initial`. `on_update` sees every newer layout (data nodes persist it there).
+/// Follows the layout history the control plane at one of `peers` publishes, starting from
+/// `initial`. `on_update` sees every newer history (data nodes persist it there).
 pub fn follow_layout(
     peers: Vec<String>,
     secret: String,
-    initial: Layout,
-    on_update: impl Fn(&Layout) + Send + Sync + 'static,
-) -> watch::Receiver<Arc<Layout>> {
+    initial: LayoutHistory,
+    on_update: impl Fn(&LayoutHistory) + Send + Sync + 'static,
+) -> watch::Receiver<Arc<LayoutHistory>> {
     let (tx, rx) = watch::channel(Arc::new(initial));
     tokio::spawn(async move {
         let mut attempt = 0usize;
@@ -42,29 +42,42 @@ pub fn follow_layout(
     rx
 }
 
+/// The newest layout version a history holds (0 before the first).
+pub fn current_version(h: &LayoutHistory) -> u64 {
+    h.versions.last().map(|l| l.version).unwrap_or(0)
+}
+
 async fn watch_once(
     peer: &str,
     secret: &str,
-    tx: &watch::Sender<Arc<Layout>>,
-    on_update: &(impl Fn(&Layout) + Send + Sync),
+    tx: &watch::Sender<Arc<LayoutHistory>>,
+    on_update: &(impl Fn(&LayoutHistory) + Send + Sync),
 ) -> Result<(), crate::Error> {
     let mut client = layout_client(lazy_channel(peer)?, secret)?;
     let mut stream = client.watch_layout(GetLayoutRequest {}).await?.into_inner();
-    while let Some(layout) = stream.next().await {
-        let layout = layout?;
+    while let Some(history) = stream.next().await {
+        let history = history?;
         let cur = tx.borrow().clone();
-        // Same version with other addresses is an update too (a node moved).
-        if layout.version > cur.version || (layout.version == cur.version && layout != *cur) {
-            tracing::info!(version = layout.version, "layout received");
-            on_update(&layout);
-            tx.send_replace(Arc::new(layout));
+        // The control plane bumps the revision on every change (acks, syncs, addresses).
+        if (current_version(&history), history.revision) > (current_version(&cur), cur.revision) {
+            if current_version(&history) > current_version(&cur) {
+                tracing::info!(version = current_version(&history), "layout received");
+            }
+            on_update(&history);
+            tx.send_replace(Arc::new(history));
         }
     }
     Ok(())
 }
 
-/// Announces `node` to the control plane every HEARTBEAT_EVERY, for as long as the task runs.
-pub fn spawn_heartbeat(peers: Vec<String>, secret: String, node: NodeInfo) -> tokio::task::JoinHandle<()> {
+/// Sends the heartbeat `make` builds to the control plane every HEARTBEAT_EVERY, and at
+/// once whenever `nudge` is notified, for as long as the task runs.
+pub fn spawn_heartbeat(
+    peers: Vec<String>,
+    secret: String,
+    make: impl Fn() -> HeartbeatRequest + Send + Sync + 'static,
+    nudge: Arc<Notify>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // One lazily connecting client per peer, kept across heartbeats.
         let clients: Vec<_> =
@@ -79,7 +92,7 @@ pub fn spawn_heartbeat(peers: Vec<String>, secret: String, node: NodeInfo) -> to
                     Some(Err(e)) => return Err(crate::Error::Config(e.to_string())),
                     None => return Err(crate::Error::Config("no control plane address".into())),
                 };
-                c.heartbeat(HeartbeatRequest { node: Some(node.clone()) }).await?;
+                c.heartbeat(make()).await?;
                 Ok::<_, crate::Error>(())
             };
             if let Err(e) = tokio::time::timeout(HEARTBEAT_EVERY, sent)
@@ -89,7 +102,10 @@ pub fn spawn_heartbeat(peers: Vec<String>, secret: String, node: NodeInfo) -> to
                 tracing::debug!(peer = %peer, error = %e, "heartbeat failed");
                 attempt += 1;
             }
-            tokio::time::sleep(HEARTBEAT_EVERY).await;
+            tokio::select! {
+                _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+                _ = nudge.notified() => {}
+            }
         }
     })
 }

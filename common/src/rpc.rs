@@ -119,16 +119,18 @@ pub fn membership_client(ch: Channel, secret: &str) -> Result<MembershipGrpc, cr
     Ok(MembershipServiceClient::with_interceptor(ch, add_secret(secret)?))
 }
 
-pub fn meta_client(ch: Channel, secret: &str) -> Result<MetaGrpc, crate::Error> {
-    Ok(MetadataServiceClient::with_interceptor(ch, add_secret(secret)?)
+/// A metadata client carrying `auth` (see `add_secret`).
+pub fn meta_client(ch: Channel, auth: AddHeader) -> MetaGrpc {
+    MetadataServiceClient::with_interceptor(ch, auth)
         .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE))
+        .max_encoding_message_size(MAX_MESSAGE)
 }
 
-pub fn block_client(ch: Channel, secret: &str) -> Result<BlockGrpc, crate::Error> {
-    Ok(BlockServiceClient::with_interceptor(ch, add_secret(secret)?)
+/// A block client carrying `auth` (see `add_secret`).
+pub fn block_client(ch: Channel, auth: AddHeader) -> BlockGrpc {
+    BlockServiceClient::with_interceptor(ch, auth)
         .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE))
+        .max_encoding_message_size(MAX_MESSAGE)
 }
 
 pub fn admin_client(ch: Channel, token: &str) -> Result<AdminGrpc, crate::Error> {

@@ -3,17 +3,22 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::{Arc, OnceLock};
 
-/// Logs go to stderr; `HANGAR_LOG` (or `RUST_LOG`) picks the levels. By default `info`, with
-/// s3s quiet: it logs every client error (NoSuchKey...) as an error, and the frontend logs
-/// each failed request itself.
+/// Logs go to stderr; `HANGAR_LOG` (or `RUST_LOG`) picks the levels. By default `info`.
+/// s3s stays quiet unless the filter names it: it logs every client error as an error,
+/// and some with the whole request body (a malformed XML body of megabytes in one line);
+/// the frontend logs each failed request itself, with bounded client data.
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter =
+    let mut filter =
         std::env::var("HANGAR_LOG").ok().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
+    if !filter.contains("s3s") {
+        filter.push_str(",s3s=off");
+    }
     let _ = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(filter)).with_writer(std::io::stderr).try_init();
 }
 
@@ -28,6 +33,18 @@ pub struct NameLabel {
     pub name: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    pub rpc_endpoint: &'static str,
+    /// ok, unavailable, stale_layout, insufficient_storage or error: a fixed set.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabel {
+    pub worker: String,
+}
+
 /// Metrics of one process. Names follow Garage's where it has the same metric.
 pub struct Metrics {
     pub registry: Registry,
@@ -39,6 +56,19 @@ pub struct Metrics {
     pub block_corruptions: Counter,
     pub block_deleted: Counter,
     pub rpc_request_counter: Family<NameLabel, Counter>,
+    /// Internal calls made, by method and outcome, and their durations.
+    pub rpc_client_counter: Family<RpcLabels, Counter>,
+    pub rpc_client_duration: Family<NameLabel, Histogram>,
+    /// Background workers: queue length, errors, and state (0 idle, 1 busy, 2 paused, 3 failed).
+    pub worker_queue_length: Family<WorkerLabel, Gauge>,
+    pub worker_errors: Family<WorkerLabel, Counter>,
+    pub worker_state: Family<WorkerLabel, Gauge>,
+    /// Connections refused because a listener was at its limit.
+    pub connections_refused: Counter,
+    /// Connections closed for idling or for a peer that stopped reading.
+    pub connections_timed_out: Counter,
+    /// 1 while the data disk is below its free-space reserve.
+    pub disk_full: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -56,6 +86,15 @@ impl Metrics {
         let block_corruptions = Counter::default();
         let block_deleted = Counter::default();
         let rpc_request_counter = Family::<NameLabel, Counter>::default();
+        let rpc_client_counter = Family::<RpcLabels, Counter>::default();
+        let rpc_client_duration =
+            Family::<NameLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let worker_queue_length = Family::<WorkerLabel, Gauge>::default();
+        let worker_errors = Family::<WorkerLabel, Counter>::default();
+        let worker_state = Family::<WorkerLabel, Gauge>::default();
+        let connections_refused = Counter::default();
+        let connections_timed_out = Counter::default();
+        let disk_full = Gauge::default();
         registry.register("api_s3_request", "S3 requests by operation and status", api_s3_request_counter.clone());
         registry.register(
             "api_s3_request_duration_seconds",
@@ -75,6 +114,34 @@ impl Metrics {
             block_deleted.clone(),
         );
         registry.register("rpc_request", "Internal gRPC requests served, by method", rpc_request_counter.clone());
+        registry.register(
+            "rpc_client_request",
+            "Internal gRPC calls made, by method and result",
+            rpc_client_counter.clone(),
+        );
+        registry.register(
+            "rpc_client_duration_seconds",
+            "Internal gRPC call duration, by method",
+            rpc_client_duration.clone(),
+        );
+        registry.register("worker_queue_length", "Items waiting for a background worker", worker_queue_length.clone());
+        registry.register("worker_errors", "Errors of a background worker", worker_errors.clone());
+        registry.register(
+            "worker_state",
+            "Background worker state: 0 idle, 1 busy, 2 paused, 3 failed",
+            worker_state.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused because a listener had reached its connection limit",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "connections_timed_out",
+            "Connections closed because the peer stayed silent or stopped reading",
+            connections_timed_out.clone(),
+        );
+        registry.register("disk_full", "1 while the data disk is below its free-space reserve", disk_full.clone());
         Self {
             registry,
             api_s3_request_counter,
@@ -84,6 +151,14 @@ impl Metrics {
             block_corruptions,
             block_deleted,
             rpc_request_counter,
+            rpc_client_counter,
+            rpc_client_duration,
+            worker_queue_length,
+            worker_errors,
+            worker_state,
+            connections_refused,
+            connections_timed_out,
+            disk_full,
         }
     }
 
@@ -96,6 +171,19 @@ impl Metrics {
 
     pub fn rpc(&self, name: &str) {
         self.rpc_request_counter.get_or_create(&NameLabel { name: name.to_string() }).inc();
+    }
+
+    /// Counts one internal call made.
+    pub fn rpc_client(&self, method: &'static str, error: Option<&crate::Error>, took: std::time::Duration) {
+        let result = match error {
+            None => "ok",
+            Some(crate::Error::Unavailable(_)) => "unavailable",
+            Some(crate::Error::StaleLayout(_)) => "stale_layout",
+            Some(crate::Error::InsufficientStorage(_)) => "insufficient_storage",
+            Some(_) => "error",
+        };
+        self.rpc_client_counter.get_or_create(&RpcLabels { rpc_endpoint: method, result }).inc();
+        self.rpc_client_duration.get_or_create(&NameLabel { name: method.to_string() }).observe(took.as_secs_f64());
     }
 }
 

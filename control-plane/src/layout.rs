@@ -1,6 +1,10 @@
 //! The versioned cluster layout: operators stage role changes, review the plan, and apply
-//! it as the next version. Every version is kept in sled and the current one is published
-//! to watchers (WatchLayout streams it to every subscriber).
+//! it as the next version. The control plane keeps the history of live versions with what
+//! each data node reported (the newest version it enforces, the newest it has synced), in
+//! sled, and publishes it to watchers (WatchLayout streams every change).
+//!
+//! A version is retired once a newer one is synced by every node it names: from then on
+//! reads and writes use the newer one only, and nodes drop what they no longer hold.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -9,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use futures::Stream;
 use hangar_proto::control::layout_service_server::LayoutService;
 use hangar_proto::control::{
-    GetLayoutRequest, Layout, LayoutPlan, NodeAssignment, NodePlan, PartitionReplicas, StagedRole, StagedRoles,
+    GetLayoutRequest, Layout, LayoutHistory, LayoutPlan, NodeAssignment, NodePlan, PartitionReplicas, StagedRole,
+    StagedRoles,
 };
 use prost::Message;
 use tokio::sync::watch;
@@ -20,14 +25,14 @@ use crate::assign::{self, NodeRole};
 
 pub const PARTITIONS: u32 = 256;
 const STAGED_KEY: &[u8] = b"staged";
+const HISTORY_KEY: &[u8] = b"history";
 
 pub struct LayoutManager {
-    history: sled::Tree,
     state: sled::Tree,
     db: sled::Db,
-    current: watch::Sender<Arc<Layout>>,
+    current: watch::Sender<Arc<LayoutHistory>>,
     replication_factor: u32,
-    /// Serialises stage/apply/revert.
+    /// Serialises every change of the history and of the staged roles.
     edit: Mutex<()>,
 }
 
@@ -52,33 +57,65 @@ pub fn counts(l: &Layout) -> BTreeMap<String, u32> {
 
 impl LayoutManager {
     pub fn open(db: sled::Db, replication_factor: u32) -> Result<Self, ControlError> {
-        let history = db.open_tree("layout_history")?;
         let state = db.open_tree("layout_state")?;
-        let current = match history.last()? {
-            Some((_, v)) => Layout::decode(v.as_ref())?,
-            None => Layout { replication_factor, ..Default::default() },
+        let history = match state.get(HISTORY_KEY)? {
+            Some(v) => LayoutHistory::decode(v.as_ref())?,
+            // A control plane from before layout histories kept each version on its own:
+            // the last one is the only live one.
+            None => match db.open_tree("layout_history")?.last()? {
+                Some((_, v)) => LayoutHistory { versions: vec![Layout::decode(v.as_ref())?], ..Default::default() },
+                None => LayoutHistory::default(),
+            },
         };
-        Ok(Self {
-            history,
-            state,
-            db,
-            current: watch::channel(Arc::new(current)).0,
-            replication_factor,
-            edit: Mutex::new(()),
-        })
+        Ok(Self { state, db, current: watch::channel(Arc::new(history)).0, replication_factor, edit: Mutex::new(()) })
     }
 
+    /// The current (newest) layout version; an empty layout before the first.
     pub fn current(&self) -> Layout {
-        self.current.borrow().as_ref().clone()
+        self.current
+            .borrow()
+            .versions
+            .last()
+            .cloned()
+            .unwrap_or(Layout { replication_factor: self.replication_factor, ..Default::default() })
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Layout>> {
+    /// Every live version and the nodes' progress.
+    pub fn history(&self) -> Arc<LayoutHistory> {
+        self.current.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<LayoutHistory>> {
         self.current.subscribe()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, ()>, ControlError> {
+        self.edit.lock().map_err(|_| ControlError::Invalid("layout lock poisoned".into()))
+    }
+
+    /// Records what a data node reported: the newest version it enforces and the newest it
+    /// has synced. Retires versions that a newer, fully synced one makes useless.
+    pub fn record_progress(&self, node_id: &str, acked: u64, synced: u64) -> Result<(), ControlError> {
+        let _guard = self.lock()?;
+        let mut h = self.history().as_ref().clone();
+        let known = h.versions.iter().any(|l| l.nodes.iter().any(|n| n.node_id == node_id));
+        if !known {
+            return Ok(());
+        }
+        let (a, s) = (h.acked.get(node_id).copied().unwrap_or(0), h.synced.get(node_id).copied().unwrap_or(0));
+        if acked <= a && synced <= s {
+            return Ok(());
+        }
+        h.acked.insert(node_id.to_string(), acked.max(a));
+        h.synced.insert(node_id.to_string(), synced.max(s));
+        retire(&mut h);
+        self.store_and_send(h)
     }
 
     /// Makes the first layout of a single-node cluster: one node holds every partition.
     /// Does nothing when a layout exists already.
     pub fn init_single_node(&self, node: NodeAssignment) -> Result<Layout, ControlError> {
+        let _guard = self.lock()?;
         let cur = self.current();
         if cur.version > 0 {
             return Ok(cur);
@@ -96,23 +133,28 @@ impl LayoutManager {
     /// Records a node's current rpc address (a restarted node may listen elsewhere). The
     /// version does not change: addresses are not placement.
     pub fn update_address(&self, node_id: &str, addr: &str) -> Result<(), ControlError> {
-        let _guard = self.edit.lock().map_err(|_| ControlError::Invalid("layout lock poisoned".into()))?;
-        let mut layout = self.current();
-        let Some(n) = layout.nodes.iter_mut().find(|n| n.node_id == node_id && n.rpc_addr != addr) else {
-            return Ok(());
-        };
-        n.rpc_addr = addr.to_string();
-        self.store_and_send(layout)
+        let _guard = self.lock()?;
+        let mut h = self.history().as_ref().clone();
+        let mut changed = false;
+        for n in h.versions.iter_mut().flat_map(|l| l.nodes.iter_mut()) {
+            if n.node_id == node_id && n.rpc_addr != addr {
+                n.rpc_addr = addr.to_string();
+                changed = true;
+            }
+        }
+        if changed { self.store_and_send(h) } else { Ok(()) }
     }
 
-    /// Keeps `layout` as its version in the history (fsynced) and publishes it.
-    fn store_and_send(&self, layout: Layout) -> Result<(), ControlError> {
-        self.history.insert(layout.version.to_be_bytes(), layout.encode_to_vec())?;
+    /// Keeps `h` as the history (fsynced), with a new revision, and publishes it.
+    fn store_and_send(&self, mut h: LayoutHistory) -> Result<(), ControlError> {
+        h.revision += 1;
+        self.state.insert(HISTORY_KEY, h.encode_to_vec())?;
         self.db.flush()?;
-        self.current.send_replace(Arc::new(layout));
+        self.current.send_replace(Arc::new(h));
         Ok(())
     }
 
+    /// Adds `layout` as the newest live version.
     fn publish(&self, layout: Layout) -> Result<(), ControlError> {
         if layout.version != self.current().version + 1 {
             return Err(ControlError::Invalid(format!(
@@ -122,7 +164,10 @@ impl LayoutManager {
             )));
         }
         self.state.remove(STAGED_KEY)?;
-        self.store_and_send(layout)
+        let mut h = self.history().as_ref().clone();
+        h.versions.push(layout);
+        retire(&mut h);
+        self.store_and_send(h)
     }
 
     fn staged(&self) -> Result<Vec<StagedRole>, ControlError> {
@@ -134,7 +179,7 @@ impl LayoutManager {
 
     /// Stages a change; `known` are the node ids that may be named (members and layout nodes).
     pub fn stage(&self, mut change: StagedRole, known: &[String]) -> Result<(), ControlError> {
-        let _guard = self.edit.lock().map_err(|_| ControlError::Invalid("layout lock poisoned".into()))?;
+        let _guard = self.lock()?;
         let matches: Vec<&String> = known.iter().filter(|id| id.starts_with(&change.node_id)).collect();
         change.node_id = match matches.as_slice() {
             [one] => (*one).clone(),
@@ -244,6 +289,7 @@ impl LayoutManager {
                     .find(|c| c.node_id == n.node_id)
                     .map(|c| c.rpc_addr.clone())
                     .unwrap_or_default(),
+                ..Default::default()
             })
             .collect();
         for c in &cur.nodes {
@@ -256,10 +302,15 @@ impl LayoutManager {
                     partitions_now: now.get(&c.node_id).copied().unwrap_or(0),
                     partitions_after: 0,
                     rpc_addr: c.rpc_addr.clone(),
+                    ..Default::default()
                 });
             }
         }
         let moving = next.as_ref().map(|l| assign::moved(&partition_ids(&cur), &partition_ids(l))).unwrap_or(0);
+        let h = self.history();
+        for n in &mut nodes {
+            n.synced_version = h.synced.get(&n.node_id).copied().unwrap_or(0);
+        }
         Ok(LayoutPlan {
             version: cur.version,
             replication_factor: self.replication_factor,
@@ -267,12 +318,13 @@ impl LayoutManager {
             nodes,
             partitions_moving: moving as u32,
             error,
+            live_versions: h.versions.iter().map(|l| l.version).collect(),
         })
     }
 
     /// Applies the staged changes as `version`; `addr_of` gives the rpc address members reported.
     pub fn apply(&self, version: u64, addr_of: impl Fn(&str) -> Option<String>) -> Result<Layout, ControlError> {
-        let _guard = self.edit.lock().map_err(|_| ControlError::Invalid("layout lock poisoned".into()))?;
+        let _guard = self.lock()?;
         let cur = self.current();
         if version != cur.version + 1 {
             return Err(ControlError::Invalid(format!(
@@ -302,12 +354,27 @@ pub struct LayoutRpc {
     pub manager: Arc<LayoutManager>,
 }
 
-type LayoutStream = Pin<Box<dyn Stream<Item = Result<Layout, Status>> + Send>>;
+/// Drops the versions older than the newest one that every node it names has synced.
+fn retire(h: &mut LayoutHistory) {
+    let synced = |id: &str, v: u64| h.synced.get(id).copied().unwrap_or(0) >= v;
+    let newest_synced = h.versions.iter().rposition(|l| l.nodes.iter().all(|n| synced(&n.node_id, l.version)));
+    if let Some(i) = newest_synced.filter(|&i| i > 0) {
+        let gone: Vec<u64> = h.versions.drain(..i).map(|l| l.version).collect();
+        tracing::info!(retired = ?gone, "layout versions retired");
+    }
+    // Progress of nodes no live version names is of no use.
+    let live: std::collections::BTreeSet<String> =
+        h.versions.iter().flat_map(|l| l.nodes.iter().map(|n| n.node_id.clone())).collect();
+    h.acked.retain(|id, _| live.contains(id));
+    h.synced.retain(|id, _| live.contains(id));
+}
+
+type LayoutStream = Pin<Box<dyn Stream<Item = Result<LayoutHistory, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl LayoutService for LayoutRpc {
-    async fn get_layout(&self, _: Request<GetLayoutRequest>) -> Result<Response<Layout>, Status> {
-        Ok(Response::new(self.manager.current()))
+    async fn get_layout(&self, _: Request<GetLayoutRequest>) -> Result<Response<LayoutHistory>, Status> {
+        Ok(Response::new(self.manager.history().as_ref().clone()))
     }
 
     type WatchLayoutStream = LayoutStream;

@@ -9,8 +9,8 @@ pub mod membership;
 
 use std::sync::Arc;
 
-use hangar_common::model::Catalog;
 use hangar_common::rpc::{RequireHeader, require_admin_token, require_secret};
+use hangar_model::Store;
 use hangar_proto::control::admin_service_server::AdminServiceServer;
 use hangar_proto::control::layout_service_server::LayoutServiceServer;
 use hangar_proto::control::membership_service_server::MembershipServiceServer;
@@ -51,9 +51,9 @@ impl ControlPlane {
     }
 
     /// Admin calls need the admin token; layout and membership calls the cluster secret.
-    /// `catalog` reaches buckets and keys on the data nodes (through the layout).
-    pub fn services(&self, catalog: Catalog) -> (AdminServer, LayoutServer, MembershipServer) {
-        let admin = admin::AdminRpc { catalog, layout: self.layout.clone(), members: self.members.clone() };
+    /// `store` reaches buckets and keys on the data nodes (through the layout).
+    pub fn services(&self, store: Store) -> (AdminServer, LayoutServer, MembershipServer) {
+        let admin = admin::AdminRpc { store, layout: self.layout.clone(), members: self.members.clone() };
         (
             InterceptedService::new(AdminServiceServer::new(admin), require_admin_token(&self.admin_token)),
             InterceptedService::new(
@@ -80,7 +80,6 @@ pub async fn run(
 ) -> Result<(), ControlError> {
     use hangar_common::cluster::Cluster;
     use hangar_common::config::load_or_create_secret;
-    use hangar_common::meta_client::MetaClient;
 
     cfg.require("control plane", &["metadata_dir", "rpc_secret"]).map_err(|e| ControlError::Invalid(e.to_string()))?;
     let mut rpc_server =
@@ -93,12 +92,13 @@ pub async fn run(
     };
     let secret = cfg.rpc_secret.clone().unwrap_or_default();
     let control = ControlPlane::open(&cfg.metadata_dir, cfg.replication_factor, token, secret.clone())?;
-    let catalog = Catalog::new(MetaClient::new(Cluster::new(control.layout.subscribe(), &secret)));
-    let (admin_svc, layout_svc, member_svc) = control.services(catalog);
+    let cluster = Cluster::new(control.layout.subscribe(), cfg.rpc_options())
+        .map_err(|e| ControlError::Invalid(e.to_string()))?;
+    let (admin_svc, layout_svc, member_svc) = control.services(Store::new(cluster, cfg.block_size));
     let listener = tokio::net::TcpListener::bind(cfg.rpc_bind_addr)
         .await
         .map_err(|e| ControlError::Invalid(format!("rpc_bind_addr: cannot listen on {}: {e}", cfg.rpc_bind_addr)))?;
-    let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr)
+    let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr, cfg.admin.limits())
         .await
         .map_err(|e| ControlError::Invalid(e.to_string()))?;
     tracing::info!(rpc = %cfg.rpc_bind_addr, version = control.layout.current().version, "control plane ready");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hangar_common::ids::now_ms;
 use hangar_proto::control::membership_service_server::MembershipService;
-use hangar_proto::control::{HeartbeatReply, HeartbeatRequest, NodeInfo};
+use hangar_proto::control::{HeartbeatReply, HeartbeatRequest, NodeInfo, WorkerStatus};
 use tonic::{Request, Response, Status};
 
 use crate::layout::LayoutManager;
@@ -14,26 +14,41 @@ use crate::layout::LayoutManager;
 /// A member is failed after missing three heartbeats (they come every 2 s).
 pub const FAILURE_AFTER: Duration = Duration::from_secs(7);
 
+/// What the last heartbeat of a member said.
+#[derive(Clone)]
+pub struct Member {
+    pub node: NodeInfo,
+    pub last_seen_ms: u64,
+    pub healthy: bool,
+    pub workers: Vec<WorkerStatus>,
+}
+
 #[derive(Default)]
 pub struct Members {
-    seen: Mutex<BTreeMap<String, (NodeInfo, u64)>>,
+    seen: Mutex<BTreeMap<String, (HeartbeatRequest, u64)>>,
 }
 
 impl Members {
-    pub fn heard_from(&self, node: NodeInfo) {
+    pub fn heard_from(&self, hb: HeartbeatRequest) {
+        let Some(id) = hb.node.as_ref().map(|n| n.id.clone()) else { return };
         if let Ok(mut m) = self.seen.lock() {
-            m.insert(node.id.clone(), (node, now_ms()));
+            m.insert(id, (hb, now_ms()));
         }
     }
 
-    /// Every member with its last-seen time (ms) and whether it is healthy.
-    pub fn list(&self) -> Vec<(NodeInfo, u64, bool)> {
+    /// Every member with its last-seen time (ms), whether it is healthy and its workers.
+    pub fn list(&self) -> Vec<Member> {
         let now = now_ms();
         self.seen
             .lock()
             .map(|m| {
                 m.values()
-                    .map(|(n, seen)| (n.clone(), *seen, now.saturating_sub(*seen) < FAILURE_AFTER.as_millis() as u64))
+                    .map(|(hb, seen)| Member {
+                        node: hb.node.clone().unwrap_or_default(),
+                        last_seen_ms: *seen,
+                        healthy: now.saturating_sub(*seen) < FAILURE_AFTER.as_millis() as u64,
+                        workers: hb.workers.clone(),
+                    })
                     .collect()
             })
             .unwrap_or_default()
@@ -48,16 +63,26 @@ pub struct MembershipRpc {
 #[tonic::async_trait]
 impl MembershipService for MembershipRpc {
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {
-        let node = req.into_inner().node.ok_or_else(|| Status::invalid_argument("heartbeat without node"))?;
-        if node.id.is_empty() {
-            return Err(Status::invalid_argument("node id is empty"));
-        }
-        if node.role == hangar_proto::control::NodeRole::Data as i32
-            && let Err(e) = self.layout.update_address(&node.id, &node.rpc_addr)
-        {
+        let hb = req.into_inner();
+        Ok(Response::new(receive(&self.members, &self.layout, hb)?))
+    }
+}
+
+/// Takes a heartbeat in: the member list, and for a data node its address and progress in
+/// the layout history. Shared by the gRPC service and the embedded server.
+pub fn receive(members: &Members, layout: &LayoutManager, hb: HeartbeatRequest) -> Result<HeartbeatReply, Status> {
+    let node = hb.node.as_ref().ok_or_else(|| Status::invalid_argument("heartbeat without node"))?;
+    if node.id.is_empty() {
+        return Err(Status::invalid_argument("node id is empty"));
+    }
+    if node.role == hangar_proto::control::NodeRole::Data as i32 {
+        if let Err(e) = layout.update_address(&node.id, &node.rpc_addr) {
             tracing::warn!(node = %node.id, error = %e, "cannot record a node's new address");
         }
-        self.members.heard_from(node);
-        Ok(Response::new(HeartbeatReply { layout_version: self.layout.current().version }))
+        if let Err(e) = layout.record_progress(&node.id, hb.acked_version, hb.synced_version) {
+            tracing::warn!(node = %node.id, error = %e, "cannot record a node's layout progress");
+        }
     }
+    members.heard_from(hb);
+    Ok(HeartbeatReply { layout_version: layout.current().version })
 }

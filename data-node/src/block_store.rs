@@ -1,48 +1,76 @@
 //! Block files on disk, named by their blake2b-256 hash: `<data_dir>/ab/cd/<hash>`.
 //!
 //! A block is written to a temporary file, fsynced, renamed into place and its directory
-//! fsynced before its reference is recorded and the write acknowledged. Every read checks
-//! the hash; a file that does not match is moved to `corrupt/` and never served.
+//! fsynced; then its owner's reference (a `block_ref` entry) is merged into the metadata
+//! store and fsynced; only then is the write acknowledged. Every read checks the hash; a
+//! file that does not match is moved to `corrupt/` and never served. A temporary file is
+//! removed whenever its block is not committed (an error, a client gone, a crash: the
+//! directory is emptied at start).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hangar_common::hash::{BlockHash, Hasher};
 use hangar_common::telemetry::metrics;
+use hangar_model::schema::block_ref_key;
+use hangar_proto::metadata::{Entry, Table};
+use hangar_proto::model::BlockRef;
+use prost::Message;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use crate::DataError;
-use crate::refs::BlockRefs;
+use crate::meta_store::MetaStore;
 
 /// Largest block accepted (the largest configurable block size).
 pub const MAX_BLOCK: usize = 64 * 1024 * 1024;
 
 pub struct BlockStore {
     dir: PathBuf,
-    refs: BlockRefs,
-    db: sled::Db,
+    pub meta: Arc<MetaStore>,
     /// Serialises placing and deleting the same block (striped by the hash's first byte),
     /// so a block being re-added is never deleted by the garbage collector underneath.
     stripes: Vec<Mutex<()>>,
 }
 
-/// A block being received: data goes to a temporary file while it is hashed.
+/// A block being received: data goes to a temporary file while it is hashed. Dropping it
+/// without committing removes the file.
 pub struct IncomingBlock {
     tmp: PathBuf,
-    file: tokio::fs::File,
+    file: Option<tokio::fs::File>,
     hasher: Hasher,
     len: usize,
 }
 
+impl Drop for IncomingBlock {
+    fn drop(&mut self) {
+        if self.file.is_some() || self.tmp.exists() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Who references a block being stored.
+pub struct Owner<'a> {
+    pub data_version: &'a [u8],
+    /// The writer's timestamp for the reference; 0 for a read repair, which records the
+    /// reference only where the node knows nothing of it.
+    pub timestamp: u64,
+}
+
 impl BlockStore {
-    pub fn open(dir: &Path, refs: BlockRefs, db: sled::Db) -> Result<Self, DataError> {
+    pub fn open(dir: &Path, meta: Arc<MetaStore>) -> Result<Self, DataError> {
         std::fs::create_dir_all(dir.join("tmp"))?;
         std::fs::create_dir_all(dir.join("corrupt"))?;
         // Temporary files left by a crash are never referenced.
         for e in std::fs::read_dir(dir.join("tmp"))?.flatten() {
             let _ = std::fs::remove_file(e.path());
         }
-        Ok(Self { dir: dir.to_path_buf(), refs, db, stripes: (0..256).map(|_| Mutex::new(())).collect() })
+        Ok(Self { dir: dir.to_path_buf(), meta, stripes: (0..256).map(|_| Mutex::new(())).collect() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn path(&self, hash: &BlockHash) -> PathBuf {
@@ -53,34 +81,53 @@ impl BlockStore {
     pub async fn begin(&self) -> Result<IncomingBlock, DataError> {
         let tmp = self.dir.join("tmp").join(hex::encode(hangar_common::ids::random_id()));
         let file = tokio::fs::File::create(&tmp).await?;
-        Ok(IncomingBlock { tmp, file, hasher: Hasher::default(), len: 0 })
+        Ok(IncomingBlock { tmp, file: Some(file), hasher: Hasher::default(), len: 0 })
     }
 
     /// Makes the received block durable under its hash and records `owner`'s reference.
     /// Returns true when the block was already stored (deduplicated).
-    pub async fn commit(&self, mut inc: IncomingBlock, expected: BlockHash, owner: &[u8]) -> Result<bool, DataError> {
+    pub async fn commit(
+        &self,
+        mut inc: IncomingBlock,
+        expected: BlockHash,
+        owner: Owner<'_>,
+    ) -> Result<bool, DataError> {
         let got = std::mem::take(&mut inc.hasher).finish();
         if got != expected {
-            let _ = tokio::fs::remove_file(&inc.tmp).await;
             return Err(DataError::HashMismatch { expected, got });
         }
         let path = self.path(&expected);
         let _guard = self.stripes[expected.0[0] as usize].lock().await;
         let existed = tokio::fs::try_exists(&path).await?;
-        if existed {
-            let _ = tokio::fs::remove_file(&inc.tmp).await;
-        } else {
-            inc.file.sync_all().await?;
-            drop(inc.file);
+        let file = inc.file.take();
+        if !existed {
+            if let Some(f) = file {
+                f.sync_all().await?;
+            }
             let parent = path.parent().ok_or_else(|| DataError::Invalid("block path has no parent".into()))?;
             tokio::fs::create_dir_all(parent).await?;
             tokio::fs::rename(&inc.tmp, &path).await?;
             sync_dir(parent).await?;
             metrics().block_bytes_written.inc_by(inc.len as u64);
         }
-        self.refs.add(&expected, owner)?;
-        crate::error::flush(&self.db).await?;
+        self.add_ref(&expected, owner)?;
+        crate::error::flush(&self.meta.db).await?;
         Ok(existed)
+    }
+
+    /// Merges `owner`'s reference on a block into the block_ref table (not flushed).
+    fn add_ref(&self, hash: &BlockHash, owner: Owner<'_>) -> Result<(), DataError> {
+        // A repair's reference is the oldest possible entry: any real write of it, live or
+        // deleted, wins over it.
+        let timestamp = if owner.timestamp == 0 { 1 } else { owner.timestamp };
+        let e = Entry {
+            key: block_ref_key(&hash.0, owner.data_version).into(),
+            value: BlockRef {}.encode_to_vec().into(),
+            timestamp,
+            tiebreak: 0,
+            tombstone: false,
+        };
+        self.meta.merge_in(Table::BlockRef as i32, vec![e])
     }
 
     /// The whole block, verified against its hash.
@@ -105,59 +152,76 @@ impl BlockStore {
         Ok(tokio::fs::try_exists(self.path(hash)).await?)
     }
 
-    /// Drops references; blocks left with none are queued for deletion after the delay.
-    pub async fn remove_refs(&self, refs: &[(BlockHash, Vec<u8>)]) -> Result<u32, DataError> {
-        let mut queued = 0;
-        for (hash, owner) in refs {
-            let _guard = self.stripes[hash.0[0] as usize].lock().await;
-            if self.refs.remove(hash, owner)? {
-                queued += 1;
-            }
+    /// Stores a block fetched from another node (sync), without adding any reference: the
+    /// references come with the block_ref table.
+    pub async fn store_copy(&self, hash: &BlockHash, data: &[u8]) -> Result<(), DataError> {
+        let mut inc = self.begin().await?;
+        inc.write(data).await?;
+        let got = std::mem::take(&mut inc.hasher).finish();
+        if got != *hash {
+            return Err(DataError::HashMismatch { expected: *hash, got });
         }
-        crate::error::flush(&self.db).await?;
-        Ok(queued)
-    }
-
-    /// Adds references to blocks already stored; returns the blocks that are not.
-    pub async fn add_refs(&self, refs: &[(BlockHash, Vec<u8>)]) -> Result<Vec<BlockHash>, DataError> {
-        let mut missing = Vec::new();
-        for (hash, owner) in refs {
-            let _guard = self.stripes[hash.0[0] as usize].lock().await;
-            if tokio::fs::try_exists(self.path(hash)).await? {
-                self.refs.add(hash, owner)?;
-            } else {
-                missing.push(*hash);
-            }
+        let path = self.path(hash);
+        let _guard = self.stripes[hash.0[0] as usize].lock().await;
+        if tokio::fs::try_exists(&path).await? {
+            return Ok(());
         }
-        crate::error::flush(&self.db).await?;
-        Ok(missing)
+        if let Some(f) = inc.file.take() {
+            f.sync_all().await?;
+        }
+        let parent = path.parent().ok_or_else(|| DataError::Invalid("block path has no parent".into()))?;
+        tokio::fs::create_dir_all(parent).await?;
+        tokio::fs::rename(&inc.tmp, &path).await?;
+        sync_dir(parent).await?;
+        metrics().block_bytes_written.inc_by(data.len() as u64);
+        Ok(())
     }
 
-    pub fn ref_count(&self, hash: &BlockHash) -> usize {
-        self.refs.count(hash)
+    /// Deletes a block file if no live reference to it is held here (checked under the
+    /// block's lock, so a reference arriving meanwhile keeps it); true when deleted.
+    pub async fn delete_if_unreferenced(&self, hash: &BlockHash) -> Result<bool, DataError> {
+        let _guard = self.stripes[hash.0[0] as usize].lock().await;
+        if self.meta.live_refs(hash)? > 0 {
+            return Ok(false);
+        }
+        match tokio::fs::remove_file(self.path(hash)).await {
+            Ok(()) => {
+                metrics().block_deleted.inc();
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// Deletes the files of blocks that stayed unreferenced past the delay.
-    pub async fn collect_garbage(&self) -> Result<usize, DataError> {
-        let mut deleted = 0;
-        for hash in self.refs.due() {
-            let _guard = self.stripes[hash.0[0] as usize].lock().await;
-            if self.refs.count(&hash) == 0 {
-                match tokio::fs::remove_file(self.path(&hash)).await {
-                    Ok(()) => {
-                        deleted += 1;
-                        metrics().block_deleted.inc();
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e.into()),
+    /// Deletes a block file whatever references say (the node no longer holds its
+    /// partition); true when deleted.
+    pub async fn offload(&self, hash: &BlockHash) -> Result<bool, DataError> {
+        let _guard = self.stripes[hash.0[0] as usize].lock().await;
+        match tokio::fs::remove_file(self.path(hash)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The block files whose hash starts with byte `p` (one partition).
+    pub fn files_of_partition(&self, p: u8) -> Vec<BlockHash> {
+        let dir = self.dir.join(format!("{p:02x}"));
+        let mut out = Vec::new();
+        let Ok(subs) = std::fs::read_dir(dir) else { return out };
+        for sub in subs.flatten() {
+            let Ok(files) = std::fs::read_dir(sub.path()) else { continue };
+            for f in files.flatten() {
+                if let Some(h) =
+                    f.file_name().to_str().and_then(|n| hex::decode(n).ok()).and_then(|b| BlockHash::from_slice(&b))
+                {
+                    out.push(h);
                 }
             }
-            self.refs.forget_unreferenced(&hash)?;
         }
-        if deleted > 0 {
-            tracing::debug!(deleted, "deleted unreferenced blocks");
-        }
-        Ok(deleted)
+        out.sort();
+        out
     }
 }
 
@@ -165,17 +229,20 @@ impl IncomingBlock {
     pub async fn write(&mut self, data: &[u8]) -> Result<(), DataError> {
         self.len += data.len();
         if self.len > MAX_BLOCK {
-            let _ = tokio::fs::remove_file(&self.tmp).await;
             return Err(DataError::Invalid(format!("block larger than {MAX_BLOCK} bytes")));
         }
         self.hasher.update(data);
-        self.file.write_all(data).await?;
+        let f = self.file.as_mut().ok_or_else(|| DataError::Invalid("block already committed".into()))?;
+        f.write_all(data).await?;
         Ok(())
     }
 
-    /// Removes the temporary file of a block that will not be committed.
-    pub async fn abandon(self) {
-        let _ = tokio::fs::remove_file(&self.tmp).await;
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -187,69 +254,58 @@ async fn sync_dir(dir: &Path) -> Result<(), DataError> {
     Ok(())
 }
 
-/// The store for tests: a fresh directory and database.
-#[cfg(test)]
-pub(crate) fn test_store(dir: &Path, delay: std::time::Duration) -> std::sync::Arc<BlockStore> {
-    let db = sled::open(dir.join("db")).unwrap();
-    let refs = BlockRefs::new(&db, delay).unwrap();
-    std::sync::Arc::new(BlockStore::open(&dir.join("blocks"), refs, db).unwrap())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn store(dir: &Path) -> BlockStore {
+        let meta = Arc::new(MetaStore::open(&dir.join("db"), Duration::ZERO).unwrap());
+        BlockStore::open(&dir.join("blocks"), meta).unwrap()
+    }
+
     async fn put(store: &BlockStore, data: &[u8], owner: &[u8]) -> Result<bool, DataError> {
         let mut inc = store.begin().await?;
         inc.write(data).await?;
-        store.commit(inc, BlockHash::of(data), owner).await
+        store.commit(inc, BlockHash::of(data), Owner { data_version: owner, timestamp: 10 }).await
     }
 
     #[tokio::test]
-    async fn write_read_dedup_and_refcount() {
+    async fn write_read_dedup_and_delete() {
         let dir = tempfile::tempdir().unwrap();
-        let store = test_store(dir.path(), Duration::ZERO);
+        let store = store(dir.path());
         let data = vec![7u8; 100_000];
         let h = BlockHash::of(&data);
-        assert!(!put(&store, &data, b"v1").await.unwrap());
-        assert!(put(&store, &data, b"v2").await.unwrap(), "second copy is deduplicated");
-        assert!(put(&store, &data, b"v2").await.unwrap());
-        assert_eq!(store.ref_count(&h), 2, "same owner twice counts once");
+        assert!(!put(&store, &data, &[1; 16]).await.unwrap());
+        assert!(put(&store, &data, &[2; 16]).await.unwrap(), "second copy is deduplicated");
+        assert!(put(&store, &data, &[2; 16]).await.unwrap());
+        assert_eq!(store.meta.live_refs(&h).unwrap(), 2, "same owner twice counts once");
         assert_eq!(store.read(&h).await.unwrap(), data);
-
-        assert_eq!(store.remove_refs(&[(h, b"v1".to_vec())]).await.unwrap(), 0);
-        assert_eq!(store.collect_garbage().await.unwrap(), 0);
-        assert_eq!(store.remove_refs(&[(h, b"v2".to_vec())]).await.unwrap(), 1);
-        assert_eq!(store.collect_garbage().await.unwrap(), 1);
-        assert!(matches!(store.read(&h).await, Err(DataError::BlockNotFound(_))));
+        assert!(!store.delete_if_unreferenced(&h).await.unwrap(), "still referenced");
+        assert_eq!(store.files_of_partition(h.0[0]), vec![h]);
+        assert!(std::fs::read_dir(dir.path().join("blocks/tmp")).unwrap().next().is_none(), "no temporary file left");
     }
 
     #[tokio::test]
-    async fn readded_block_survives_gc() {
+    async fn uncommitted_blocks_leave_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = test_store(dir.path(), Duration::ZERO);
-        let data = b"hello block".repeat(1000);
-        let h = BlockHash::of(&data);
-        put(&store, &data, b"a").await.unwrap();
-        store.remove_refs(&[(h, b"a".to_vec())]).await.unwrap();
-        put(&store, &data, b"b").await.unwrap();
-        assert_eq!(store.collect_garbage().await.unwrap(), 0);
-        assert_eq!(store.read(&h).await.unwrap(), data);
-    }
-
-    #[tokio::test]
-    async fn wrong_hash_is_refused_and_corruption_detected() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = test_store(dir.path(), Duration::from_secs(600));
+        let store = store(dir.path());
         let mut inc = store.begin().await.unwrap();
         inc.write(b"abc").await.unwrap();
-        let err = store.commit(inc, BlockHash::of(b"abd"), b"o").await.unwrap_err();
-        assert!(matches!(err, DataError::HashMismatch { .. }));
+        let err = store.commit(inc, BlockHash::of(b"abd"), Owner { data_version: &[1; 16], timestamp: 1 }).await;
+        assert!(matches!(err, Err(DataError::HashMismatch { .. })));
+        let inc = store.begin().await.unwrap();
+        drop(inc);
+        assert!(std::fs::read_dir(dir.path().join("blocks/tmp")).unwrap().next().is_none());
+    }
 
+    #[tokio::test]
+    async fn corruption_is_detected_and_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
         let data = vec![1u8; 5000];
         let h = BlockHash::of(&data);
-        put(&store, &data, b"o").await.unwrap();
+        put(&store, &data, &[1; 16]).await.unwrap();
         std::fs::write(store.path(&h), vec![2u8; 5000]).unwrap();
         assert!(matches!(store.read(&h).await, Err(DataError::Corrupt(_))));
         assert!(!store.has(&h).await.unwrap(), "corrupt file moved aside");

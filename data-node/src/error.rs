@@ -14,17 +14,40 @@ pub enum DataError {
     Corrupt(BlockHash),
     #[error("block data hashes to {got}, not {expected}")]
     HashMismatch { expected: BlockHash, got: BlockHash },
+    /// The disk is below its free-space reserve, or a write found it full.
+    // Starts with hangar_common::INSUFFICIENT_STORAGE, which clients recognise.
+    #[error("insufficient storage: {0}")]
+    Full(String),
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Cluster(#[from] hangar_common::Error),
+}
+
+impl DataError {
+    /// True for errors that mean "no space left" (ENOSPC, EDQUOT).
+    pub fn is_full(&self) -> bool {
+        match self {
+            DataError::Full(_) => true,
+            // ENOSPC, EDQUOT.
+            DataError::Io(e) => matches!(e.raw_os_error(), Some(28) | Some(122)),
+            DataError::Sled(sled::Error::Io(e)) => matches!(e.raw_os_error(), Some(28) | Some(122)),
+            _ => false,
+        }
+    }
 }
 
 impl From<DataError> for tonic::Status {
     fn from(e: DataError) -> Self {
+        if e.is_full() && !matches!(e, DataError::Full(_)) {
+            return tonic::Status::resource_exhausted(format!("{}: {e}", hangar_common::INSUFFICIENT_STORAGE));
+        }
         match &e {
             DataError::BlockNotFound(_) => tonic::Status::not_found(e.to_string()),
             DataError::Corrupt(_) => tonic::Status::data_loss(e.to_string()),
+            DataError::Full(_) => tonic::Status::resource_exhausted(e.to_string()),
             DataError::HashMismatch { .. } | DataError::Invalid(_) => tonic::Status::invalid_argument(e.to_string()),
             _ => tonic::Status::internal(e.to_string()),
         }

@@ -1,28 +1,45 @@
 //! Hangar data node: keeps content-addressed blocks on disk and metadata tables in sled,
-//! and serves both over gRPC (BlockService, MetadataService).
+//! serves both over gRPC (BlockService, MetadataService), enforces the layout it knows on
+//! every write, and runs the background workers that release, collect, move and drop data.
 
 pub mod block_store;
+pub mod disk;
 pub mod error;
+pub mod gate;
 pub mod meta_store;
-pub mod refs;
 pub mod service;
+pub mod work;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use hangar_common::cluster::Cluster;
 use hangar_common::config::Config;
 use hangar_common::rpc::{MAX_MESSAGE, RequireHeader, require_secret};
+use hangar_common::worker::Workers;
 use hangar_proto::block::block_service_server::BlockServiceServer;
+use hangar_proto::control::{HeartbeatRequest, NodeInfo};
 use hangar_proto::metadata::metadata_service_server::MetadataServiceServer;
+use tokio::sync::Notify;
 use tonic::service::interceptor::InterceptedService;
 
 pub use error::DataError;
 
-/// An open data node: its stores and the background work that keeps them tidy.
+/// An open data node: its stores, its layout gate, its workers.
 pub struct DataNode {
     pub blocks: Arc<block_store::BlockStore>,
     pub meta: Arc<meta_store::MetaStore>,
+    pub gate: Arc<gate::WriteGate>,
+    pub disk: Arc<disk::DiskGuard>,
+    pub workers: Workers,
     secret: String,
+    cfg: Config,
+    /// Newest layout version enforced (and drained), and newest fully synced.
+    acked: Arc<AtomicU64>,
+    synced: Arc<AtomicU64>,
+    /// Asks for a heartbeat at once (an ack or a sync to report).
+    pub nudge: Arc<Notify>,
 }
 
 pub type BlockServer = InterceptedService<BlockServiceServer<service::BlockRpc>, RequireHeader>;
@@ -32,48 +49,141 @@ impl DataNode {
     /// Opens (creating on first use) the block directory and the metadata database.
     pub fn open(cfg: &Config) -> Result<Self, DataError> {
         let secret = cfg.rpc_secret.clone().ok_or_else(|| DataError::Config("rpc_secret is not set".into()))?;
-        let meta = Arc::new(meta_store::MetaStore::open(&cfg.metadata_dir.join("db"))?);
-        let refs = refs::BlockRefs::new(&meta.db, Duration::from_secs(cfg.block_gc_delay_secs))?;
-        let blocks = Arc::new(block_store::BlockStore::open(&cfg.data_dir, refs, meta.db.clone())?);
-        Ok(Self { blocks, meta, secret })
+        std::fs::create_dir_all(&cfg.metadata_dir)?;
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let delay = Duration::from_secs(cfg.block_gc_delay_secs);
+        let meta = Arc::new(meta_store::MetaStore::open(&cfg.metadata_dir.join("db"), delay)?);
+        let blocks = Arc::new(block_store::BlockStore::open(&cfg.data_dir, meta.clone())?);
+        let disk = Arc::new(disk::DiskGuard::new(
+            vec![cfg.data_dir.clone(), cfg.metadata_dir.clone()],
+            cfg.free_space_reserve,
+        ));
+        let synced = work::sync::synced_version(&meta.db.open_tree("sync_state")?);
+        Ok(Self {
+            blocks,
+            meta,
+            gate: Default::default(),
+            disk,
+            workers: Workers::default(),
+            secret,
+            cfg: cfg.clone(),
+            acked: Default::default(),
+            synced: Arc::new(AtomicU64::new(synced)),
+            nudge: Default::default(),
+        })
     }
 
     /// The gRPC services, each refusing calls without the cluster secret.
     pub fn services(&self) -> (BlockServer, MetadataServer) {
-        let block = BlockServiceServer::new(service::BlockRpc { store: self.blocks.clone() })
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
-        let meta = MetadataServiceServer::new(service::MetadataRpc { store: self.meta.clone() })
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+        let block = BlockServiceServer::new(service::BlockRpc {
+            store: self.blocks.clone(),
+            gate: self.gate.clone(),
+            disk: self.disk.clone(),
+            block_size: self.cfg.block_size as u64,
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+        let meta = MetadataServiceServer::new(service::MetadataRpc {
+            store: self.meta.clone(),
+            gate: self.gate.clone(),
+            disk: self.disk.clone(),
+        })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
         (
             InterceptedService::new(block, require_secret(&self.secret)),
             InterceptedService::new(meta, require_secret(&self.secret)),
         )
     }
 
-    /// Starts the worker that deletes blocks whose last reference went away long enough ago.
-    pub fn spawn_workers(&self) -> tokio::task::JoinHandle<()> {
-        let blocks = self.blocks.clone();
+    /// Starts following `cluster`'s layout history (the gate and its acknowledgements) and
+    /// the background workers.
+    pub fn start(&self, node_id: &str, cluster: Cluster) -> Result<(), DataError> {
+        let node_id: Arc<str> = node_id.into();
+        // Writes made with an older layout than the one this node knows are refused from
+        // the first request on.
+        self.gate.advance(cluster.view().version());
+        let (gate, acked, nudge, mut rx) = (self.gate.clone(), self.acked.clone(), self.nudge.clone(), cluster.watch());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
-                tick.tick().await;
-                if let Err(e) = blocks.collect_garbage().await {
-                    tracing::warn!(error = %e, "block garbage collection failed");
+                let v = hangar_common::follower::current_version(&rx.borrow_and_update());
+                gate.advance(v);
+                gate.drained_below(v).await;
+                if acked.fetch_max(v, Ordering::SeqCst) < v {
+                    tracing::debug!(version = v, "layout version acknowledged");
+                    nudge.notify_one();
+                }
+                if rx.changed().await.is_err() {
+                    return;
                 }
             }
-        })
+        });
+        let ctx = work::Ctx {
+            node_id,
+            cluster: cluster.clone(),
+            store: hangar_model::Store::new(cluster, self.cfg.block_size),
+            meta: self.meta.clone(),
+            blocks: self.blocks.clone(),
+        };
+        let w = &self.workers;
+        w.spawn(work::gc::BlockGc { ctx: ctx.clone(), deleted: 0 });
+        w.spawn(work::release::Releaser { ctx: ctx.clone(), done: 0 });
+        w.spawn(work::collect::Collector {
+            ctx: ctx.clone(),
+            grace: Duration::from_secs(self.cfg.pending_write_grace_secs),
+            cursor: Vec::new(),
+            released: 0,
+        });
+        w.spawn(work::janitor::Janitor { ctx: ctx.clone(), cursor: Vec::new(), finished: 0 });
+        w.spawn(work::sync::Sync {
+            ctx: ctx.clone(),
+            tranquility: self.cfg.sync_tranquility,
+            state: self.meta.db.open_tree("sync_state")?,
+            report: String::new(),
+            nudge: self.nudge.clone(),
+            synced: self.synced.clone(),
+        });
+        w.spawn(work::offload::Offload {
+            ctx,
+            delay: Duration::from_secs(self.cfg.offload_delay_secs),
+            state: self.meta.db.open_tree("offload_state")?,
+            dropped: 0,
+        });
+        // Queued releases wake the releaser.
+        let (wake, workers) = (self.meta.wake.clone(), self.workers.clone());
+        tokio::spawn(async move {
+            loop {
+                wake.notified().await;
+                workers.wake();
+            }
+        });
+        Ok(())
+    }
+
+    /// What this node tells the control plane.
+    pub fn heartbeat(&self, node: NodeInfo) -> HeartbeatRequest {
+        HeartbeatRequest {
+            node: Some(node),
+            acked_version: self.acked.load(Ordering::SeqCst),
+            synced_version: self.synced.load(Ordering::SeqCst),
+            workers: self.workers.status(),
+        }
+    }
+
+    /// Stops the workers (after their current step) and makes everything durable.
+    pub async fn shutdown(&self) -> Result<(), DataError> {
+        self.workers.shutdown(Duration::from_secs(10)).await;
+        error::flush(&self.meta.db).await
     }
 }
 
 /// Runs a data node on its own (`hangar data-node --config FILE`) until `shutdown`:
 /// serves blocks and metadata, announces itself to the control plane, and keeps the last
-/// layout it received in `<metadata_dir>/layout.pb`.
+/// layout history it received in `<metadata_dir>/layout.pb`.
 pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), DataError> {
     use hangar_common::config::load_or_create_secret;
     use hangar_common::follower::{follow_layout, spawn_heartbeat};
-    use hangar_proto::control::{Layout, NodeInfo, NodeRole};
+    use hangar_proto::control::{LayoutHistory, NodeRole};
     use prost::Message;
 
     cfg.require("data node", &["metadata_dir", "data_dir", "rpc_secret", "bootstrap_peers"])
@@ -86,8 +196,7 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
         hangar_common::ids::random_string(16, b"0123456789abcdef")
     })
     .map_err(|e| DataError::Config(e.to_string()))?;
-    let node = DataNode::open(&cfg)?;
-    let gc = node.spawn_workers();
+    let node = Arc::new(DataNode::open(&cfg)?);
     let listener = tokio::net::TcpListener::bind(cfg.rpc_bind_addr)
         .await
         .map_err(|e| DataError::Config(format!("rpc_bind_addr: cannot listen on {}: {e}", cfg.rpc_bind_addr)))?;
@@ -97,25 +206,31 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     let secret = cfg.rpc_secret.clone().unwrap_or_default();
 
     let layout_file = cfg.metadata_dir.join("layout.pb");
-    let initial = std::fs::read(&layout_file).ok().and_then(|b| Layout::decode(b.as_slice()).ok()).unwrap_or_default();
+    let initial =
+        std::fs::read(&layout_file).ok().and_then(|b| LayoutHistory::decode(b.as_slice()).ok()).unwrap_or_default();
     let save_to = layout_file.clone();
-    let _layout = follow_layout(cfg.bootstrap_peers.clone(), secret.clone(), initial, move |l| {
+    let history = follow_layout(cfg.bootstrap_peers.clone(), secret.clone(), initial, move |h| {
         let tmp = save_to.with_extension("tmp");
-        if let Err(e) = std::fs::write(&tmp, l.encode_to_vec()).and_then(|_| std::fs::rename(&tmp, &save_to)) {
+        if let Err(e) = std::fs::write(&tmp, h.encode_to_vec()).and_then(|_| std::fs::rename(&tmp, &save_to)) {
             tracing::warn!(error = %e, "cannot keep the layout on disk");
         }
     });
+    let cluster = Cluster::new(history, cfg.rpc_options())?;
+    node.start(&node_id, cluster)?;
+    let info = NodeInfo {
+        id: node_id.clone(),
+        hostname: hangar_common::ids::hostname(),
+        rpc_addr: cfg.public_rpc_addr(),
+        role: NodeRole::Data as i32,
+    };
+    let reporter = node.clone();
     let heartbeat = spawn_heartbeat(
         cfg.bootstrap_peers.clone(),
         secret,
-        NodeInfo {
-            id: node_id.clone(),
-            hostname: hangar_common::ids::hostname(),
-            rpc_addr: cfg.public_rpc_addr(),
-            role: NodeRole::Data as i32,
-        },
+        move || reporter.heartbeat(info.clone()),
+        node.nudge.clone(),
     );
-    let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr)
+    let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr, cfg.admin.limits())
         .await
         .map_err(|e| DataError::Config(e.to_string()))?;
     tracing::info!(node = %node_id, rpc = %cfg.public_rpc_addr(), "data node ready");
@@ -124,16 +239,15 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     let router = rpc_server.add_service(block_svc).add_service(meta_svc);
     let served = hangar_common::rpc::serve_until(router, listener, shutdown).await;
     heartbeat.abort();
-    gc.abort();
     admin.stop().await;
-    error::flush(&node.meta.db).await?;
+    node.shutdown().await?;
     served.map_err(|e| DataError::Config(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hangar_common::rpc::{lazy_channel, meta_client};
+    use hangar_common::rpc::{add_secret, lazy_channel, meta_client};
     use hangar_proto::metadata::{GetRequest, Table};
 
     /// Over real gRPC on loopback: calls without the cluster secret are refused.
@@ -156,10 +270,10 @@ mod tests {
                 .serve_with_incoming(hangar_common::rpc::incoming(listener)),
         );
         let get = GetRequest { table: Table::Bucket as i32, key: b"x".to_vec().into() };
-        let mut wrong = meta_client(lazy_channel(&addr).unwrap(), "wrong-secret").unwrap();
+        let mut wrong = meta_client(lazy_channel(&addr).unwrap(), add_secret("wrong-secret").unwrap());
         let err = wrong.get(get.clone()).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        let mut right = meta_client(lazy_channel(&addr).unwrap(), "right-secret").unwrap();
+        let mut right = meta_client(lazy_channel(&addr).unwrap(), add_secret("right-secret").unwrap());
         assert!(right.get(get).await.unwrap().into_inner().entry.is_none());
     }
 }

@@ -1,12 +1,20 @@
-//! Metadata tables in sled: one tree per table, each value a prost-encoded `Entry`.
-//! Writes merge last-writer-wins by (timestamp, tiebreak), so replaying or reordering
-//! inserts converges to the same state; tombstones take part in the merge.
+//! Metadata tables in sled: one tree per table, each value a prost-encoded `Entry`. Every
+//! insert merges by the table's rule (the model crate's `schema::merge`), so replaying or
+//! reordering inserts converges to the same state.
+//!
+//! A merge can imply local work, recorded in the same database before the insert is
+//! acknowledged: an object value that lost puts its data versions on the release queue; a
+//! block whose last live reference went puts the block on the deletion queue with its
+//! deadline (and one that got a reference back leaves it).
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
-use hangar_common::meta_client::newer;
-use hangar_proto::metadata::{Entry, Table};
+use hangar_common::hash::BlockHash;
+use hangar_common::ids::now_ms;
+use hangar_model::schema::{Effect, TABLES, merge, merge_entries, partition_of};
+use hangar_proto::metadata::{AcceptorState, Ballot, Entry, Table};
 use prost::Message;
 
 use crate::DataError;
@@ -14,67 +22,127 @@ use crate::DataError;
 pub struct MetaStore {
     pub db: sled::Db,
     trees: HashMap<i32, sled::Tree>,
+    /// Data versions to release: dv -> when queued (ms, u64 BE).
+    pub release_queue: sled::Tree,
+    /// Blocks with no live reference here: hash -> deadline (ms, u64 BE) after which the
+    /// file may go (if no replica has a reference either).
+    pub unreferenced: sled::Tree,
+    gc_delay: Duration,
+    /// Wakes the workers when work was queued.
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
-const TABLES: &[Table] = &[
-    Table::Bucket,
-    Table::BucketAlias,
-    Table::AccessKey,
-    Table::Object,
-    Table::VersionBlock,
-    Table::MultipartUpload,
-    Table::UploadPart,
-];
+fn ballot(b: &Option<Ballot>) -> (u64, u64) {
+    b.as_ref().map(|b| (b.round, b.proposer)).unwrap_or((0, 0))
+}
 
 impl MetaStore {
-    pub fn open(path: &Path) -> Result<Self, DataError> {
+    pub fn open(path: &Path, gc_delay: Duration) -> Result<Self, DataError> {
         let db = sled::Config::new().path(path).open()?;
         let mut trees = HashMap::new();
         for t in TABLES {
             trees.insert(*t as i32, db.open_tree(t.as_str_name())?);
         }
-        Ok(Self { db, trees })
+        Ok(Self {
+            release_queue: db.open_tree("release_queue")?,
+            unreferenced: db.open_tree("block_unreferenced")?,
+            db,
+            trees,
+            gc_delay,
+            wake: Default::default(),
+        })
     }
 
-    fn tree(&self, table: i32) -> Result<&sled::Tree, DataError> {
+    pub fn tree(&self, table: i32) -> Result<&sled::Tree, DataError> {
         self.trees.get(&table).ok_or_else(|| DataError::Invalid(format!("unknown table {table}")))
     }
 
-    /// Merges entries and fsyncs. With `if_absent`, an entry is written only where no live
-    /// entry exists; the result tells, per entry, whether it was applied.
-    pub async fn insert(&self, table: i32, entries: Vec<Entry>, if_absent: bool) -> Result<Vec<bool>, DataError> {
+    fn table(t: i32) -> Result<Table, DataError> {
+        Table::try_from(t).map_err(|_| DataError::Invalid(format!("unknown table {t}")))
+    }
+
+    /// Merges entries and fsyncs (with the work they imply).
+    pub async fn insert(&self, table: i32, entries: Vec<Entry>) -> Result<(), DataError> {
+        self.merge_in(table, entries)?;
+        crate::error::flush(&self.db).await
+    }
+
+    /// Merges entries without waiting for the fsync (callers flush).
+    pub fn merge_in(&self, table: i32, entries: Vec<Entry>) -> Result<(), DataError> {
+        let t = Self::table(table)?;
+        if t == Table::Register {
+            // Acceptor states arrive here only from sync; their merge keeps the highest
+            // ballots, like Prepare and Accept do.
+            for e in &entries {
+                self.merge_register(e)?;
+            }
+            return Ok(());
+        }
         let tree = self.tree(table)?;
-        let mut applied = Vec::with_capacity(entries.len());
+        let mut effects = Vec::new();
         for e in entries {
-            let encoded = e.encode_to_vec();
-            let mut did = false;
+            let mut fx = Vec::new();
             let mut decode_err = None;
             tree.fetch_and_update(&e.key, |old| {
-                did = false;
-                let Some(old) = old else {
-                    did = true;
-                    return Some(encoded.clone());
-                };
-                match Entry::decode(old) {
-                    Ok(o) => {
-                        let wins = if if_absent { o.tombstone && newer(&e, &o) } else { newer(&e, &o) };
-                        did = wins;
-                        Some(if wins { encoded.clone() } else { old.to_vec() })
-                    }
-                    Err(err) => {
+                fx.clear();
+                let local = match old.map(Entry::decode) {
+                    None => None,
+                    Some(Ok(l)) => Some(l),
+                    Some(Err(err)) => {
                         decode_err = Some(err);
-                        Some(old.to_vec())
+                        return old.map(|o| o.to_vec());
                     }
-                }
+                };
+                let m = merge(t, local.as_ref(), &e);
+                fx = m.effects;
+                if m.changed { Some(m.entry.encode_to_vec()) } else { old.map(|o| o.to_vec()) }
             })?;
             if let Some(err) = decode_err {
                 return Err(err.into());
             }
-            // Without if_absent a losing write is still "applied": the newer value stands.
-            applied.push(did || !if_absent);
+            effects.append(&mut fx);
         }
-        crate::error::flush(&self.db).await?;
-        Ok(applied)
+        self.apply(effects)
+    }
+
+    fn apply(&self, effects: Vec<Effect>) -> Result<(), DataError> {
+        let mut woke = false;
+        for e in effects {
+            match e {
+                Effect::Release(dvs) => {
+                    for dv in dvs {
+                        self.release_queue.insert(dv, &now_ms().to_be_bytes())?;
+                    }
+                    woke = true;
+                }
+                Effect::BlockRefs(hash) => {
+                    if self.live_refs(&hash)? == 0 {
+                        if self.unreferenced.get(hash.0)?.is_none() {
+                            let deadline = now_ms() + self.gc_delay.as_millis() as u64;
+                            self.unreferenced.insert(hash.0, &deadline.to_be_bytes())?;
+                        }
+                    } else {
+                        self.unreferenced.remove(hash.0)?;
+                    }
+                }
+            }
+        }
+        if woke {
+            self.wake.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Live references to a block held here.
+    pub fn live_refs(&self, hash: &BlockHash) -> Result<usize, DataError> {
+        let mut n = 0;
+        for item in self.tree(Table::BlockRef as i32)?.scan_prefix(hash.0) {
+            let (_, v) = item?;
+            if !Entry::decode(v.as_ref())?.tombstone {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     pub fn get(&self, table: i32, key: &[u8]) -> Result<Option<Entry>, DataError> {
@@ -109,34 +177,132 @@ impl MetaStore {
         }
         Ok((out, false))
     }
+
+    /// Entries of the partitions set in `wanted` (a 256-bit map), from `start`, at most
+    /// `limit`, tombstones included.
+    pub fn sync_range(
+        &self,
+        table: i32,
+        wanted: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<Entry>, bool), DataError> {
+        let t = Self::table(table)?;
+        let want = |p: usize| wanted.get(p / 8).is_some_and(|b| b & (1 << (p % 8)) != 0);
+        let mut out = Vec::new();
+        for item in self.tree(table)?.range(start.to_vec()..) {
+            let (k, v) = item?;
+            if !want(partition_of(t, &k)) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push(Entry::decode(v.as_ref())?);
+        }
+        Ok((out, false))
+    }
+
+    // ---- CASPaxos acceptor -------------------------------------------------------------------
+
+    fn update_register<R>(
+        &self,
+        key: &[u8],
+        f: impl Fn(&mut AcceptorState) -> R,
+    ) -> Result<(R, AcceptorState), DataError> {
+        let tree = self.tree(Table::Register as i32)?;
+        let mut out = None;
+        tree.fetch_and_update(key, |old| {
+            let mut state = old
+                .and_then(|o| Entry::decode(o).ok())
+                .and_then(|e| AcceptorState::decode(e.value.as_ref()).ok())
+                .unwrap_or_default();
+            let r = f(&mut state);
+            let entry = Entry { key: key.to_vec().into(), value: state.encode_to_vec().into(), ..Default::default() };
+            out = Some((r, state));
+            Some(entry.encode_to_vec())
+        })?;
+        out.ok_or_else(|| DataError::Invalid("register update did not run".into()))
+    }
+
+    /// Phase 1: promises `b` if it is above every ballot promised so far. A missing ballot
+    /// only reports the state.
+    pub async fn prepare(&self, key: &[u8], b: Option<Ballot>) -> Result<(bool, AcceptorState), DataError> {
+        if ballot(&b) == (0, 0) {
+            let state = self
+                .get(Table::Register as i32, key)?
+                .and_then(|e| AcceptorState::decode(e.value.as_ref()).ok())
+                .unwrap_or_default();
+            return Ok((false, state));
+        }
+        let (promised, state) = self.update_register(key, |s| {
+            if ballot(&b) > ballot(&s.promised) {
+                s.promised = b;
+                true
+            } else {
+                false
+            }
+        })?;
+        crate::error::flush(&self.db).await?;
+        Ok((promised, state))
+    }
+
+    /// Phase 2: accepts `value` with ballot `b` unless a higher ballot was promised.
+    pub async fn accept(
+        &self,
+        key: &[u8],
+        b: Option<Ballot>,
+        value: &[u8],
+    ) -> Result<(bool, AcceptorState), DataError> {
+        let (accepted, state) = self.update_register(key, |s| {
+            if ballot(&b) >= ballot(&s.promised) {
+                s.promised = b;
+                s.accepted = b;
+                s.value = value.to_vec().into();
+                true
+            } else {
+                false
+            }
+        })?;
+        crate::error::flush(&self.db).await?;
+        Ok((accepted, state))
+    }
+
+    fn merge_register(&self, incoming: &Entry) -> Result<(), DataError> {
+        let tree = self.tree(Table::Register as i32)?;
+        tree.fetch_and_update(&incoming.key, |old| {
+            let merged = match old.and_then(|o| Entry::decode(o).ok()) {
+                Some(local) => merge_entries(Table::Register, &local, incoming),
+                None => incoming.clone(),
+            };
+            Some(merged.encode_to_vec())
+        })?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hangar_model::schema::block_ref_key;
+    use hangar_proto::model::{Object, PartData};
 
-    fn e(key: &str, val: &str, ts: u64, tb: u64, tomb: bool) -> Entry {
-        Entry {
-            key: key.as_bytes().to_vec().into(),
-            value: val.as_bytes().to_vec().into(),
-            timestamp: ts,
-            tiebreak: tb,
-            tombstone: tomb,
-        }
+    fn e(key: &[u8], val: &[u8], ts: u64, tomb: bool) -> Entry {
+        Entry { key: key.to_vec().into(), value: val.to_vec().into(), timestamp: ts, tiebreak: 0, tombstone: tomb }
     }
 
     #[tokio::test]
     async fn last_writer_wins_in_any_order() {
         let dir = tempfile::tempdir().unwrap();
-        let a = MetaStore::open(&dir.path().join("a")).unwrap();
-        let b = MetaStore::open(&dir.path().join("b")).unwrap();
-        let t = Table::Object as i32;
-        let writes = vec![e("k", "one", 1, 5, false), e("k", "two", 2, 1, false), e("k", "", 2, 0, true)];
+        let a = MetaStore::open(&dir.path().join("a"), Duration::ZERO).unwrap();
+        let b = MetaStore::open(&dir.path().join("b"), Duration::ZERO).unwrap();
+        let t = Table::Bucket as i32;
+        let writes = vec![e(b"k", b"one", 1, false), e(b"k", b"two", 3, false), e(b"k", b"", 2, true)];
         for w in writes.clone() {
-            a.insert(t, vec![w], false).await.unwrap();
+            a.insert(t, vec![w]).await.unwrap();
         }
         for w in writes.into_iter().rev() {
-            b.insert(t, vec![w], false).await.unwrap();
+            b.insert(t, vec![w]).await.unwrap();
         }
         let ga = a.get(t, b"k").unwrap().unwrap();
         assert_eq!(ga, b.get(t, b"k").unwrap().unwrap());
@@ -144,26 +310,60 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn if_absent_claims_once_and_range_pages() {
+    async fn an_overwritten_object_queues_its_data_for_release() {
         let dir = tempfile::tempdir().unwrap();
-        let s = MetaStore::open(dir.path()).unwrap();
-        let t = Table::BucketAlias as i32;
-        assert_eq!(s.insert(t, vec![e("x", "1", 1, 0, false)], true).await.unwrap(), vec![true]);
-        assert_eq!(s.insert(t, vec![e("x", "2", 2, 0, false)], true).await.unwrap(), vec![false]);
-        assert_eq!(&s.get(t, b"x").unwrap().unwrap().value[..], b"1");
-        s.insert(t, vec![e("x", "", 3, 0, true)], false).await.unwrap();
-        assert_eq!(s.insert(t, vec![e("x", "3", 4, 0, false)], true).await.unwrap(), vec![true]);
+        let s = MetaStore::open(dir.path(), Duration::ZERO).unwrap();
+        let obj = |dv: u8| Object {
+            parts: vec![PartData { data_version: vec![dv; 16].into(), ..Default::default() }],
+            ..Default::default()
+        };
+        let t = Table::Object as i32;
+        s.insert(t, vec![e(b"o", &obj(1).encode_to_vec(), 10, false)]).await.unwrap();
+        assert!(s.release_queue.is_empty());
+        // An older write arriving late loses, and is the one released.
+        s.insert(t, vec![e(b"o", &obj(2).encode_to_vec(), 5, false)]).await.unwrap();
+        assert!(s.release_queue.contains_key([2u8; 16]).unwrap());
+        s.insert(t, vec![e(b"o", b"", 20, true)]).await.unwrap();
+        assert!(s.release_queue.contains_key([1u8; 16]).unwrap());
+    }
 
-        for k in ["a", "b", "c", "d"] {
-            s.insert(t, vec![e(k, k, 1, 0, false)], false).await.unwrap();
-        }
-        s.insert(t, vec![e("b", "", 9, 0, true)], false).await.unwrap();
-        let (page, more) = s.range(t, b"a", b"d", 2, false).unwrap();
-        let keys: Vec<_> = page.iter().map(|e| e.key.to_vec()).collect();
-        assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
-        assert!(!more);
-        let (page, more) = s.range(t, b"", b"", 2, true).unwrap();
-        assert_eq!(page.len(), 2);
-        assert!(more);
+    #[tokio::test]
+    async fn blocks_enter_and_leave_the_deletion_queue_with_their_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path(), Duration::ZERO).unwrap();
+        let h = BlockHash::of(b"data");
+        let t = Table::BlockRef as i32;
+        let live = |dv: u8, ts| e(&block_ref_key(&h.0, &[dv; 16]), b"", ts, false);
+        let dead = |dv: u8, ts| e(&block_ref_key(&h.0, &[dv; 16]), b"", ts, true);
+        s.insert(t, vec![live(1, 1), live(2, 1)]).await.unwrap();
+        assert_eq!(s.live_refs(&h).unwrap(), 2);
+        s.insert(t, vec![dead(1, 2)]).await.unwrap();
+        assert!(s.unreferenced.is_empty());
+        s.insert(t, vec![dead(2, 2)]).await.unwrap();
+        assert!(s.unreferenced.contains_key(h.0).unwrap());
+        // A stale live reference (older than the deletion) does not come back.
+        s.insert(t, vec![live(2, 1)]).await.unwrap();
+        assert_eq!(s.live_refs(&h).unwrap(), 0);
+        s.insert(t, vec![live(3, 5)]).await.unwrap();
+        assert!(s.unreferenced.is_empty());
+    }
+
+    #[tokio::test]
+    async fn acceptor_promises_and_accepts_in_ballot_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = MetaStore::open(dir.path(), Duration::ZERO).unwrap();
+        let b = |r| Some(Ballot { round: r, proposer: 7 });
+        assert!(s.prepare(b"r", b(5)).await.unwrap().0);
+        assert!(!s.prepare(b"r", b(4)).await.unwrap().0, "lower ballot refused");
+        assert!(!s.accept(b"r", b(4), b"x").await.unwrap().0, "accept below the promise refused");
+        assert!(s.accept(b"r", b(5), b"y").await.unwrap().0);
+        let (promised, state) = s.prepare(b"r", b(6)).await.unwrap();
+        assert!(promised);
+        assert_eq!(&state.value[..], b"y");
+        assert_eq!(state.accepted, b(5));
+        // A report does not promise.
+        let (promised, state) = s.prepare(b"r", None).await.unwrap();
+        assert!(!promised);
+        assert_eq!(state.promised, b(6));
     }
 }

@@ -1,9 +1,12 @@
-//! The data node's gRPC services over its block and metadata stores.
+//! The data node's gRPC services over its block and metadata stores. Writes pass the
+//! layout gate (refused when made with an outdated layout) and the disk guard (refused
+//! below the free-space reserve).
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use hangar_common::call::layout_version_of;
 use hangar_common::hash::BlockHash;
 use hangar_common::rpc::BLOCK_CHUNK;
 use hangar_common::telemetry::metrics;
@@ -13,15 +16,26 @@ use hangar_proto::metadata::metadata_service_server::MetadataService;
 use hangar_proto::metadata::*;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::block_store::BlockStore;
+use crate::block_store::{BlockStore, Owner};
+use crate::disk::DiskGuard;
+use crate::gate::WriteGate;
 use crate::meta_store::MetaStore;
+
+/// Most entries one Range or SyncRange answer carries.
+const MAX_RANGE: usize = 10_000;
 
 pub struct BlockRpc {
     pub store: Arc<BlockStore>,
+    pub gate: Arc<WriteGate>,
+    pub disk: Arc<DiskGuard>,
+    /// Space taken per incoming block before its size is known.
+    pub block_size: u64,
 }
 
 pub struct MetadataRpc {
     pub store: Arc<MetaStore>,
+    pub gate: Arc<WriteGate>,
+    pub disk: Arc<DiskGuard>,
 }
 
 fn hash_arg(b: &[u8]) -> Result<BlockHash, Status> {
@@ -30,33 +44,37 @@ fn hash_arg(b: &[u8]) -> Result<BlockHash, Status> {
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<BlockChunk, Status>> + Send>>;
 
+/// Turns a storage error into a status, noting a full disk.
+fn storage(disk: &DiskGuard, e: crate::DataError) -> Status {
+    if e.is_full() {
+        disk.invalidate();
+    }
+    e.into()
+}
+
 #[tonic::async_trait]
 impl BlockService for BlockRpc {
     #[tracing::instrument(name = "rpc.put_block", skip_all)]
     async fn put_block(&self, req: Request<Streaming<PutBlockChunk>>) -> Result<Response<PutBlockReply>, Status> {
         metrics().rpc("PutBlock");
+        let _admitted = self.gate.enter(layout_version_of(&req))?;
+        let _space = self.disk.reserve_block(self.block_size).map_err(|e| storage(&self.disk, e))?;
         let mut stream = req.into_inner();
         let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty block stream"))?;
         let header = first.header.ok_or_else(|| Status::invalid_argument("first message must carry the header"))?;
         let hash = hash_arg(&header.hash)?;
-        let mut inc = self.store.begin().await?;
-        let mut chunk = Some(first.data);
-        loop {
-            if let Some(data) = chunk.take()
-                && let Err(e) = inc.write(&data).await
-            {
-                return Err(e.into());
-            }
-            match stream.message().await {
-                Ok(Some(m)) => chunk = Some(m.data),
-                Ok(None) => break,
-                Err(e) => {
-                    inc.abandon().await;
-                    return Err(e);
-                }
-            }
+        if header.owner.len() != hangar_model::schema::ID_LEN {
+            return Err(Status::invalid_argument("block owner must be a 16-byte data version id"));
         }
-        let deduplicated = self.store.commit(inc, hash, &header.owner).await?;
+        // The temporary file goes away on every early return (IncomingBlock's drop).
+        let mut inc = self.store.begin().await.map_err(|e| storage(&self.disk, e))?;
+        inc.write(&first.data).await.map_err(|e| storage(&self.disk, e))?;
+        while let Some(m) = stream.message().await? {
+            inc.write(&m.data).await.map_err(|e| storage(&self.disk, e))?;
+        }
+        let timestamp = if header.repair { 0 } else { header.timestamp.max(1) };
+        let owner = Owner { data_version: &header.owner, timestamp };
+        let deduplicated = self.store.commit(inc, hash, owner).await.map_err(|e| storage(&self.disk, e))?;
         Ok(Response::new(PutBlockReply { deduplicated }))
     }
 
@@ -82,20 +100,6 @@ impl BlockService for BlockRpc {
         }
         Ok(Response::new(HasBlocksReply { present }))
     }
-
-    async fn delete_block_refs(&self, req: Request<BlockRefs>) -> Result<Response<DeleteBlockRefsReply>, Status> {
-        metrics().rpc("DeleteBlockRefs");
-        let refs = ref_args(req.into_inner())?;
-        let queued_for_deletion = self.store.remove_refs(&refs).await?;
-        Ok(Response::new(DeleteBlockRefsReply { queued_for_deletion }))
-    }
-
-    async fn add_block_refs(&self, req: Request<BlockRefs>) -> Result<Response<AddBlockRefsReply>, Status> {
-        metrics().rpc("AddBlockRefs");
-        let refs = ref_args(req.into_inner())?;
-        let missing = self.store.add_refs(&refs).await?;
-        Ok(Response::new(AddBlockRefsReply { missing: missing.into_iter().map(|h| h.0.to_vec().into()).collect() }))
-    }
 }
 
 #[tonic::async_trait]
@@ -103,9 +107,15 @@ impl MetadataService for MetadataRpc {
     #[tracing::instrument(name = "rpc.meta_insert", skip_all)]
     async fn insert(&self, req: Request<InsertRequest>) -> Result<Response<InsertReply>, Status> {
         metrics().rpc("Insert");
+        let _admitted = self.gate.enter(layout_version_of(&req))?;
+        if req.get_ref().table == Table::Register as i32 {
+            return Err(Status::invalid_argument("registers are written with Prepare and Accept"));
+        }
+        // Tombstones free space: they pass down to half the reserve, like every entry.
+        self.disk.check_metadata().map_err(|e| storage(&self.disk, e))?;
         let r = req.into_inner();
-        let applied = self.store.insert(r.table, r.entries, r.if_absent).await?;
-        Ok(Response::new(InsertReply { applied }))
+        self.store.insert(r.table, r.entries).await.map_err(|e| storage(&self.disk, e))?;
+        Ok(Response::new(InsertReply {}))
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
@@ -117,12 +127,43 @@ impl MetadataService for MetadataRpc {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeReply>, Status> {
         metrics().rpc("Range");
         let r = req.get_ref();
-        let limit = if r.limit == 0 { 1000 } else { r.limit.min(10_000) } as usize;
+        let limit = if r.limit == 0 { 1000 } else { (r.limit as usize).min(MAX_RANGE) };
         let (entries, more) = self.store.range(r.table, &r.start, &r.end, limit, r.include_tombstones)?;
         Ok(Response::new(RangeReply { entries, more }))
     }
-}
 
-fn ref_args(r: BlockRefs) -> Result<Vec<(BlockHash, Vec<u8>)>, Status> {
-    r.refs.into_iter().map(|r| Ok((hash_arg(&r.hash)?, r.owner.to_vec()))).collect()
+    async fn sync_range(&self, req: Request<SyncRangeRequest>) -> Result<Response<RangeReply>, Status> {
+        metrics().rpc("SyncRange");
+        let r = req.get_ref();
+        let limit = if r.limit == 0 { 1000 } else { (r.limit as usize).min(MAX_RANGE) };
+        let (entries, more) = self.store.sync_range(r.table, &r.partitions, &r.start, limit)?;
+        Ok(Response::new(RangeReply { entries, more }))
+    }
+
+    async fn prepare(&self, req: Request<PrepareRequest>) -> Result<Response<PrepareReply>, Status> {
+        metrics().rpc("Prepare");
+        let reporting = req.get_ref().ballot.is_none_or(|b| b.round == 0 && b.proposer == 0);
+        let _admitted = if reporting { None } else { Some(self.gate.enter(layout_version_of(&req))?) };
+        if !reporting {
+            self.disk.check_metadata().map_err(|e| storage(&self.disk, e))?;
+        }
+        let r = req.into_inner();
+        let (promised, state) = self.store.prepare(&r.key, r.ballot).await.map_err(|e| storage(&self.disk, e))?;
+        Ok(Response::new(PrepareReply {
+            promised,
+            promised_ballot: state.promised,
+            accepted_ballot: state.accepted,
+            accepted_value: state.value,
+        }))
+    }
+
+    async fn accept(&self, req: Request<AcceptRequest>) -> Result<Response<AcceptReply>, Status> {
+        metrics().rpc("Accept");
+        let _admitted = self.gate.enter(layout_version_of(&req))?;
+        self.disk.check_metadata().map_err(|e| storage(&self.disk, e))?;
+        let r = req.into_inner();
+        let (accepted, state) =
+            self.store.accept(&r.key, r.ballot, &r.value).await.map_err(|e| storage(&self.disk, e))?;
+        Ok(Response::new(AcceptReply { accepted, promised_ballot: state.promised }))
+    }
 }

@@ -1,16 +1,22 @@
 //! Authorization: every request must be signed; per-bucket rights are checked by the
 //! handlers, which know which bucket and which right an operation needs.
 
-use hangar_proto::model::{AccessKey, Bucket};
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::{S3Result, s3_error};
 
-/// Refuses anonymous requests (no public buckets yet).
+use crate::http_layer::OpName;
+
+/// Refuses anonymous requests (no public buckets yet). Also records which S3 operation the
+/// request is, for the metrics.
 pub struct AuthenticatedOnly;
 
 #[async_trait::async_trait]
 impl S3Access for AuthenticatedOnly {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        let op = cx.s3_op().name().to_string();
+        if let Some(slot) = cx.extensions_mut().get::<OpName>() {
+            let _ = slot.0.set(op);
+        }
         match cx.credentials() {
             Some(_) => Ok(()),
             None => Err(s3_error!(AccessDenied, "anonymous access is not allowed")),
@@ -25,15 +31,12 @@ pub enum Right {
     Owner,
 }
 
-pub fn has_right(key: &AccessKey, bucket: &Bucket, right: Right) -> bool {
-    key.buckets.get(&hex::encode(&bucket.id)).is_some_and(|p| match right {
-        Right::Read => p.read,
-        Right::Write => p.write,
-        Right::Owner => p.owner,
-    })
-}
-
-/// Any right at all: what makes a bucket visible to a key.
-pub fn sees(key: &AccessKey, bucket: &Bucket) -> bool {
-    key.buckets.get(&hex::encode(&bucket.id)).is_some_and(|p| p.read || p.write || p.owner)
+impl Right {
+    pub fn held(self, r: hangar_model::catalog::Rights) -> bool {
+        match self {
+            Right::Read => r.read,
+            Right::Write => r.write,
+            Right::Owner => r.owner,
+        }
+    }
 }

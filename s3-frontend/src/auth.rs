@@ -1,23 +1,23 @@
 //! SigV4 secrets come from the access key table; s3s does the signature math.
 
-use hangar_common::model::Catalog;
+use hangar_model::Store;
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::{S3Result, s3_error};
 
 pub struct KeyAuth {
-    catalog: Catalog,
+    store: Store,
 }
 
 impl KeyAuth {
-    pub fn new(catalog: Catalog) -> Self {
-        Self { catalog }
+    pub fn new(store: Store) -> Self {
+        Self { store }
     }
 }
 
 #[async_trait::async_trait]
 impl S3Auth for KeyAuth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        match self.catalog.get_key(access_key).await {
+        match self.store.get_key(access_key).await {
             Ok(Some(k)) => Ok(SecretKey::from(k.value.secret)),
             Ok(None) => Err(s3_error!(InvalidAccessKeyId, "the access key id does not exist")),
             Err(e) => Err(crate::errors::internal(e)),

@@ -3,28 +3,32 @@
 use hangar_common::Error;
 use s3s::{S3Error, S3ErrorCode, s3_error};
 
-/// Maps a failure of the shared plumbing to the S3 error a client should see.
-pub fn internal(e: Error) -> S3Error {
-    match e {
-        Error::Rpc(status) => rpc(status),
-        Error::Invalid(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, m),
-        Error::NotFound(m) => S3Error::with_message(S3ErrorCode::NoSuchKey, m),
-        other => {
-            tracing::error!(error = %other, "internal error");
-            s3_error!(InternalError, "internal error")
-        }
-    }
+/// An S3 error code s3s does not list, with its status.
+pub fn custom_error(code: &'static str, status: u16, msg: impl Into<String>) -> S3Error {
+    let mut e = S3Error::with_message(S3ErrorCode::Custom(code.into()), msg.into());
+    e.set_status_code(http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST));
+    e
 }
 
-/// A failed internal RPC: unavailable peers are a 503 the client may retry.
-pub fn rpc(status: tonic::Status) -> S3Error {
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::ResourceExhausted => {
-            tracing::warn!(error = %status, "storage unavailable");
+/// Maps a failure of the model layer to the S3 error a client should see.
+pub fn internal(e: Error) -> S3Error {
+    match e {
+        Error::Unavailable(m) | Error::StaleLayout(m) => {
+            tracing::warn!(error = %m, "storage unavailable");
             s3_error!(ServiceUnavailable, "storage nodes unavailable, retry later")
         }
-        _ => {
+        Error::InsufficientStorage(m) => {
+            tracing::warn!(error = %m, "storage full");
+            custom_error("InsufficientStorage", 507, "the storage nodes are out of space; free some space and retry")
+        }
+        Error::Invalid(m) => S3Error::with_message(S3ErrorCode::InvalidArgument, m),
+        Error::NotFound(m) => S3Error::with_message(S3ErrorCode::NoSuchKey, m),
+        Error::Rpc(status) => {
             tracing::error!(error = %status, "internal rpc failed");
+            s3_error!(InternalError, "internal error")
+        }
+        other => {
+            tracing::error!(error = %other, "internal error");
             s3_error!(InternalError, "internal error")
         }
     }
@@ -37,11 +41,5 @@ pub trait OrS3<T> {
 impl<T> OrS3<T> for Result<T, Error> {
     fn or_s3(self) -> Result<T, S3Error> {
         self.map_err(internal)
-    }
-}
-
-impl<T> OrS3<T> for Result<T, tonic::Status> {
-    fn or_s3(self) -> Result<T, S3Error> {
-        self.map_err(rpc)
     }
 }

@@ -15,7 +15,7 @@ impl RootDomain {
     }
 
     /// The bucket a Host header names, if it is a subdomain of the root domain.
-    fn bucket_of<'a>(&self, host: &'a str) -> Option<&'a str> {
+    pub fn bucket_of<'a>(&self, host: &'a str) -> Option<&'a str> {
         // Clients send the port whenever it is not the scheme's default.
         let name = match host.rsplit_once(':') {
             Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,

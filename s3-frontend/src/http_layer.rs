@@ -1,28 +1,66 @@
 //! Wraps the S3 service: gives every request an id (the `x-amz-request-id` header and the
-//! `<RequestId>` of error bodies), a tracing span, and its metrics.
+//! `<RequestId>` of error bodies), a tracing span and its metrics, and refuses before s3s
+//! sees them the requests s3s would mishandle:
+//!
+//! - SigV2 signatures (header or presigned URL): only SigV4 is accepted, as in Garage and
+//!   in every AWS region opened since 2014; SigV2 has no clock-skew check and presigned
+//!   SigV2 URLs carry no expiry limit;
+//! - presigned SigV4 URLs valid for more than 7 days (AWS's limit);
+//! - POST Object (browser form uploads), which Hangar does not implement: s3s would read
+//!   the whole file into memory before any signature or right is checked;
+//! - XML bodies above `max_xml_body_bytes` (400 MaxMessageLengthExceeded, before reading);
+//! - requests without a Host (400).
+//!
+//! It also watches the raw framing of aws-chunked bodies (`ChunkFraming`), which s3s
+//! decodes without telling whether the stream really ended with its final chunk.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
 use hangar_common::telemetry::{NameLabel, OpLabels, metrics};
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use s3s::service::S3Service;
 use s3s::{Body, HttpError, HttpResponse};
 use tracing::Instrument;
 
+use crate::FrontendConfig;
+use crate::host::RootDomain;
+
+/// Presigned URLs may be valid for at most this long, as in AWS.
+pub const MAX_PRESIGNED_EXPIRY_SECS: u64 = 7 * 24 * 3600;
+
+/// The S3 operation a request turned out to be, filled in by the access check.
+#[derive(Clone, Default)]
+pub struct OpName(pub Arc<OnceLock<String>>);
+
+/// What the layer checks against.
+pub struct Guard {
+    max_xml_body: u64,
+    root_domain: Option<RootDomain>,
+}
+
+impl Guard {
+    pub fn new(cfg: &FrontendConfig) -> Self {
+        Self { max_xml_body: cfg.max_xml_body, root_domain: cfg.root_domain.as_deref().map(RootDomain::new) }
+    }
+}
+
 #[derive(Clone)]
 pub struct RequestIdService {
     inner: Arc<S3Service>,
+    guard: Arc<Guard>,
     peer: SocketAddr,
 }
 
 impl RequestIdService {
-    pub fn new(inner: Arc<S3Service>, peer: SocketAddr) -> Self {
-        Self { inner, peer }
+    pub fn new(inner: Arc<S3Service>, guard: Arc<Guard>, peer: SocketAddr) -> Self {
+        Self { inner, guard, peer }
     }
 }
 
@@ -40,6 +78,136 @@ fn add_request_id(body: &[u8], id: &str) -> Option<Vec<u8>> {
     Some(format!("{}<RequestId>{id}</RequestId>{}", &text[..at], &text[at..]).into_bytes())
 }
 
+/// At most the first 200 characters of client-supplied text, for logs.
+pub fn bounded(s: &str) -> String {
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}… ({} bytes)", &s[..i], s.len()),
+        None => s.to_string(),
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// An S3 error response written here (s3s never saw the request).
+fn refuse(status: StatusCode, code: &str, message: &str, id: &str) -> HttpResponse {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{}</Message><RequestId>{id}</RequestId></Error>",
+        xml_escape(message)
+    );
+    let mut resp = HttpResponse::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    resp
+}
+
+/// The query's parameter names, decoded.
+fn query_names(uri: &http::Uri) -> Vec<String> {
+    uri.query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let name = p.split('=').next().unwrap_or_default().replace('+', " ");
+            percent_encoding::percent_decode_str(&name).decode_utf8_lossy().into_owned()
+        })
+        .collect()
+}
+
+fn query_value(uri: &http::Uri, wanted: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        let k = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
+        (k == wanted).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+    })
+}
+
+/// Query parameters of object uploads that do not make a body XML.
+const UPLOAD_PARAMS: &[&str] = &["partNumber", "uploadId", "x-id"];
+
+impl Guard {
+    /// Whether the request carries an XML body (everything that has a body except object
+    /// data: PutObject and UploadPart).
+    fn xml_body(&self, req: &http::Request<Incoming>) -> bool {
+        match *req.method() {
+            http::Method::POST => true,
+            http::Method::PUT => {
+                let subresource = query_names(req.uri())
+                    .iter()
+                    .any(|n| !UPLOAD_PARAMS.contains(&n.as_str()) && !n.starts_with("X-Amz-"));
+                if subresource {
+                    return true;
+                }
+                // No key: CreateBucket.
+                let path = req.uri().path().trim_start_matches('/');
+                let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+                let virtual_bucket = self.root_domain.as_ref().and_then(|d| d.bucket_of(host)).is_some();
+                let key = if virtual_bucket { path } else { path.split_once('/').map(|(_, k)| k).unwrap_or("") };
+                key.is_empty()
+            }
+            _ => false,
+        }
+    }
+
+    /// Why the request must not reach s3s, if it must not.
+    fn check(&self, req: &http::Request<Incoming>) -> Option<(StatusCode, &'static str, String)> {
+        let headers = req.headers();
+        if headers.get(http::header::HOST).is_none() && req.uri().authority().is_none() {
+            return Some((StatusCode::BAD_REQUEST, "InvalidRequest", "the request has no Host header".into()));
+        }
+        let sigv2 = "the authorization mechanism you have provided is not supported; use AWS4-HMAC-SHA256 (SigV4)";
+        if headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("AWS ") || v == "AWS")
+        {
+            return Some((StatusCode::BAD_REQUEST, "InvalidRequest", sigv2.into()));
+        }
+        let names = query_names(req.uri());
+        let has = |n: &str| names.iter().any(|m| m == n);
+        if has("Signature") || has("AWSAccessKeyId") {
+            return Some((StatusCode::BAD_REQUEST, "InvalidRequest", sigv2.into()));
+        }
+        if let Some(expires) = query_value(req.uri(), "X-Amz-Expires") {
+            match expires.parse::<u64>() {
+                Ok(s) if s <= MAX_PRESIGNED_EXPIRY_SECS => {}
+                _ => {
+                    return Some((
+                        StatusCode::BAD_REQUEST,
+                        "AuthorizationQueryParametersError",
+                        "X-Amz-Expires must be a number of seconds of at most 604800 (7 days)".into(),
+                    ));
+                }
+            }
+        }
+        let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if req.method() == http::Method::POST
+            && content_type.trim_start().to_ascii_lowercase().starts_with("multipart/form-data")
+        {
+            return Some((
+                StatusCode::NOT_IMPLEMENTED,
+                "NotImplemented",
+                "POST Object (browser form uploads) is not supported; use PutObject or a presigned PUT URL".into(),
+            ));
+        }
+        if self.xml_body(req) {
+            let len = headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if len.is_some_and(|l| l > self.max_xml_body) {
+                return Some((
+                    StatusCode::BAD_REQUEST,
+                    "MaxMessageLengthExceeded",
+                    format!("your request was too big: XML bodies may hold at most {} bytes", self.max_xml_body),
+                ));
+            }
+        }
+        None
+    }
+}
+
 impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
     type Response = HttpResponse;
     type Error = HttpError;
@@ -48,15 +216,27 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         let inner = self.inner.clone();
         let id = new_request_id();
-        let method = req.method().as_str().to_string();
-        let span = tracing::info_span!("s3_request", request_id = %id, method = %method, path = %req.uri().path(), peer = %self.peer);
+        let method = req.method().clone();
+        let span = tracing::info_span!("s3_request", request_id = %id, method = %method, peer = %self.peer);
+        let refused = self.guard.check(&req);
         Box::pin(
             async move {
                 let start = Instant::now();
-                let result = hyper::service::Service::call(&*inner, req).await;
-                let mut resp = match result {
-                    Ok(r) => r,
-                    Err(e) => return Err(e),
+                let op = OpName::default();
+                let mut resp = match refused {
+                    Some((status, code, message)) => refuse(status, code, &message, &id),
+                    None => {
+                        let (mut parts, body) = req.into_parts();
+                        parts.extensions.insert(op.clone());
+                        let body = match ChunkFraming::applies(&parts.headers) {
+                            Some(framing) => {
+                                parts.extensions.insert(framing.clone());
+                                Body::http_body_unsync(FramedBody { inner: body, framing })
+                            }
+                            None => Body::from(body),
+                        };
+                        S3Service::call(&inner, http::Request::from_parts(parts, body)).await?
+                    }
                 };
                 let status = resp.status();
                 if status.is_client_error() || status.is_server_error() {
@@ -64,19 +244,24 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
                         resp.headers_mut().remove(http::header::CONTENT_LENGTH);
                         *resp.body_mut() = Body::from(new);
                     }
-                    tracing::info!(status = status.as_u16(), "request failed");
+                    if status.is_server_error() {
+                        tracing::warn!(status = status.as_u16(), "request failed");
+                    } else {
+                        tracing::info!(status = status.as_u16(), "request refused");
+                    }
                 }
                 if let Ok(v) = HeaderValue::from_str(&id) {
                     resp.headers_mut().insert("x-amz-request-id", v.clone());
                     resp.headers_mut().insert("x-amz-id-2", v);
                 }
+                // Labels from fixed sets: the S3 operation s3s recognised (or "unknown"),
+                // and the status code.
+                let op = op.0.get().cloned().unwrap_or_else(|| "unknown".into());
                 let m = metrics();
                 m.api_s3_request_counter
-                    .get_or_create(&OpLabels { op: method.clone(), status: status.as_u16().to_string() })
+                    .get_or_create(&OpLabels { op: op.clone(), status: status.as_u16().to_string() })
                     .inc();
-                m.api_s3_request_duration
-                    .get_or_create(&NameLabel { name: method })
-                    .observe(start.elapsed().as_secs_f64());
+                m.api_s3_request_duration.get_or_create(&NameLabel { name: op }).observe(start.elapsed().as_secs_f64());
                 Ok(resp)
             }
             .instrument(span),
@@ -84,13 +269,199 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
     }
 }
 
+/// The raw framing of an aws-chunked body, followed as the bytes go to s3s's decoder: did
+/// the final (zero-length) chunk come, did the trailer section end, which trailers came.
+/// s3s treats a stream that stops at a chunk boundary as complete; the handlers use this
+/// to refuse such truncated uploads.
+#[derive(Clone, Default)]
+pub struct ChunkFraming(Arc<Mutex<Framing>>);
+
+#[derive(Default)]
+struct Framing {
+    state: FrameState,
+    line: Vec<u8>,
+    trailers: Vec<String>,
+    malformed: bool,
+}
+
+#[derive(Default, PartialEq, Eq)]
+enum FrameState {
+    #[default]
+    Header,
+    Data(u64),
+    DataEnd(u8),
+    Trailers,
+    Done,
+}
+
+/// Longest chunk header or trailer line followed.
+const MAX_LINE: usize = 16 * 1024;
+
+impl ChunkFraming {
+    /// A tracker for requests whose body is aws-chunked.
+    fn applies(headers: &http::HeaderMap) -> Option<Self> {
+        let sha = headers.get("x-amz-content-sha256")?.to_str().ok()?;
+        sha.starts_with("STREAMING-").then(Self::default)
+    }
+
+    fn feed(&self, mut data: &[u8]) {
+        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        while !data.is_empty() && !f.malformed {
+            match f.state {
+                FrameState::Header | FrameState::Trailers => {
+                    let Some(pos) = data.iter().position(|&b| b == b'\n') else {
+                        f.line.extend_from_slice(data);
+                        f.malformed |= f.line.len() > MAX_LINE;
+                        return;
+                    };
+                    f.line.extend_from_slice(&data[..pos]);
+                    data = &data[pos + 1..];
+                    let line = std::mem::take(&mut f.line);
+                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    if f.state == FrameState::Header {
+                        let size = std::str::from_utf8(line)
+                            .ok()
+                            .map(|l| l.split(';').next().unwrap_or_default().trim())
+                            .and_then(|s| u64::from_str_radix(s, 16).ok());
+                        f.state = match size {
+                            Some(0) => FrameState::Trailers,
+                            Some(n) => FrameState::Data(n),
+                            None => {
+                                f.malformed = true;
+                                return;
+                            }
+                        };
+                    } else if line.is_empty() {
+                        f.state = FrameState::Done;
+                    } else if let Some((name, _)) = std::str::from_utf8(line).ok().and_then(|l| l.split_once(':')) {
+                        f.trailers.push(name.trim().to_ascii_lowercase());
+                    }
+                }
+                FrameState::Data(n) => {
+                    let take = (n as usize).min(data.len());
+                    data = &data[take..];
+                    let left = n - take as u64;
+                    f.state = if left == 0 { FrameState::DataEnd(2) } else { FrameState::Data(left) };
+                }
+                FrameState::DataEnd(k) => {
+                    data = &data[1..];
+                    f.state = if k == 1 { FrameState::Header } else { FrameState::DataEnd(k - 1) };
+                }
+                FrameState::Done => {
+                    // Bytes after the end of the chunked body.
+                    f.malformed = true;
+                }
+            }
+        }
+    }
+
+    /// Why the body was not a complete aws-chunked stream, if it was not; `announced`
+    /// lists the trailers `x-amz-trailer` promised.
+    pub fn incomplete(&self, announced: &[String]) -> Option<String> {
+        let f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if f.malformed {
+            return Some("the aws-chunked body is malformed".into());
+        }
+        match f.state {
+            FrameState::Done => {}
+            FrameState::Trailers if announced.is_empty() && f.line.is_empty() => {
+                // Without trailers, a body may end right after the final chunk's line.
+            }
+            FrameState::Trailers => return Some("the aws-chunked body ended inside its trailers".into()),
+            _ => return Some("the aws-chunked body ended before its final chunk".into()),
+        }
+        for a in announced {
+            if !f.trailers.contains(a) {
+                return Some(format!("the announced trailer `{}` did not come", bounded(a)));
+            }
+        }
+        None
+    }
+}
+
+/// A request body that shows its bytes to a `ChunkFraming` on their way.
+struct FramedBody {
+    inner: Incoming,
+    framing: ChunkFraming,
+}
+
+impl hyper::body::Body for FramedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.framing.feed(d);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn request_id_goes_inside_the_error() {
         let body = b"<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code></Error>";
-        let out = String::from_utf8(super::add_request_id(body, "ABC").unwrap()).unwrap();
+        let out = String::from_utf8(add_request_id(body, "ABC").unwrap()).unwrap();
         assert!(out.ends_with("<Code>NoSuchKey</Code><RequestId>ABC</RequestId></Error>"), "{out}");
-        assert!(super::add_request_id(out.as_bytes(), "X").is_none());
+        assert!(add_request_id(out.as_bytes(), "X").is_none());
+    }
+
+    fn framing(pieces: &[&[u8]]) -> ChunkFraming {
+        let f = ChunkFraming::default();
+        for p in pieces {
+            f.feed(p);
+        }
+        f
+    }
+
+    #[test]
+    fn complete_streams_pass() {
+        let sig = "0".repeat(64);
+        let body = format!("5;chunk-signature={sig}\r\nhello\r\n0;chunk-signature={sig}\r\n\r\n");
+        // Fed byte by byte, too.
+        let bytes = body.as_bytes();
+        let one: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(framing(&[bytes]).incomplete(&[]), None);
+        assert_eq!(framing(&one).incomplete(&[]), None);
+        let trailer = b"5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n";
+        assert_eq!(framing(&[trailer]).incomplete(&["x-amz-checksum-crc32".into()]), None);
+    }
+
+    #[test]
+    fn truncated_or_unframed_streams_are_caught() {
+        assert!(framing(&[b"hello world"]).incomplete(&[]).is_some(), "not chunk-encoded");
+        assert!(framing(&[b"5\r\nhello\r\n"]).incomplete(&[]).is_some(), "no final chunk");
+        assert!(framing(&[b"5\r\nhel"]).incomplete(&[]).is_some(), "cut inside a chunk");
+        assert!(
+            framing(&[b"5\r\nhello\r\n0\r\n\r\n"]).incomplete(&["x-amz-checksum-crc32".into()]).is_some(),
+            "announced trailer missing"
+        );
+        assert!(framing(&[b"zz\r\n"]).incomplete(&[]).is_some(), "bad size");
+    }
+
+    #[test]
+    fn log_lines_are_bounded() {
+        let long = "x".repeat(10_000);
+        assert!(bounded(&long).len() < 300);
+        assert_eq!(bounded("short"), "short");
     }
 }

@@ -1,11 +1,10 @@
 //! Hangar S3 frontend: the S3 HTTP API. s3s parses requests, verifies SigV4 and writes
-//! XML; the handlers here apply S3 semantics over the data nodes' gRPC services, and the
-//! read/write pipelines stream object data to and from blocks.
+//! XML; `http_layer` refuses what must never reach s3s (see there); the handlers apply S3
+//! semantics through the model layer, and the read/write pipelines stream object data to
+//! and from blocks.
 
 pub mod access;
 pub mod auth;
-pub mod backend;
-pub mod blocks;
 pub mod conditions;
 pub mod errors;
 pub mod handlers;
@@ -16,14 +15,12 @@ pub mod read_pipeline;
 pub mod write_pipeline;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hangar_common::http_server::Limits;
+use hangar_model::Store;
 use tokio::net::TcpListener;
-
-pub use backend::Backend;
 
 /// What the frontend needs to know beyond the data nodes it talks to.
 #[derive(Clone, Debug)]
@@ -31,13 +28,37 @@ pub struct FrontendConfig {
     pub region: String,
     pub root_domain: Option<String>,
     pub block_size: usize,
+    /// Longest wait for the next piece of a request body.
+    pub body_timeout: Duration,
+    /// Largest XML request body.
+    pub max_xml_body: u64,
+}
+
+impl FrontendConfig {
+    pub fn from_config(cfg: &hangar_common::config::Config) -> Self {
+        Self {
+            region: cfg.s3_api.s3_region.clone(),
+            root_domain: cfg.s3_api.root_domain.clone(),
+            block_size: cfg.block_size,
+            body_timeout: Duration::from_secs(cfg.s3_api.body_timeout_secs),
+            max_xml_body: cfg.s3_api.max_xml_body_bytes,
+        }
+    }
 }
 
 /// Builds the S3 service: handlers, authentication, host parsing.
-pub fn s3_service(cfg: &FrontendConfig, backend: Backend) -> s3s::service::S3Service {
-    let handlers = handlers::Hangar::new(backend.clone(), cfg.clone());
+pub fn s3_service(cfg: &FrontendConfig, store: Store) -> s3s::service::S3Service {
+    let handlers = handlers::Hangar::new(store.clone(), cfg.clone());
     let mut builder = s3s::service::S3ServiceBuilder::new(handlers);
-    builder.set_auth(auth::KeyAuth::new(backend.catalog.clone()));
+    // The same XML limit as `http_layer` checks up front (for bodies whose length it could
+    // not see), and tiny form limits: form uploads are refused before s3s anyway.
+    let mut s3s_cfg = s3s::config::S3Config::default();
+    s3s_cfg.xml_max_body_size = cfg.max_xml_body as usize;
+    s3s_cfg.post_object_max_file_size = 0;
+    s3s_cfg.form_max_fields_size = 64 * 1024;
+    s3s_cfg.form_max_field_size = 16 * 1024;
+    builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3s_cfg))));
+    builder.set_auth(auth::KeyAuth::new(store));
     builder.set_access(access::AuthenticatedOnly);
     if let Some(domain) = &cfg.root_domain {
         builder.set_host(host::RootDomain::new(domain));
@@ -45,38 +66,24 @@ pub fn s3_service(cfg: &FrontendConfig, backend: Backend) -> s3s::service::S3Ser
     builder.build()
 }
 
-/// Serves S3 on `listener` until `shutdown` resolves, then lets open requests finish.
-pub async fn run(listener: TcpListener, cfg: FrontendConfig, backend: Backend, shutdown: impl Future<Output = ()>) {
-    let service = Arc::new(s3_service(&cfg, backend));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let svc = http_layer::RequestIdService::new(service.clone(), peer);
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        // A client that never finishes its headers must not hold a connection forever.
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    // Open requests get a bounded time to finish.
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+/// Serves S3 on `listener` with `limits` until `shutdown` resolves, then lets open
+/// requests finish.
+pub async fn run(
+    listener: TcpListener,
+    cfg: FrontendConfig,
+    store: Store,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let service = Arc::new(s3_service(&cfg, store));
+    let guard = Arc::new(http_layer::Guard::new(&cfg));
+    hangar_common::http_server::serve(
+        listener,
+        limits,
+        move |peer| http_layer::RequestIdService::new(service.clone(), guard.clone(), peer),
+        shutdown,
+    )
+    .await
 }
 
 /// Runs a frontend on its own (`hangar s3-frontend --config FILE`) until `shutdown`: follows
@@ -87,7 +94,7 @@ pub async fn run_service(
 ) -> Result<(), hangar_common::Error> {
     use hangar_common::cluster::Cluster;
     use hangar_common::follower::{follow_layout, spawn_heartbeat};
-    use hangar_proto::control::{Layout, NodeInfo, NodeRole};
+    use hangar_proto::control::{HeartbeatRequest, LayoutHistory, NodeInfo, NodeRole};
 
     cfg.require("S3 frontend", &["rpc_secret", "bootstrap_peers"])?;
     // A frontend serves no gRPC; only its clients use the TLS settings.
@@ -101,27 +108,25 @@ pub async fn run_service(
     })?;
 
     let s3_addr = listener.local_addr()?;
-    let layout = follow_layout(cfg.bootstrap_peers.clone(), secret.clone(), Layout::default(), |_| {});
+    let history = follow_layout(cfg.bootstrap_peers.clone(), secret.clone(), LayoutHistory::default(), |_| {});
     // Frontends keep no state, so a fresh id per start is enough to tell them apart.
     let id = format!("s3-{}", hex::encode(&hangar_common::ids::random_id()[..6]));
+    let info = NodeInfo {
+        id: id.clone(),
+        hostname: hangar_common::ids::hostname(),
+        rpc_addr: s3_addr.to_string(),
+        role: NodeRole::Frontend as i32,
+    };
     let heartbeat = spawn_heartbeat(
         cfg.bootstrap_peers.clone(),
-        secret.clone(),
-        NodeInfo {
-            id: id.clone(),
-            hostname: hangar_common::ids::hostname(),
-            rpc_addr: s3_addr.to_string(),
-            role: NodeRole::Frontend as i32,
-        },
+        secret,
+        move || HeartbeatRequest { node: Some(info.clone()), ..Default::default() },
+        Default::default(),
     );
-    let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr).await?;
+    let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr, cfg.admin.limits()).await?;
     tracing::info!(frontend = %id, s3 = %s3_addr, "S3 frontend ready");
-    let fcfg = FrontendConfig {
-        region: cfg.s3_api.s3_region.clone(),
-        root_domain: cfg.s3_api.root_domain.clone(),
-        block_size: cfg.block_size,
-    };
-    run(listener, fcfg, Backend::new(Cluster::new(layout, &secret)), shutdown).await;
+    let store = Store::new(Cluster::new(history, cfg.rpc_options())?, cfg.block_size);
+    run(listener, FrontendConfig::from_config(&cfg), store, cfg.s3_api.limits(), shutdown).await;
     heartbeat.abort();
     admin.stop().await;
     Ok(())

@@ -1,17 +1,21 @@
 //! The read pipeline: streams a byte range of an object from its blocks. A task fetches
 //! blocks ahead into a small channel, so memory per request stays a few blocks and a
-//! client that goes away stops the fetching.
+//! client that goes away stops the fetching. The first block is in hand before the
+//! response starts: a GET whose data cannot be read gets an S3 error, never a 200 with a
+//! body that stops short. A failure after that can only cut the body, which the client
+//! sees as a connection that ended before Content-Length.
 
 use std::ops::Range;
 
 use bytes::Bytes;
-use hangar_proto::model::Object;
+use hangar_model::Store;
+use hangar_proto::model::{Object, PartData};
 use s3s::dto::StreamingBlob;
+use s3s::{S3Error, s3_error};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::backend::Backend;
-use crate::write_pipeline::block_page;
+use crate::errors::internal;
 
 /// Blocks fetched ahead of the one being sent.
 const READ_AHEAD: usize = 2;
@@ -20,31 +24,44 @@ const READ_AHEAD: usize = 2;
 #[error("{0}")]
 pub struct ReadError(String);
 
-/// The bytes `range` of `obj` as a stream.
-pub fn object_body(backend: &Backend, obj: &Object, range: Range<u64>) -> StreamingBlob {
+/// The bytes `range` of `obj` as a stream, once its first bytes are in hand.
+pub async fn object_body(store: &Store, obj: &Object, range: Range<u64>) -> Result<StreamingBlob, S3Error> {
     if let Some(data) = &obj.inline_data {
         let (s, e) = (range.start as usize, (range.end as usize).min(data.len()));
         let chunk = data.slice(s.min(e)..e);
-        return StreamingBlob::wrap(futures::stream::iter([Ok::<_, ReadError>(chunk)]));
+        return Ok(StreamingBlob::wrap(futures::stream::iter([Ok::<_, ReadError>(chunk)])));
     }
-    let (tx, rx) = mpsc::channel(READ_AHEAD);
-    let backend = backend.clone();
-    let parts = obj.parts.clone();
+    if range.is_empty() {
+        return Ok(StreamingBlob::wrap(futures::stream::empty::<Result<Bytes, ReadError>>()));
+    }
+    let (tx, mut rx) = mpsc::channel(READ_AHEAD);
+    let (store2, parts) = (store.clone(), obj.parts.clone());
     tokio::spawn(async move {
-        if let Err(e) = send_range(&backend, &parts, range, &tx).await {
-            tracing::warn!(error = %e.0, "object read failed midway");
+        if let Err(e) = send_range(&store2, &parts, range, &tx).await {
+            tracing::warn!(error = ?e, "object read failed");
             let _ = tx.send(Err(e)).await;
         }
     });
-    StreamingBlob::wrap(ReceiverStream::new(rx))
+    let first = match rx.recv().await {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => return Err(e),
+        None => return Err(s3_error!(InternalError, "the object's data could not be read")),
+    };
+    use futures::StreamExt;
+    let rest = ReceiverStream::new(rx).map(to_read as fn(_) -> _);
+    Ok(StreamingBlob::wrap(futures::stream::iter([Ok(first)]).chain(rest)))
+}
+
+fn to_read(r: Result<Bytes, S3Error>) -> Result<Bytes, ReadError> {
+    r.map_err(|e| ReadError(e.message().unwrap_or("object read failed").to_string()))
 }
 
 async fn send_range(
-    backend: &Backend,
-    parts: &[hangar_proto::model::PartData],
+    store: &Store,
+    parts: &[PartData],
     range: Range<u64>,
-    tx: &mpsc::Sender<Result<Bytes, ReadError>>,
-) -> Result<(), ReadError> {
+    tx: &mpsc::Sender<Result<Bytes, S3Error>>,
+) -> Result<(), S3Error> {
     let mut part_start = 0u64;
     for part in parts {
         let part_end = part_start + part.size;
@@ -54,21 +71,33 @@ async fn send_range(
         }
         // Offsets within this part.
         let (want_s, want_e) = (range.start.saturating_sub(part_start), range.end.min(part_end) - part_start);
-        let mut from = 0u64;
+        // Blocks are cut at multiples of the block size; start at the block holding the
+        // first wanted byte (and from the beginning if the data was cut otherwise).
+        let aligned = want_s - want_s % store.block_size as u64;
+        let mut from = aligned;
+        let mut first_page = true;
         loop {
-            let (page, more) = block_page(backend, &part.data_version, from, 256)
-                .await
-                .map_err(|e| ReadError(format!("listing blocks: {e:?}")))?;
-            let Some(last) = page.last() else { break };
-            from = last.0 + 1;
-            for (off, block) in page {
+            let (page, more) = store.block_page(&part.data_version, from, 256).await.map_err(internal)?;
+            if first_page && page.first().is_none_or(|(off, _)| *off > want_s) && from > 0 {
+                from = 0;
+                first_page = false;
+                continue;
+            }
+            first_page = false;
+            let Some((last, _)) = page.last() else { break };
+            from = last + 1;
+            for (off, f) in page {
+                let block = f.value;
                 let b_end = off + block.size as u64;
                 if b_end <= want_s || off >= want_e {
                     continue;
                 }
-                let data = fetch_block(backend, &block.hash, &part.data_version).await?;
+                let data = store.blocks.get(&block.hash, &part.data_version).await.map_err(|e| {
+                    tracing::warn!(block = %hex::encode(&block.hash), error = %e, "cannot read a block");
+                    internal(e)
+                })?;
                 if data.len() as u64 != block.size as u64 {
-                    return Err(ReadError("block has an unexpected size".into()));
+                    return Err(s3_error!(InternalError, "a block has an unexpected size"));
                 }
                 let s = want_s.saturating_sub(off) as usize;
                 let e = (want_e.min(b_end) - off) as usize;
@@ -83,8 +112,4 @@ async fn send_range(
         part_start = part_end;
     }
     Ok(())
-}
-
-async fn fetch_block(backend: &Backend, hash: &[u8], owner: &[u8]) -> Result<Bytes, ReadError> {
-    backend.blocks.get(hash, owner).await.map_err(|e| ReadError(format!("fetching block {}: {e}", hex::encode(hash))))
 }

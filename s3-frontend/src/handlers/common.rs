@@ -1,22 +1,23 @@
 //! What the handlers share: who is calling, which bucket, object keys, stored headers.
 
-use hangar_common::meta_client::Found;
-use hangar_proto::metadata::Table;
+use hangar_model::Found;
 use hangar_proto::model::{AccessKey, Bucket, Header, Object};
 use s3s::auth::Credentials;
 use s3s::dto::{ETag, Metadata, Timestamp, TimestampFormat};
 use s3s::{S3Error, S3Result, s3_error};
 
 use super::Hangar;
-use crate::access::{Right, has_right};
+use crate::access::Right;
 use crate::errors::OrS3;
-use crate::write_pipeline::release_data_version;
 
 /// Longest object key S3 accepts, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 
-pub fn object_key(bucket_id: &[u8], key: &str) -> Vec<u8> {
-    [bucket_id, key.as_bytes()].concat()
+/// Whether XML 1.0 can carry `c`: keys holding characters it cannot would make every
+/// listing that returns them unparseable, so they are refused (tab, line feed and carriage
+/// return are fine; listings with `encoding-type=url` carry them percent-encoded).
+fn xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 pub fn check_key(key: &str) -> S3Result<()> {
@@ -25,6 +26,13 @@ pub fn check_key(key: &str) -> S3Result<()> {
     }
     if key.len() > MAX_KEY_LEN {
         return Err(s3_error!(KeyTooLongError, "object key is longer than 1024 bytes"));
+    }
+    if let Some(c) = key.chars().find(|c| !xml_char(*c)) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "object keys may not contain control characters XML cannot carry (found U+{:04X})",
+            c as u32
+        ));
     }
     Ok(())
 }
@@ -43,7 +51,7 @@ impl Hangar {
     /// The calling key (s3s verified its signature already).
     pub(super) async fn caller(&self, creds: Option<&Credentials>) -> S3Result<AccessKey> {
         let id = creds.map(|c| c.access_key.as_str()).ok_or_else(|| s3_error!(AccessDenied))?;
-        match self.backend.catalog.get_key(id).await.or_s3()? {
+        match self.store.get_key(id).await.or_s3()? {
             Some(k) => Ok(k.value),
             None => Err(s3_error!(InvalidAccessKeyId)),
         }
@@ -57,28 +65,21 @@ impl Hangar {
         right: Right,
     ) -> S3Result<(AccessKey, Bucket)> {
         let key = self.caller(creds).await?;
-        let bucket = self.backend.catalog.bucket_by_name(name).await.or_s3()?.ok_or_else(|| {
+        let bucket = self.store.bucket_by_name(name).await.or_s3()?.ok_or_else(|| {
             S3Error::with_message(s3s::S3ErrorCode::NoSuchBucket, format!("bucket `{name}` does not exist"))
         })?;
-        if !has_right(&key, &bucket, right) {
+        if !right.held(self.store.rights(&key.id, &bucket.id).await.or_s3()?) {
             return Err(s3_error!(AccessDenied, "the key has no {right:?} right on this bucket"));
         }
         Ok((key, bucket))
     }
 
     pub(super) async fn get_object_entry(&self, bucket: &Bucket, key: &str) -> S3Result<Option<Found<Object>>> {
-        self.backend.meta.get::<Object>(Table::Object, &object_key(&bucket.id, key)).await.or_s3()
+        self.store.object(&bucket.id, key).await.or_s3()
     }
 
     pub(super) async fn object_or_404(&self, bucket: &Bucket, key: &str) -> S3Result<Found<Object>> {
         self.get_object_entry(bucket, key).await?.ok_or_else(|| s3_error!(NoSuchKey, "the object does not exist"))
-    }
-
-    /// Frees an object's data once nothing points to it any more.
-    pub(super) async fn release_object(&self, obj: &Object) {
-        for p in &obj.parts {
-            release_data_version(&self.backend, &p.data_version).await;
-        }
     }
 }
 
@@ -143,5 +144,20 @@ impl ObjectHeaders<'_> {
             .filter_map(|h| h.name.strip_prefix("x-amz-meta-").map(|k| (k.to_string(), h.value.clone())))
             .collect();
         (!m.is_empty()).then_some(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_key;
+
+    #[test]
+    fn keys_xml_cannot_carry_are_refused() {
+        for ok in ["a", "dir/file.txt", "tab\there", "line\nfeed", "cr\rhere", "ünïcødé 🚀", &"k".repeat(1024)] {
+            assert!(check_key(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["", "x\0y", "bell\u{7}", "esc\u{1b}", "\u{fffe}", &"k".repeat(1025)] {
+            assert!(check_key(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -8,12 +8,12 @@ use s3s::{S3Request, S3Response, S3Result, s3_error};
 use super::Hangar;
 use super::common::{etag, timestamp_ms};
 use crate::access::Right;
-use crate::listing::{ListParams, Listed, list, start_after};
+use crate::listing::{ListParams, Listed, Start, list};
 
 /// What `encoding-type=url` leaves alone: unreserved characters and `/`, as AWS does.
 const KEEP: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
 
-fn encoder(encoding: Option<&EncodingType>) -> S3Result<impl Fn(String) -> String + use<>> {
+pub(super) fn encoder(encoding: Option<&EncodingType>) -> S3Result<impl Fn(String) -> String + use<>> {
     let url = match encoding.map(|e| e.as_str()) {
         None => false,
         Some("url") => true,
@@ -57,9 +57,9 @@ pub async fn list_objects(h: &Hangar, req: S3Request<ListObjectsInput>) -> S3Res
     let prefix = i.prefix.clone().unwrap_or_default();
     let delimiter = i.delimiter.clone();
     let max = max_keys(i.max_keys)?;
-    let start = i.marker.as_deref().map(|m| start_after(m, &prefix, delimiter.as_deref())).unwrap_or_default();
+    let start = i.marker.clone().filter(|m| !m.is_empty()).map(Start::After).unwrap_or(Start::Beginning);
     let mut listed = list(
-        &h.backend,
+        &h.store,
         &bucket.id,
         ListParams { prefix: &prefix, delimiter: delimiter.as_deref(), start, max_keys: max },
     )
@@ -94,12 +94,17 @@ pub async fn list_objects_v2(
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     // The continuation token is where the next page starts; it wins over start-after.
     let start = match (&i.continuation_token, &i.start_after) {
-        (Some(t), _) => b64.decode(t).map_err(|_| s3_error!(InvalidArgument, "invalid continuation token"))?,
-        (None, Some(sa)) => start_after(sa, &prefix, delimiter.as_deref()),
-        (None, None) => Vec::new(),
+        (Some(t), _) => Start::At(
+            b64.decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| s3_error!(InvalidArgument, "invalid continuation token"))?,
+        ),
+        (None, Some(sa)) if !sa.is_empty() => Start::After(sa.clone()),
+        _ => Start::Beginning,
     };
     let mut listed = list(
-        &h.backend,
+        &h.store,
         &bucket.id,
         ListParams { prefix: &prefix, delimiter: delimiter.as_deref(), start, max_keys: max },
     )

@@ -11,18 +11,16 @@ use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result};
 
 use crate::FrontendConfig;
-use crate::backend::Backend;
-
-pub use common::object_key;
+use hangar_model::Store;
 
 pub struct Hangar {
-    backend: Backend,
+    store: Store,
     cfg: FrontendConfig,
 }
 
 impl Hangar {
-    pub fn new(backend: Backend, cfg: FrontendConfig) -> Self {
-        Self { backend, cfg }
+    pub fn new(store: Store, cfg: FrontendConfig) -> Self {
+        Self { store, cfg }
     }
 }
 

@@ -1,56 +1,55 @@
 //! Multipart uploads. An upload's parts are data versions of their own; completing the
 //! upload makes an object whose parts point at them, so no data moves.
 
+use std::collections::BTreeMap;
+
 use hangar_common::ids::{now_ms, random_id};
-use hangar_common::meta_client::{Found, prefix_end, successor, tombstone};
-use hangar_proto::metadata::Table;
+use hangar_model::Found;
+use hangar_model::keys::{prefix_end, successor};
+use hangar_model::multipart::{Outcome, parse_upload_id};
+use hangar_model::schema::{MultipartUploads, object_prefix, parse_upload_key, upload_key, upload_prefix};
+use hangar_model::version::Owner;
 use hangar_proto::model::{Bucket, MultipartUpload as Upload, Object, Part as StoredPart, PartData};
 use md5::Digest;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::Hangar;
-use super::common::{StoredHeaders, check_key, etag, object_key, timestamp_ms};
-use super::object::{DeclaredChecksums, announced_trailers, copy_source, discard, signed_payload_sha256, verify_body};
+use super::common::{StoredHeaders, check_key, etag, timestamp_ms};
+use super::object::{BodyClaims, DeclaredChecksums, copy_source, receive, verify_body};
 use crate::access::Right;
 use crate::conditions::Conditions;
 use crate::errors::OrS3;
 use crate::read_pipeline::object_body;
-use crate::write_pipeline::{BodyHashes, StoredData, release_data_version, store};
+use crate::write_pipeline::{BodyHashes, StoredData, discard, store};
 
 /// Smallest part but the last, as in AWS.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 pub const MAX_PART_NUMBER: i32 = 10_000;
 pub const MAX_PART_SIZE: i64 = 5 * 1024 * 1024 * 1024;
 
-fn upload_key(bucket_id: &[u8], key: &str, upload_id: &str) -> Vec<u8> {
-    let mut k = object_key(bucket_id, key);
-    k.push(0);
-    k.extend_from_slice(upload_id.as_bytes());
-    k
-}
-
-fn part_key(upload_id: &str, n: u32) -> Vec<u8> {
-    let mut k = upload_id.as_bytes().to_vec();
-    k.extend_from_slice(&n.to_be_bytes());
-    k
-}
-
 fn no_such_upload() -> S3Error {
     s3_error!(NoSuchUpload, "the upload does not exist; it may have been completed or aborted")
 }
 
-async fn get_upload(h: &Hangar, bucket: &Bucket, key: &str, upload_id: &str) -> S3Result<Found<Upload>> {
-    h.backend
-        .meta
-        .get::<Upload>(Table::MultipartUpload, &upload_key(&bucket.id, key, upload_id))
-        .await
-        .or_s3()?
-        .ok_or_else(no_such_upload)
+/// The upload `upload_id` of this bucket and key: an id we did not issue, or one of another
+/// bucket or key, is not found.
+async fn get_upload(h: &Hangar, bucket: &Bucket, key: &str, upload_id: &str) -> S3Result<(Vec<u8>, Found<Upload>)> {
+    let id = parse_upload_id(upload_id).ok_or_else(no_such_upload)?;
+    let upload = h.store.upload(&bucket.id, key, &id).await.or_s3()?.ok_or_else(no_such_upload)?;
+    Ok((id, upload))
 }
 
-async fn all_parts(h: &Hangar, upload_id: &str) -> S3Result<Vec<Found<StoredPart>>> {
-    h.backend.meta.scan_prefix::<StoredPart>(Table::UploadPart, upload_id.as_bytes()).await.or_s3()
+/// The newest record of each part number (a part uploaded again replaces the earlier one).
+fn newest_parts(records: Vec<Found<StoredPart>>) -> BTreeMap<u32, Vec<StoredPart>> {
+    let mut by_number: BTreeMap<u32, Vec<StoredPart>> = BTreeMap::new();
+    for r in records {
+        by_number.entry(r.value.part_number).or_default().push(r.value);
+    }
+    for v in by_number.values_mut() {
+        v.sort_by_key(|p| std::cmp::Reverse(p.last_modified_ms));
+    }
+    by_number
 }
 
 fn check_part_number(n: i32) -> S3Result<u32> {
@@ -68,9 +67,8 @@ pub async fn create(
     let (key, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
     let i = &req.input;
     check_key(&i.key)?;
-    let upload_id = hex::encode(random_id());
     let upload = Upload {
-        upload_id: upload_id.clone(),
+        upload_id: String::new(),
         key: i.key.clone(),
         initiated_ms: now_ms(),
         headers: StoredHeaders {
@@ -85,69 +83,49 @@ pub async fn create(
         .to_headers(),
         initiator_key_id: key.id,
     };
-    h.backend
-        .meta
-        .put(Table::MultipartUpload, upload_key(&bucket.id, &i.key, &upload_id), &upload, None)
-        .await
-        .or_s3()?;
+    let id = h.store.create_upload(&bucket.id, &i.key, upload).await.or_s3()?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),
-        upload_id: Some(upload_id),
+        upload_id: Some(hex::encode(id)),
         ..Default::default()
     }))
 }
 
-/// Records a stored part, replacing (and freeing) an earlier upload of the same number.
-async fn record_part(h: &Hangar, upload_id: &str, n: u32, part: &StoredPart) -> S3Result<()> {
-    let prev = h.backend.meta.get::<StoredPart>(Table::UploadPart, &part_key(upload_id, n)).await.or_s3()?;
-    h.backend
-        .meta
-        .put(Table::UploadPart, part_key(upload_id, n), part, prev.as_ref().map(|p| p.timestamp))
-        .await
-        .or_s3()?;
-    if let Some(p) = prev {
-        release_data_version(&h.backend, &p.value.data_version).await;
-    }
-    Ok(())
+/// Records a stored part; NoSuchUpload when the upload was decided meanwhile without it
+/// (its data is then released).
+async fn record_part(h: &Hangar, upload_id: &[u8], part: &StoredPart) -> S3Result<()> {
+    if h.store.record_part(upload_id, part).await.or_s3()? { Ok(()) } else { Err(no_such_upload()) }
 }
 
 pub async fn upload_part(h: &Hangar, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
     let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
-    let S3Request { input, headers, trailing_headers, .. } = req;
+    let S3Request { input, headers, trailing_headers, extensions, .. } = req;
     let n = check_part_number(input.part_number)?;
     if input.content_length.is_some_and(|l| l > MAX_PART_SIZE) {
         return Err(s3_error!(EntityTooLarge, "a part may hold at most 5 GiB"));
     }
-    get_upload(h, &bucket, &input.key, &input.upload_id).await?;
-    let declared = DeclaredChecksums::new(
-        &input.checksum_crc32,
-        &input.checksum_crc32c,
-        &input.checksum_sha1,
-        &input.checksum_sha256,
-        &input.checksum_crc64nvme,
-    );
-    let signed_sha = signed_payload_sha256(&headers);
-    let hashes = BodyHashes::new(
-        signed_sha.is_some(),
-        declared.hasher(input.checksum_algorithm.as_ref(), &announced_trailers(&headers)),
-    );
-    let body = input
-        .body
-        .unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
-    let (stored, hashes) = store(&h.backend, body, h.cfg.block_size, false, hashes).await?;
-    let trailers = trailing_headers.and_then(|t| t.take());
-    let md5 = match verify_body(hashes, input.content_md5.as_deref(), signed_sha.as_deref(), declared, trailers) {
-        Ok(v) => v.md5,
-        Err(e) => {
-            discard(h, &stored).await;
-            return Err(e);
-        }
+    let (upload_id, _) = get_upload(h, &bucket, &input.key, &input.upload_id).await?;
+    let claims = BodyClaims {
+        headers: &headers,
+        extensions: &extensions,
+        content_md5: input.content_md5.as_deref(),
+        declared: DeclaredChecksums::new(
+            &input.checksum_crc32,
+            &input.checksum_crc32c,
+            &input.checksum_sha1,
+            &input.checksum_sha256,
+            &input.checksum_crc64nvme,
+        ),
+        algorithm: input.checksum_algorithm.as_ref(),
+        trailers: trailing_headers,
     };
+    let owner = Owner::Part { upload_id: upload_id.clone(), part_number: n };
+    let (stored, verified) = receive(h, owner, input.body, false, claims).await?;
     let StoredData::Blocks { data_version } = stored.data else {
         return Err(s3_error!(InternalError, "part stored inline"));
     };
-    let etag_hex = hex::encode(md5);
+    let etag_hex = hex::encode(verified.md5);
     let part = StoredPart {
         part_number: n,
         data_version: data_version.into(),
@@ -155,12 +133,7 @@ pub async fn upload_part(h: &Hangar, req: S3Request<UploadPartInput>) -> S3Resul
         etag: etag_hex.clone(),
         last_modified_ms: now_ms(),
     };
-    // The upload may have been completed or aborted while the part streamed in.
-    if get_upload(h, &bucket, &input.key, &input.upload_id).await.is_err() {
-        release_data_version(&h.backend, &part.data_version).await;
-        return Err(no_such_upload());
-    }
-    record_part(h, &input.upload_id, n, &part).await?;
+    record_part(h, &upload_id, &part).await?;
     Ok(S3Response::new(UploadPartOutput { e_tag: Some(etag(&etag_hex)), ..Default::default() }))
 }
 
@@ -185,7 +158,7 @@ pub async fn upload_part_copy(
     let i = &req.input;
     let (_, bucket) = h.bucket(creds, &i.bucket, Right::Write).await?;
     let n = check_part_number(i.part_number)?;
-    get_upload(h, &bucket, &i.key, &i.upload_id).await?;
+    let (upload_id, _) = get_upload(h, &bucket, &i.key, &i.upload_id).await?;
     let src = copy_source(
         h,
         creds,
@@ -201,13 +174,14 @@ pub async fn upload_part_copy(
     let range = copy_range(i.copy_source_range.as_deref(), src.value.size)?;
     // The part's ETag is the MD5 of its bytes, so they stream through the write pipeline;
     // blocks the data nodes already hold are deduplicated there.
-    let body = object_body(&h.backend, &src.value, range);
-    let (stored, hashes) =
-        store(&h.backend, body, h.cfg.block_size, false, BodyHashes::new(false, Default::default())).await?;
+    let body = object_body(&h.store, &src.value, range).await?;
+    let owner = Owner::Part { upload_id: upload_id.clone(), part_number: n };
+    let hashes = BodyHashes::new(false, Default::default());
+    let (stored, hashes) = store(&h.store, owner, body, false, h.cfg.body_timeout, hashes).await?;
     let md5 = match verify_body(hashes, None, None, DeclaredChecksums(Vec::new()), None) {
         Ok(v) => v.md5,
         Err(e) => {
-            discard(h, &stored).await;
+            discard(&h.store, &stored).await;
             return Err(e);
         }
     };
@@ -222,7 +196,7 @@ pub async fn upload_part_copy(
         etag: etag_hex.clone(),
         last_modified_ms: now_ms(),
     };
-    record_part(h, &i.upload_id, n, &part).await?;
+    record_part(h, &upload_id, &part).await?;
     Ok(S3Response::new(UploadPartCopyOutput {
         copy_part_result: Some(CopyPartResult {
             e_tag: Some(etag(&etag_hex)),
@@ -243,13 +217,12 @@ pub async fn complete(
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
     let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
     let i = &req.input;
-    let upload = get_upload(h, &bucket, &i.key, &i.upload_id).await?;
+    let (upload_id, upload) = get_upload(h, &bucket, &i.key, &i.upload_id).await?;
     let listed = i.multipart_upload.as_ref().and_then(|m| m.parts.as_ref()).cloned().unwrap_or_default();
     if listed.is_empty() {
         return Err(s3_error!(MalformedXML, "the request must name at least one part"));
     }
-    let stored: std::collections::BTreeMap<u32, StoredPart> =
-        all_parts(h, &i.upload_id).await?.into_iter().map(|f| (f.value.part_number, f.value)).collect();
+    let stored = newest_parts(h.store.part_records(&upload_id).await.or_s3()?);
     let mut chosen: Vec<PartData> = Vec::with_capacity(listed.len());
     let mut md5s = md5::Md5::new();
     let mut last_number = 0;
@@ -259,15 +232,17 @@ pub async fn complete(
             return Err(s3_error!(InvalidPartOrder, "parts must be listed in ascending order"));
         }
         last_number = n;
-        let sp = u32::try_from(n)
+        let candidates = u32::try_from(n)
             .ok()
             .and_then(|n| stored.get(&n))
             .ok_or_else(|| S3Error::with_message(S3ErrorCode::InvalidPart, format!("part {n} was not uploaded")))?;
-        if let Some(e) = &p.e_tag
-            && unquote(e.value()) != sp.etag
-        {
-            return Err(S3Error::with_message(S3ErrorCode::InvalidPart, format!("part {n}'s ETag does not match")));
-        }
+        // The newest upload of the part, or the newest with the ETag the client names.
+        let sp = match &p.e_tag {
+            Some(e) => candidates.iter().find(|c| unquote(e.value()) == c.etag).ok_or_else(|| {
+                S3Error::with_message(S3ErrorCode::InvalidPart, format!("part {n}'s ETag does not match"))
+            })?,
+            None => &candidates[0],
+        };
         if idx + 1 < listed.len() && sp.size < MIN_PART_SIZE {
             return Err(S3Error::with_message(
                 S3ErrorCode::EntityTooSmall,
@@ -286,7 +261,7 @@ pub async fn complete(
     let obj = Object {
         version_id: random_id().into(),
         size: chosen.iter().map(|p| p.size).sum(),
-        etag: etag_str.clone(),
+        etag: etag_str,
         last_modified_ms: now_ms(),
         headers: upload.value.headers.clone(),
         inline_data: None,
@@ -294,37 +269,16 @@ pub async fn complete(
         checksums: vec![],
     };
     let prev = h.get_object_entry(&bucket, &i.key).await?;
-    // The upload goes first: once it is gone, no other request can complete or abort it
-    // and free parts the object now uses.
-    h.backend
-        .meta
-        .delete(Table::MultipartUpload, upload_key(&bucket.id, &i.key, &i.upload_id), Some(upload.timestamp))
-        .await
-        .or_s3()?;
-    let write = h
-        .backend
-        .meta
-        .put(Table::Object, object_key(&bucket.id, &i.key), &obj, prev.as_ref().map(|p| p.timestamp))
-        .await;
-    write.map_err(crate::errors::internal)?;
-    if let Some(p) = prev {
-        h.release_object(&p.value).await;
-    }
-    let used: std::collections::HashSet<u32> = obj.parts.iter().map(|p| p.part_number).collect();
-    let mut tombs = Vec::new();
-    for (n, sp) in &stored {
-        if !used.contains(n) {
-            release_data_version(&h.backend, &sp.data_version).await;
-        }
-        tombs.push(tombstone(part_key(&i.upload_id, *n), None));
-    }
-    if let Err(e) = h.backend.meta.insert(Table::UploadPart, tombs).await {
-        tracing::warn!(error = %e, "could not delete part records of a completed upload");
-    }
+    let timestamp = hangar_model::client::stamp(prev.map(|p| p.timestamp));
+    // Complete and Abort race on the upload's register: exactly one wins.
+    let done = match h.store.complete_upload(&bucket.id, &i.key, &upload_id, obj, timestamp).await.or_s3()? {
+        Outcome::Completed(o, _) => o,
+        Outcome::Aborted => return Err(no_such_upload()),
+    };
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),
-        e_tag: Some(etag(&etag_str)),
+        e_tag: Some(etag(&done.etag)),
         location: Some(format!("/{}/{}", i.bucket, i.key)),
         ..Default::default()
     }))
@@ -336,45 +290,51 @@ pub async fn abort(
 ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
     let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
     let i = &req.input;
-    let upload = get_upload(h, &bucket, &i.key, &i.upload_id).await?;
-    h.backend
-        .meta
-        .delete(Table::MultipartUpload, upload_key(&bucket.id, &i.key, &i.upload_id), Some(upload.timestamp))
-        .await
-        .or_s3()?;
-    let parts = all_parts(h, &i.upload_id).await?;
-    let mut tombs = Vec::new();
-    for p in &parts {
-        release_data_version(&h.backend, &p.value.data_version).await;
-        tombs.push(tombstone(p.key.clone(), Some(p.timestamp)));
+    let (upload_id, _) = get_upload(h, &bucket, &i.key, &i.upload_id).await?;
+    match h.store.abort_upload(&bucket.id, &i.key, &upload_id).await.or_s3()? {
+        Outcome::Aborted => Ok(S3Response::new(AbortMultipartUploadOutput::default())),
+        // Complete won the race: the upload is an object now.
+        Outcome::Completed(..) => Err(no_such_upload()),
     }
-    h.backend.meta.insert(Table::UploadPart, tombs).await.or_s3()?;
-    Ok(S3Response::new(AbortMultipartUploadOutput::default()))
 }
 
 pub async fn list_parts(h: &Hangar, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
     let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
     let i = &req.input;
-    get_upload(h, &bucket, &i.key, &i.upload_id).await?;
-    let max = i.max_parts.unwrap_or(1000).clamp(0, 1000) as u32;
+    let (upload_id, _) = get_upload(h, &bucket, &i.key, &i.upload_id).await?;
+    let max = i.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
     let marker = u32::try_from(i.part_number_marker.unwrap_or(0))
         .map_err(|_| s3_error!(InvalidArgument, "invalid part-number-marker"))?;
-    let start = part_key(&i.upload_id, marker.saturating_add(1));
-    let (page, more) = h
-        .backend
-        .meta
-        .range::<StoredPart>(Table::UploadPart, start, prefix_end(i.upload_id.as_bytes()), max.max(1))
-        .await
-        .or_s3()?;
-    let page = if max == 0 { Vec::new() } else { page };
-    let next = page.last().map(|p| p.value.part_number as i32);
+    // Records of one number sit together; gather the newest of each, one page at a time.
+    let mut parts: BTreeMap<u32, StoredPart> = BTreeMap::new();
+    let mut from = marker.saturating_add(1);
+    let mut more = false;
+    loop {
+        let (page, page_more) = h.store.part_page(&upload_id, from, 1000).await.or_s3()?;
+        let Some(last) = page.last().map(|r| r.value.part_number) else { break };
+        for r in page {
+            let p = r.value;
+            let newer = parts.get(&p.part_number).is_none_or(|cur| p.last_modified_ms > cur.last_modified_ms);
+            if newer {
+                parts.insert(p.part_number, p);
+            }
+        }
+        if parts.len() > max || !page_more {
+            more = parts.len() > max;
+            break;
+        }
+        // Part `last` may go on in the next page (unless the whole page was that part).
+        from = if last == from { last.saturating_add(1) } else { last };
+    }
+    let page: Vec<StoredPart> = parts.into_values().take(max).collect();
+    let next = page.last().map(|p| p.part_number as i32);
     let parts = page
         .into_iter()
-        .map(|f| Part {
-            part_number: Some(f.value.part_number as i32),
-            e_tag: Some(etag(&f.value.etag)),
-            size: Some(f.value.size as i64),
-            last_modified: Some(timestamp_ms(f.value.last_modified_ms)),
+        .map(|p| Part {
+            part_number: Some(p.part_number as i32),
+            e_tag: Some(etag(&p.etag)),
+            size: Some(p.size as i64),
+            last_modified: Some(timestamp_ms(p.last_modified_ms)),
             ..Default::default()
         })
         .collect();
@@ -398,48 +358,46 @@ pub async fn list_uploads(
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
     let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
     let i = &req.input;
+    let enc = super::list::encoder(i.encoding_type.as_ref())?;
     let max = i.max_uploads.unwrap_or(1000).clamp(1, 1000) as usize;
     let prefix = i.prefix.clone().unwrap_or_default();
     let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
-    let mut start = object_key(&bucket.id, &prefix);
-    if let Some(km) = &i.key_marker {
-        let after = match &i.upload_id_marker {
-            Some(u) => successor(&upload_key(&bucket.id, km, u)),
+    let first = object_prefix(&bucket.id, &prefix);
+    let end = prefix_end(&first);
+    let mut cursor = first.clone();
+    if let Some(km) = i.key_marker.as_deref().filter(|k| !k.is_empty()) {
+        let after = match i.upload_id_marker.as_deref().and_then(parse_upload_id) {
+            Some(u) => successor(&upload_key(&bucket.id, km, &u)),
             // Past every upload of the marker key.
-            None => prefix_end(&[object_key(&bucket.id, km), vec![0]].concat()),
+            None => prefix_end(&upload_prefix(&bucket.id, km)),
         };
-        start = start.max(after);
+        cursor = cursor.max(after);
     }
-    let end = match prefix_end(prefix.as_bytes()) {
-        e if e.is_empty() => prefix_end(&bucket.id),
-        e => object_key(&bucket.id, std::str::from_utf8(&e).unwrap_or_default()),
-    };
     let (mut uploads, mut prefixes) = (Vec::new(), Vec::<String>::new());
     let mut truncated = false;
-    let mut cursor = start;
     'pages: loop {
-        let (page, more) =
-            h.backend.meta.range::<Upload>(Table::MultipartUpload, cursor.clone(), end.clone(), 1000).await.or_s3()?;
+        let (page, more) = h.store.tables.range::<MultipartUploads>(cursor.clone(), end.clone(), 1000).await.or_s3()?;
         if page.is_empty() {
             break;
         }
         for f in page {
+            let Some((_, key, _)) = parse_upload_key(&f.key) else { continue };
             if uploads.len() + prefixes.len() == max {
                 truncated = true;
                 break 'pages;
             }
             let u = f.value;
             if let Some(d) = &delimiter
-                && let Some(pos) = u.key[prefix.len().min(u.key.len())..].find(d.as_str())
+                && let Some(pos) = key.get(prefix.len()..).and_then(|rest| rest.find(d.as_str()))
             {
-                let cp = u.key[..prefix.len() + pos + d.len()].to_string();
-                cursor = prefix_end(&object_key(&bucket.id, &cp));
+                let cp = key[..prefix.len() + pos + d.len()].to_string();
+                cursor = prefix_end(&object_prefix(&bucket.id, &cp));
                 prefixes.push(cp);
                 continue 'pages;
             }
             cursor = successor(&f.key);
             uploads.push(MultipartUpload {
-                key: Some(u.key.clone()),
+                key: Some(enc(key)),
                 upload_id: Some(u.upload_id.clone()),
                 initiated: Some(timestamp_ms(u.initiated_ms)),
                 initiator: Some(Initiator { id: Some(u.initiator_key_id.clone()), display_name: None }),
@@ -454,16 +412,17 @@ pub async fn list_uploads(
     let last = uploads.last().map(|u: &MultipartUpload| (u.key.clone(), u.upload_id.clone()));
     Ok(S3Response::new(ListMultipartUploadsOutput {
         bucket: Some(i.bucket.clone()),
-        prefix: i.prefix.clone(),
-        delimiter,
-        key_marker: i.key_marker.clone(),
+        prefix: i.prefix.clone().map(&enc),
+        delimiter: delimiter.map(&enc),
+        key_marker: i.key_marker.clone().map(&enc),
         upload_id_marker: i.upload_id_marker.clone(),
         max_uploads: Some(max as i32),
         is_truncated: Some(truncated),
         next_key_marker: if truncated { last.as_ref().and_then(|l| l.0.clone()) } else { None },
         next_upload_id_marker: if truncated { last.and_then(|l| l.1) } else { None },
         uploads: Some(uploads),
-        common_prefixes: Some(prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect()),
+        common_prefixes: Some(prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
+        encoding_type: i.encoding_type.clone(),
         ..Default::default()
     }))
 }

@@ -4,7 +4,8 @@ use std::ops::Range;
 
 use base64::Engine;
 use hangar_common::ids::{now_ms, random_id};
-use hangar_proto::metadata::Table;
+use hangar_model::Found;
+use hangar_model::version::Owner;
 use hangar_proto::model::{Header, Object, PartData};
 use md5::Digest;
 use s3s::checksum::ChecksumHasher;
@@ -12,19 +13,13 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::Hangar;
-use super::common::{ObjectHeaders, StoredHeaders, check_key, etag, object_key, timestamp_ms};
+use super::common::{ObjectHeaders, StoredHeaders, check_key, etag, timestamp_ms};
 use crate::access::Right;
 use crate::conditions::Conditions;
-use crate::errors::OrS3;
+use crate::errors::{OrS3, custom_error};
+use crate::http_layer::ChunkFraming;
 use crate::read_pipeline::object_body;
-use crate::write_pipeline::{BodyHashes, Stored, StoredData, release_data_version, share_data_version, store};
-
-/// An S3 error code s3s does not list.
-fn custom_error(code: &'static str, status: u16, msg: &'static str) -> S3Error {
-    let mut e = S3Error::with_message(S3ErrorCode::Custom(code.into()), msg);
-    e.set_status_code(http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST));
-    e
-}
+use crate::write_pipeline::{BodyHashes, Stored, StoredData, discard, store};
 
 /// Largest single PUT, as in AWS.
 pub const MAX_PUT_SIZE: i64 = 5 * 1024 * 1024 * 1024;
@@ -148,48 +143,93 @@ pub fn verify_body(
     Ok(Verified { md5, checksums: keep })
 }
 
-/// Frees what a failed write stored.
-pub async fn discard(h: &Hangar, stored: &Stored) {
-    if let StoredData::Blocks { data_version } = &stored.data {
-        release_data_version(&h.backend, data_version).await;
+/// What a request says about its body, besides the body.
+pub struct BodyClaims<'a> {
+    pub headers: &'a http::HeaderMap,
+    pub extensions: &'a http::Extensions,
+    pub content_md5: Option<&'a str>,
+    pub declared: DeclaredChecksums,
+    pub algorithm: Option<&'a ChecksumAlgorithm>,
+    pub trailers: Option<s3s::TrailingHeaders>,
+}
+
+/// An aws-chunked body must have come whole: its final chunk, the trailers it announced,
+/// and exactly the decoded length it declared.
+fn check_streaming(claims: &BodyClaims<'_>, received: u64, announced: &[String]) -> S3Result<()> {
+    let Some(framing) = claims.extensions.get::<ChunkFraming>() else { return Ok(()) };
+    if let Some(why) = framing.incomplete(announced) {
+        return Err(S3Error::with_message(S3ErrorCode::IncompleteBody, why));
+    }
+    let declared = claims
+        .headers
+        .get("x-amz-decoded-content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared != Some(received) {
+        return Err(S3Error::with_message(
+            S3ErrorCode::IncompleteBody,
+            format!(
+                "the body decoded to {received} bytes, x-amz-decoded-content-length says {}",
+                declared.map(|d| d.to_string()).unwrap_or_else(|| "nothing".into())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Streams a request body into storage for `owner` and checks it against everything the
+/// client declared; on a mismatch nothing stored is kept.
+pub async fn receive(
+    h: &Hangar,
+    owner: Owner,
+    body: Option<StreamingBlob>,
+    allow_inline: bool,
+    claims: BodyClaims<'_>,
+) -> S3Result<(Stored, Verified)> {
+    let signed_sha = signed_payload_sha256(claims.headers);
+    let announced = announced_trailers(claims.headers);
+    let hashes = BodyHashes::new(signed_sha.is_some(), claims.declared.hasher(claims.algorithm, &announced));
+    let body =
+        body.unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
+    let (stored, hashes) = store(&h.store, owner, body, allow_inline, h.cfg.body_timeout, hashes).await?;
+    let checked = check_streaming(&claims, stored.size, &announced).and_then(|()| {
+        let trailers = claims.trailers.and_then(|t| t.take());
+        verify_body(hashes, claims.content_md5, signed_sha.as_deref(), claims.declared, trailers)
+    });
+    match checked {
+        Ok(v) => Ok((stored, v)),
+        Err(e) => {
+            discard(&h.store, &stored).await;
+            Err(e)
+        }
     }
 }
 
 pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
     let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
-    let S3Request { input, headers, trailing_headers, .. } = req;
+    let S3Request { input, headers, trailing_headers, extensions, .. } = req;
     check_key(&input.key)?;
     if input.content_length.is_some_and(|l| l > MAX_PUT_SIZE) {
         return Err(s3_error!(EntityTooLarge, "a single PUT may hold at most 5 GiB; use multipart upload"));
     }
     let prev = h.get_object_entry(&bucket, &input.key).await?;
     check_write_conditions(input.if_match.as_ref(), input.if_none_match.as_ref(), prev.as_ref().map(|p| &p.value))?;
-
-    let declared = DeclaredChecksums::new(
-        &input.checksum_crc32,
-        &input.checksum_crc32c,
-        &input.checksum_sha1,
-        &input.checksum_sha256,
-        &input.checksum_crc64nvme,
-    );
-    let signed_sha = signed_payload_sha256(&headers);
-    let hashes = BodyHashes::new(
-        signed_sha.is_some(),
-        declared.hasher(input.checksum_algorithm.as_ref(), &announced_trailers(&headers)),
-    );
-    let body = input
-        .body
-        .unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
-    let (stored, hashes) = store(&h.backend, body, h.cfg.block_size, true, hashes).await?;
-    let trailers = trailing_headers.and_then(|t| t.take());
-    let Verified { md5, checksums } =
-        match verify_body(hashes, input.content_md5.as_deref(), signed_sha.as_deref(), declared, trailers) {
-            Ok(v) => v,
-            Err(e) => {
-                discard(h, &stored).await;
-                return Err(e);
-            }
-        };
+    let claims = BodyClaims {
+        headers: &headers,
+        extensions: &extensions,
+        content_md5: input.content_md5.as_deref(),
+        declared: DeclaredChecksums::new(
+            &input.checksum_crc32,
+            &input.checksum_crc32c,
+            &input.checksum_sha1,
+            &input.checksum_sha256,
+            &input.checksum_crc64nvme,
+        ),
+        algorithm: input.checksum_algorithm.as_ref(),
+        trailers: trailing_headers,
+    };
+    let owner = Owner::Object { bucket_id: bucket.id.to_vec(), key: input.key.clone() };
+    let (stored, Verified { md5, checksums }) = receive(h, owner, input.body, true, claims).await?;
     let headers = StoredHeaders {
         content_type: input.content_type.as_deref(),
         content_encoding: input.content_encoding.as_deref(),
@@ -220,7 +260,7 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
             etag: etag_hex.clone(),
         }),
     }
-    commit_object(h, &bucket.id, &input.key, &obj, prev.as_ref()).await?;
+    h.store.put_object(&bucket.id, &input.key, &obj, prev.map(|p| p.timestamp)).await.or_s3()?;
     let mut out = PutObjectOutput { e_tag: Some(etag(&etag_hex)), ..Default::default() };
     for c in checksums {
         let v = Some(c.value);
@@ -254,26 +294,6 @@ pub fn check_write_conditions(
     Ok(())
 }
 
-/// Makes `obj` the object's current version (durable before this returns), then frees
-/// the data of the version it replaced.
-pub async fn commit_object(
-    h: &Hangar,
-    bucket_id: &[u8],
-    key: &str,
-    obj: &Object,
-    prev: Option<&hangar_common::meta_client::Found<Object>>,
-) -> S3Result<()> {
-    let write = h.backend.meta.put(Table::Object, object_key(bucket_id, key), obj, prev.map(|p| p.timestamp)).await;
-    if let Err(e) = write {
-        h.release_object(obj).await;
-        return Err(crate::errors::internal(e));
-    }
-    if let Some(p) = prev {
-        h.release_object(&p.value).await;
-    }
-    Ok(())
-}
-
 /// The byte range a GET or HEAD serves, and its part count when asked by part number.
 fn select_range(
     obj: &Object,
@@ -281,6 +301,9 @@ fn select_range(
     part_number: Option<i32>,
 ) -> S3Result<(Range<u64>, bool, Option<i32>)> {
     if let Some(n) = part_number {
+        if !(1..=10_000).contains(&n) {
+            return Err(custom_error("InvalidPartNumber", 400, "part number must be an integer between 1 and 10000"));
+        }
         if range.is_some() {
             return Err(s3_error!(InvalidRequest, "Range and partNumber cannot both be given"));
         }
@@ -372,7 +395,7 @@ pub async fn get_object(h: &Hangar, req: S3Request<GetObjectInput>) -> S3Result<
     }
     .check_read(&obj.etag, obj.last_modified_ms)?;
     let (range, partial, parts) = select_range(obj, i.range.as_ref(), i.part_number)?;
-    let body = object_body(&h.backend, obj, range.clone());
+    let body = object_body(&h.store, obj, range.clone()).await?;
     let mut out = object_output!(GetObjectOutput, obj, &range, partial, parts, checksum_mode(i.checksum_mode.as_ref()));
     out.body = Some(body);
     Ok(S3Response::new(out))
@@ -401,13 +424,11 @@ pub async fn head_object(h: &Hangar, req: S3Request<HeadObjectInput>) -> S3Resul
     )))
 }
 
-/// Deletes one object; deleting a missing object succeeds, as in S3.
+/// Deletes one object; deleting a missing object succeeds, as in S3. Its data is
+/// released by the data nodes.
 async fn delete_one(h: &Hangar, bucket: &hangar_proto::model::Bucket, key: &str) -> S3Result<()> {
     check_key(key)?;
-    if let Some(prev) = h.get_object_entry(bucket, key).await? {
-        h.backend.meta.delete(Table::Object, object_key(&bucket.id, key), Some(prev.timestamp)).await.or_s3()?;
-        h.release_object(&prev.value).await;
-    }
+    h.store.delete_object(&bucket.id, key).await.or_s3()?;
     Ok(())
 }
 
@@ -452,10 +473,13 @@ pub async fn copy_source(
     creds: Option<&s3s::auth::Credentials>,
     src: &CopySource,
     cond: Conditions<'_>,
-) -> S3Result<hangar_common::meta_client::Found<Object>> {
-    let CopySource::Bucket { bucket, key, .. } = src else {
+) -> S3Result<Found<Object>> {
+    let CopySource::Bucket { bucket, key, version_id } = src else {
         return Err(s3_error!(NotImplemented, "only bucket/key copy sources are supported"));
     };
+    if version_id.is_some() {
+        return Err(s3_error!(NotImplemented, "versioning is not supported: a copy source cannot name a version"));
+    }
     let (_, b) = h.bucket(creds, bucket, Right::Read).await?;
     let found = h.object_or_404(&b, key).await?;
     cond.check_strict(&found.value.etag, found.value.last_modified_ms)?;
@@ -505,18 +529,24 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
         src.value.headers.clone()
     };
     let s = &src.value;
-    // Blocks are content-addressed: the copy shares them and moves no data.
+    // Blocks are content-addressed: the copy shares them under data versions of its own
+    // and moves no data.
+    let owner = Owner::Object { bucket_id: bucket.id.to_vec(), key: i.key.clone() };
     let mut parts: Vec<PartData> = Vec::with_capacity(s.parts.len());
     for p in &s.parts {
         let dv = random_id();
-        if let Err(e) = share_data_version(&h.backend, &p.data_version, &dv).await {
-            release_data_version(&h.backend, &dv).await;
-            for done in &parts {
-                release_data_version(&h.backend, &done.data_version).await;
-            }
-            return Err(e);
+        let shared = async {
+            h.store.begin_pending(&dv, &owner).await?;
+            h.store.share_version(&p.data_version, &dv).await
         }
+        .await;
         parts.push(PartData { data_version: dv.into(), ..p.clone() });
+        if let Err(e) = shared {
+            for done in &parts {
+                let _ = h.store.mark_release(&done.data_version, &owner).await;
+            }
+            return Err(crate::errors::internal(e));
+        }
     }
     let obj = Object {
         version_id: random_id().into(),
@@ -529,7 +559,7 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
         checksums: s.checksums.clone(),
     };
     let prev = h.get_object_entry(&bucket, &i.key).await?;
-    commit_object(h, &bucket.id, &i.key, &obj, prev.as_ref()).await?;
+    h.store.put_object(&bucket.id, &i.key, &obj, prev.map(|p| p.timestamp)).await.or_s3()?;
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(etag(&obj.etag)),

@@ -1,0 +1,111 @@
+//! The one path every internal call takes. It stamps writes with the caller's layout
+//! version (data nodes refuse writes made with an outdated layout), bounds the call by the
+//! configured timeout, opens a tracing span and counts the call in the metrics; trace
+//! context will be attached here too. Quorum calls, streams and block transfers all come
+//! through `Cluster::call` and `Cluster::next_message`.
+
+use std::future::Future;
+use std::time::Instant;
+
+use tonic::metadata::MetadataValue;
+use tracing::Instrument;
+
+use crate::cluster::{Cluster, NodeRef};
+use crate::telemetry::metrics;
+use crate::{Error, Result};
+
+/// Metadata header carrying the writer's newest layout version.
+pub const LAYOUT_VERSION_HEADER: &str = "x-hangar-layout-version";
+
+/// Every internal call a client makes: its name (a metric label) and whether it writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Insert,
+    Range,
+    SyncRange,
+    Prepare,
+    Accept,
+    PutBlock,
+    GetBlock,
+    HasBlocks,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Get => "Get",
+            Method::Insert => "Insert",
+            Method::Range => "Range",
+            Method::SyncRange => "SyncRange",
+            Method::Prepare => "Prepare",
+            Method::Accept => "Accept",
+            Method::PutBlock => "PutBlock",
+            Method::GetBlock => "GetBlock",
+            Method::HasBlocks => "HasBlocks",
+        }
+    }
+
+    /// Writes carry the layout version and are refused by nodes that know a newer one.
+    pub fn writes(self) -> bool {
+        matches!(self, Method::Insert | Method::Prepare | Method::Accept | Method::PutBlock)
+    }
+}
+
+/// The layout version a write request carries (0 when absent).
+pub fn layout_version_of<T>(req: &tonic::Request<T>) -> u64 {
+    req.metadata().get(LAYOUT_VERSION_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+impl Cluster {
+    /// Calls `node`: `call` receives the prepared request and performs the gRPC call.
+    pub async fn call<M, R, F, Fut>(&self, node: &NodeRef, method: Method, msg: M, call: F) -> Result<R>
+    where
+        F: FnOnce(tonic::Request<M>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let mut req = tonic::Request::new(msg);
+        if method.writes() {
+            let v = self.view().version();
+            req.metadata_mut().insert(LAYOUT_VERSION_HEADER, MetadataValue::from(v));
+        }
+        let span = tracing::debug_span!("rpc.call", method = method.name(), node = %node.id);
+        let start = Instant::now();
+        let result = match tokio::time::timeout(self.timeout(), call(req)).instrument(span).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(Error::from(status)),
+            Err(_) => Err(Error::Unavailable(format!(
+                "node {} did not answer {} within {:?}",
+                node.id,
+                method.name(),
+                self.timeout()
+            ))),
+        };
+        metrics().rpc_client(method.name(), result.as_ref().err(), start.elapsed());
+        result
+    }
+
+    /// The next message of a stream a call returned, within the call timeout.
+    pub async fn next_message<T>(&self, node: &NodeRef, stream: &mut tonic::Streaming<T>) -> Result<Option<T>> {
+        match tokio::time::timeout(self.timeout(), stream.message()).await {
+            Ok(r) => r.map_err(Error::from),
+            Err(_) => Err(Error::Unavailable(format!("node {} stalled mid-stream for {:?}", node.id, self.timeout()))),
+        }
+    }
+
+    /// Waits (at most `limit`) until the history's current version is above `version`.
+    pub async fn wait_newer(&self, version: u64, limit: std::time::Duration) -> bool {
+        let mut rx = self.watch();
+        let wait = async {
+            loop {
+                if rx.borrow_and_update().versions.last().map(|l| l.version).unwrap_or(0) > version {
+                    return true;
+                }
+                if rx.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait).await.unwrap_or(false)
+    }
+}

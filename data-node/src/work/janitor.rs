@@ -1,0 +1,68 @@
+//! The upload janitor: finishes multipart uploads whose register was decided (Complete or
+//! Abort won) but whose entry is still there because the frontend that decided went away
+//! before finishing: writes the object a Complete decided, releases the parts it does not
+//! use, removes the records. Open uploads are left alone.
+
+use std::time::Duration;
+
+use hangar_common::cluster::key_partition;
+use hangar_common::ids::now_ms;
+use hangar_common::worker::{Step, Worker};
+use hangar_model::keys::successor;
+use hangar_model::schema::{MultipartUploads, Schema, parse_upload_key};
+use hangar_proto::metadata::Entry;
+use hangar_proto::model::MultipartUpload;
+use prost::Message;
+
+use super::Ctx;
+
+/// Uploads younger than this are left to the requests deciding them.
+const SETTLE: Duration = Duration::from_secs(120);
+
+pub struct Janitor {
+    pub ctx: Ctx,
+    pub cursor: Vec<u8>,
+    pub finished: u64,
+}
+
+impl Worker for Janitor {
+    fn name(&self) -> String {
+        "upload_janitor".into()
+    }
+
+    async fn step(&mut self) -> Result<Step, hangar_common::Error> {
+        let tree = self
+            .ctx
+            .meta
+            .tree(MultipartUploads::TABLE as i32)
+            .map_err(|e| hangar_common::Error::Config(e.to_string()))?;
+        let Some(item) = tree.range(self.cursor.clone()..).next() else {
+            self.cursor.clear();
+            return Ok(Step::Idle(Duration::from_secs(60)));
+        };
+        let (k, v) = item.map_err(super::release::sled_err)?;
+        self.cursor = successor(&k);
+        let e = Entry::decode(v.as_ref())?;
+        if e.tombstone {
+            return Ok(Step::Busy);
+        }
+        let upload = MultipartUpload::decode(e.value.as_ref())?;
+        let age = Duration::from_millis(now_ms().saturating_sub(upload.initiated_ms));
+        let view = self.ctx.cluster.view();
+        let wait = if self.ctx.leads(&view, key_partition(&k)) { SETTLE } else { 2 * SETTLE };
+        if age < wait {
+            return Ok(Step::Busy);
+        }
+        if let Some((bucket_id, key, upload_id)) = parse_upload_key(&k)
+            && self.ctx.store.finish_if_decided(&bucket_id, &key, &upload_id).await?
+        {
+            self.finished += 1;
+            tracing::info!(upload = %hex::encode(&upload_id), "finished a decided upload left half done");
+        }
+        Ok(Step::Busy)
+    }
+
+    fn progress(&self) -> (String, u64) {
+        (format!("{} uploads finished", self.finished), 0)
+    }
+}

@@ -1,0 +1,57 @@
+//! The data node's background workers (all run by `hangar_common::worker::Workers`):
+//!
+//! - `gc`: deletes block files whose references have been gone for the deletion delay, on
+//!   this node and on every other holder of the block's partition;
+//! - `release`: releases the data versions that lost a merge here (overwritten or deleted
+//!   objects), from the persistent release queue;
+//! - `collect`: releases data versions whose release was asked for, or whose writer went
+//!   away (a pending entry not renewed within the grace period and used by nothing);
+//! - `janitor`: finishes multipart uploads that were decided but left half done;
+//! - `sync`: copies the partitions this node gains in a new layout version from their
+//!   previous holders (metadata, then blocks), then reports the version synced;
+//! - `offload`: deletes what this node holds of partitions it lost, once no live layout
+//!   version gives them to it any more.
+
+pub mod collect;
+pub mod gc;
+pub mod janitor;
+pub mod offload;
+pub mod release;
+pub mod sync;
+
+use std::sync::Arc;
+
+use hangar_common::cluster::{Cluster, PARTITIONS, View};
+use hangar_model::Store;
+
+use crate::block_store::BlockStore;
+use crate::meta_store::MetaStore;
+
+/// What every worker of a node works with.
+#[derive(Clone)]
+pub struct Ctx {
+    pub node_id: Arc<str>,
+    pub cluster: Cluster,
+    pub store: Store,
+    pub meta: Arc<MetaStore>,
+    pub blocks: Arc<BlockStore>,
+}
+
+impl Ctx {
+    /// Whether this node leads partition `p` for background chores: it is the first of the
+    /// partition's read set. Others step in for entries older than twice the usual wait,
+    /// so a dead leader delays the chores, never skips them.
+    pub fn leads(&self, view: &View, p: usize) -> bool {
+        view.read_set(p).ok().and_then(|s| s.first().map(|n| n.id == self.node_id)).unwrap_or(false)
+    }
+
+    /// Whether this node holds partition `p` in some live version.
+    pub fn holds(&self, view: &View, p: usize) -> bool {
+        view.holders(p).iter().any(|n| n.id == self.node_id)
+    }
+
+    /// The partitions this node holds in some live version, as a 256-bit map.
+    pub fn held(&self, view: &View) -> Vec<bool> {
+        (0..PARTITIONS).map(|p| self.holds(view, p)).collect()
+    }
+}

@@ -1,0 +1,109 @@
+//! Dropping what this node no longer holds. When a partition this node held in some live
+//! layout version is held by it in none any more (the version that moved it away was
+//! retired, so its new replicas have synced it), the node waits `offload_delay_secs` (for
+//! readers that still use the older view) and then deletes its copy: every table's entries
+//! of that partition and the block files of that block partition.
+//!
+//! Only a loss this node has seen happen counts: the partitions it held are recorded after
+//! every history, so a node that starts with no layout, or one loaded from an old file,
+//! never deletes what it was not seen to lose.
+
+use std::time::Duration;
+
+use hangar_common::ids::now_ms;
+use hangar_common::worker::{Step, Worker};
+use hangar_model::schema::{TABLES, partition_of};
+use hangar_proto::metadata::Table;
+
+use super::Ctx;
+use super::release::sled_err;
+
+pub struct Offload {
+    pub ctx: Ctx,
+    pub delay: Duration,
+    /// `held` -> 256 bytes (1 when held); `lost/<p>` -> when the loss was seen (ms).
+    pub state: sled::Tree,
+    pub dropped: u64,
+}
+
+const HELD: &[u8] = b"held";
+
+fn lost_key(p: usize) -> Vec<u8> {
+    [b"lost/".as_slice(), &[p as u8]].concat()
+}
+
+impl Offload {
+    /// Records partitions lost since the last history seen.
+    fn observe(&self) -> Result<(), hangar_common::Error> {
+        let view = self.ctx.cluster.view();
+        if view.version() == 0 {
+            return Ok(());
+        }
+        let now: Vec<u8> = self.ctx.held(&view).into_iter().map(u8::from).collect();
+        if let Some(before) = self.state.get(HELD).map_err(sled_err)? {
+            for (p, &held) in now.iter().enumerate() {
+                if before.get(p) == Some(&1) && held == 0 {
+                    self.state.insert(lost_key(p), &now_ms().to_be_bytes()).map_err(sled_err)?;
+                }
+                if held == 1 {
+                    // Gained back: nothing to drop.
+                    self.state.remove(lost_key(p)).map_err(sled_err)?;
+                }
+            }
+        }
+        self.state.insert(HELD, now).map_err(sled_err)?;
+        Ok(())
+    }
+
+    async fn drop_partition(&mut self, p: usize) -> Result<(), hangar_common::Error> {
+        let err = |e: crate::DataError| hangar_common::Error::Config(e.to_string());
+        for &t in TABLES {
+            let tree = self.ctx.meta.tree(t as i32).map_err(err)?;
+            let mut batch = sled::Batch::default();
+            for k in tree.iter().keys() {
+                let k = k.map_err(sled_err)?;
+                if partition_of(t, &k) == p {
+                    batch.remove(k);
+                }
+            }
+            tree.apply_batch(batch).map_err(sled_err)?;
+        }
+        // Block references and files of the block partition p.
+        for hash in self.ctx.blocks.files_of_partition(p as u8) {
+            self.ctx.blocks.offload(&hash).await.map_err(err)?;
+            self.ctx.meta.unreferenced.remove(hash.0).map_err(sled_err)?;
+        }
+        self.ctx.meta.db.flush().map_err(sled_err)?;
+        debug_assert!(partition_of(Table::BlockRef, &[p as u8]) == p);
+        self.dropped += 1;
+        tracing::info!(partition = p, "dropped a partition this node no longer holds");
+        Ok(())
+    }
+}
+
+impl Worker for Offload {
+    fn name(&self) -> String {
+        "offload".into()
+    }
+
+    async fn step(&mut self) -> Result<Step, hangar_common::Error> {
+        self.observe()?;
+        let due = self.state.scan_prefix(b"lost/").find_map(|r| {
+            let (k, v) = r.ok()?;
+            let at = <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes).ok()?;
+            (now_ms().saturating_sub(at) >= self.delay.as_millis() as u64).then(|| k.get(5).copied()).flatten()
+        });
+        let Some(p) = due else { return Ok(Step::Idle(Duration::from_secs(5))) };
+        let view = self.ctx.cluster.view();
+        if !self.ctx.holds(&view, p as usize) {
+            self.drop_partition(p as usize).await?;
+        }
+        self.state.remove(lost_key(p as usize)).map_err(sled_err)?;
+        Ok(Step::Busy)
+    }
+
+    fn progress(&self) -> (String, u64) {
+        let waiting = self.state.scan_prefix(b"lost/").count() as u64;
+        (format!("{} partitions dropped", self.dropped), waiting)
+    }
+}

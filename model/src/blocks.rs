@@ -1,0 +1,167 @@
+//! Blocks over the cluster. A block goes to the replicas of its partition in every live
+//! layout version (a quorum of each must store it durably, with its owner's reference). A
+//! read tries the read set first, then the other holders, takes the first copy whose hash
+//! checks, and copies the block to replicas found without it (block read repair).
+
+use bytes::Bytes;
+use hangar_common::call::Method;
+use hangar_common::cluster::{Cluster, NodeRef, block_partition};
+use hangar_common::hash::BlockHash;
+use hangar_common::quorum::quorum_sets;
+use hangar_common::rpc::BLOCK_CHUNK;
+use hangar_common::{Error, Result};
+use hangar_proto::block::{BlockRef, GetBlockRequest, HasBlocksRequest, PutBlockChunk};
+
+#[derive(Clone)]
+pub struct Blocks {
+    cluster: Cluster,
+}
+
+/// The messages of a PutBlock stream. `timestamp` 0 marks a read repair.
+fn put_messages(hash: &BlockHash, owner: &[u8], data: &Bytes, timestamp: u64) -> Vec<PutBlockChunk> {
+    (0..data.len().max(1))
+        .step_by(BLOCK_CHUNK)
+        .enumerate()
+        .map(|(i, off)| PutBlockChunk {
+            header: (i == 0).then(|| BlockRef {
+                hash: hash.0.to_vec().into(),
+                owner: owner.to_vec().into(),
+                repair: timestamp == 0,
+                timestamp,
+            }),
+            data: data.slice(off.min(data.len())..(off + BLOCK_CHUNK).min(data.len())),
+        })
+        .collect()
+}
+
+impl Blocks {
+    pub fn new(cluster: Cluster) -> Self {
+        Self { cluster }
+    }
+
+    /// Sends one block to one node with `owner`'s reference stamped `timestamp` (0: a read
+    /// repair, which never overrides what the node knows of that reference).
+    pub async fn put_to(
+        &self,
+        n: &NodeRef,
+        hash: &BlockHash,
+        owner: &[u8],
+        data: &Bytes,
+        timestamp: u64,
+    ) -> Result<()> {
+        let mut c = self.cluster.blocks(n)?;
+        let msgs = futures::stream::iter(put_messages(hash, owner, data, timestamp));
+        self.cluster.call(n, Method::PutBlock, msgs, |r| async move { c.put_block(r).await }).await?;
+        Ok(())
+    }
+
+    /// Stores a block with `owner`'s reference on a quorum of every write set.
+    pub async fn put(&self, hash: BlockHash, owner: Vec<u8>, data: Bytes) -> Result<()> {
+        let mut attempt = 0;
+        let timestamp = hangar_common::ids::next_timestamp();
+        loop {
+            let view = self.cluster.view();
+            let sets = view.write_sets(block_partition(&hash.0)).map_err(|e| Error::Unavailable(e.to_string()))?;
+            let (this, owner2, data2) = (self.clone(), owner.clone(), data.clone());
+            let r = quorum_sets(&sets, move |n| {
+                let (this, owner, data) = (this.clone(), owner2.clone(), data2.clone());
+                async move { this.put_to(&n, &hash, &owner, &data, timestamp).await }
+            })
+            .await;
+            match r {
+                Err(Error::StaleLayout(_)) if attempt < 3 => {
+                    attempt += 1;
+                    self.cluster.wait_newer(view.version(), std::time::Duration::from_secs(5)).await;
+                }
+                r => return r.map(|_| ()),
+            }
+        }
+    }
+
+    /// The block's bytes from the first replica that has it. Replicas of the read set found
+    /// without it get a copy with `owner`'s reference (a reference-preserving repair).
+    pub async fn get(&self, hash: &[u8], owner: &[u8]) -> Result<Bytes> {
+        let view = self.cluster.view();
+        let p = block_partition(hash);
+        let readers = view.read_set(p).map_err(|e| Error::Unavailable(e.to_string()))?;
+        let mut order = readers.clone();
+        order.extend(view.holders(p).into_iter().filter(|n| !readers.contains(n)));
+        let mut lacking = Vec::new();
+        let mut last_err = None;
+        for (i, n) in order.iter().enumerate() {
+            match self.get_from(n, hash).await {
+                Ok(data) => {
+                    let rest: Vec<NodeRef> = order[i + 1..].iter().filter(|m| readers.contains(m)).cloned().collect();
+                    self.repair(hash, owner, &data, lacking);
+                    self.check_others(hash, owner, &data, rest);
+                    return Ok(data);
+                }
+                Err(e) => {
+                    if matches!(e.code(), Some(tonic::Code::NotFound | tonic::Code::DataLoss)) && readers.contains(n) {
+                        lacking.push(n.clone());
+                    }
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| Error::Unavailable("block has no replica".into())))
+    }
+
+    /// The whole block from one node, its hash checked again here (a fault on the way is
+    /// not served either).
+    pub async fn get_from(&self, n: &NodeRef, hash: &[u8]) -> Result<Bytes> {
+        let mut c = self.cluster.blocks(n)?;
+        let req = GetBlockRequest { hash: hash.to_vec().into() };
+        let mut stream = self.cluster.call(n, Method::GetBlock, req, |r| async move { c.get_block(r).await }).await?;
+        let mut chunks = Vec::new();
+        while let Some(c) = self.cluster.next_message(n, &mut stream).await? {
+            chunks.push(c.data);
+        }
+        let data = if chunks.len() == 1 { chunks.remove(0) } else { Bytes::from(chunks.concat()) };
+        if BlockHash::of(&data).0 != hash {
+            return Err(Error::Rpc(tonic::Status::data_loss("block arrived corrupted")));
+        }
+        Ok(data)
+    }
+
+    /// Which of `hashes` node `n` holds.
+    pub async fn has(&self, n: &NodeRef, hashes: Vec<Vec<u8>>) -> Result<Vec<bool>> {
+        let mut c = self.cluster.blocks(n)?;
+        let req = HasBlocksRequest { hashes: hashes.into_iter().map(Into::into).collect() };
+        Ok(self.cluster.call(n, Method::HasBlocks, req, |r| async move { c.has_blocks(r).await }).await?.present)
+    }
+
+    /// Asks the replicas not read from whether they hold the block (a node that was down
+    /// during the write does not) and repairs those that do not; in the background.
+    fn check_others(&self, hash: &[u8], owner: &[u8], data: &Bytes, nodes: Vec<NodeRef>) {
+        if nodes.is_empty() {
+            return;
+        }
+        let (this, hash, owner, data) = (self.clone(), hash.to_vec(), owner.to_vec(), data.clone());
+        tokio::spawn(async move {
+            let mut lacking = Vec::new();
+            for n in nodes {
+                if let Ok(present) = this.has(&n, vec![hash.clone()]).await
+                    && !present.first().copied().unwrap_or(true)
+                {
+                    lacking.push(n);
+                }
+            }
+            this.repair(&hash, &owner, &data, lacking);
+        });
+    }
+
+    /// Copies a block to replicas that did not have it; best effort, in the background.
+    fn repair(&self, hash: &[u8], owner: &[u8], data: &Bytes, nodes: Vec<NodeRef>) {
+        let Some(hash) = BlockHash::from_slice(hash) else { return };
+        for n in nodes {
+            let (this, owner, data) = (self.clone(), owner.to_vec(), data.clone());
+            tokio::spawn(async move {
+                match this.put_to(&n, &hash, &owner, &data, 0).await {
+                    Ok(()) => tracing::info!(node = %n.id, block = %hash, "repaired a missing block"),
+                    Err(e) => tracing::warn!(node = %n.id, block = %hash, error = %e, "block repair failed"),
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The catalog: buckets, bucket names, access keys and the rights of keys on buckets.
+//! Shared by the admin API and the S3 frontend so both apply the same rules.
+//!
+//! - A bucket name belongs to whoever wins its register (compare-and-swap); the alias
+//!   table is a projection of the register, written after each change with the register's
+//!   sequence number as timestamp, so an older projection never overwrites a newer one.
+//!   A lookup that misses the alias asks the register and repairs the projection.
+//! - Imported access key ids are claimed the same way (generated ones are random).
+//! - A key's settings merge field by field; its rights are one entry per (bucket, key), each
+//!   right a register of its own. Granting or revoking writes only what changes, without
+//!   reading first, so concurrent grants never drop one another.
+
+use hangar_common::ids::{new_access_key_id, new_secret_key, now_ms, random_id};
+use hangar_common::{Error, Result};
+use hangar_proto::metadata::{Entry, Table};
+use hangar_proto::model::{AccessKey, Bucket, BucketAlias, Grant, NameClaim, Object};
+use prost::Message;
+
+use crate::Store;
+use crate::cas::Change;
+use crate::client::{Found, entry, stamp, tombstone};
+use crate::keys::{KeyBuf, prefix_end};
+use crate::schema::{
+    AccessKeys, BucketAliases, BucketGrants, Buckets, ID_LEN, Objects, access_key_key, alias_key, bucket_key,
+    grant_key, name_register, object_prefix, parse_grant_key,
+};
+
+/// Checks a bucket name against the S3 naming rules (the ones AWS enforces for new buckets).
+pub fn validate_bucket_name(name: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::Invalid(format!("invalid bucket name `{name}`: {why}")));
+    if !(3..=63).contains(&name.len()) {
+        return bad("must be 3 to 63 characters long");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-') {
+        return bad("only lowercase letters, digits, dots and hyphens are allowed");
+    }
+    let first = name.as_bytes()[0];
+    let last = name.as_bytes()[name.len() - 1];
+    if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
+        return bad("must begin and end with a letter or digit");
+    }
+    if name.contains("..") || name.contains(".-") || name.contains("-.") {
+        return bad("dots may not be doubled or next to hyphens");
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return bad("must not be formatted as an IP address");
+    }
+    Ok(())
+}
+
+/// Rights a key may hold on a bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rights {
+    pub read: bool,
+    pub write: bool,
+    pub owner: bool,
+}
+
+impl Rights {
+    pub const ALL: Rights = Rights { read: true, write: true, owner: true };
+
+    pub fn of(g: &Grant) -> Rights {
+        Rights { read: g.read, write: g.write, owner: g.owner }
+    }
+
+    pub fn any(self) -> bool {
+        self.read || self.write || self.owner
+    }
+}
+
+/// The outcome of CreateBucket.
+pub enum Created {
+    /// The name is ours: the new bucket.
+    New(Bucket),
+    /// The name belongs to this bucket already.
+    Taken(Bucket),
+}
+
+fn key_register(id: &str) -> Vec<u8> {
+    KeyBuf::new().str("access-key-id").str(id).finish()
+}
+
+/// The alias projection of a name's register value.
+fn alias_entry(name: &str, claim: &NameClaim) -> Entry {
+    let mut e = if claim.bucket_id.is_empty() {
+        tombstone(alias_key(name), None)
+    } else {
+        entry(alias_key(name), &BucketAlias { bucket_id: claim.bucket_id.clone() }, None)
+    };
+    e.timestamp = claim.seq;
+    e.tiebreak = 0;
+    e
+}
+
+impl Store {
+    // ---- buckets -------------------------------------------------------------------------
+
+    pub async fn bucket_by_id(&self, id: &[u8]) -> Result<Option<Bucket>> {
+        if id.len() != ID_LEN {
+            return Ok(None);
+        }
+        Ok(self.tables.get::<Buckets>(&bucket_key(id)).await?.map(|f| f.value))
+    }
+
+    /// The bucket a name points at, if any.
+    pub async fn bucket_by_name(&self, name: &str) -> Result<Option<Bucket>> {
+        if let Some(alias) = self.tables.get::<BucketAliases>(&alias_key(name)).await?
+            && let Some(b) = self.bucket_by_id(&alias.value.bucket_id).await?
+            && b.name == name
+        {
+            return Ok(Some(b));
+        }
+        // The projection may lag its register (a frontend died in between): ask the
+        // register, without taking part in it, and repair the projection.
+        if validate_bucket_name(name).is_err() {
+            return Ok(None);
+        }
+        match self.registers.peek::<NameClaim>(&name_register(name)).await {
+            Ok(Some(claim)) if !claim.bucket_id.is_empty() => {
+                let found = self.bucket_by_id(&claim.bucket_id).await?.filter(|b| b.name == name);
+                if found.is_some() {
+                    self.tables.insert(Table::BucketAlias, vec![alias_entry(name, &claim)]).await?;
+                }
+                Ok(found)
+            }
+            Ok(_) | Err(Error::Conflict(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A bucket by name, or by its hex id.
+    pub async fn resolve_bucket(&self, name_or_id: &str) -> Result<Bucket> {
+        if let Some(b) = self.bucket_by_name(name_or_id).await? {
+            return Ok(b);
+        }
+        if let Ok(id) = hex::decode(name_or_id)
+            && let Some(b) = self.bucket_by_id(&id).await?
+        {
+            return Ok(b);
+        }
+        Err(Error::NotFound(format!("bucket `{name_or_id}`")))
+    }
+
+    pub async fn list_buckets(&self) -> Result<Vec<Bucket>> {
+        let mut v: Vec<Bucket> = self.tables.scan_prefix::<Buckets>(b"").await?.into_iter().map(|f| f.value).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    /// Creates a bucket named `name` unless the name is taken; `owner` (a key id) gets every
+    /// right on a new bucket. Two creations of one name racing anywhere: exactly one wins.
+    pub async fn create_bucket(&self, name: &str, owner: Option<&str>) -> Result<Created> {
+        validate_bucket_name(name)?;
+        let bucket = Bucket { id: random_id().into(), name: name.to_string(), created_ms: now_ms() };
+        // The bucket entry goes first: a name never points at a bucket that does not exist.
+        self.tables.put::<Buckets>(bucket_key(&bucket.id), &bucket, None).await?;
+        let ours = bucket.id.clone();
+        let claim = self
+            .registers
+            .update::<NameClaim, _>(&name_register(name), |cur| match cur {
+                Some(c) if !c.bucket_id.is_empty() => (Change::Keep, c.clone()),
+                cur => {
+                    let next = NameClaim { bucket_id: ours.clone(), seq: cur.map(|c| c.seq).unwrap_or(0) + 1 };
+                    (Change::Set(next.clone()), next)
+                }
+            })
+            .await;
+        let claim = match claim {
+            Ok(c) => c,
+            Err(e) => {
+                self.tables.delete::<Buckets>(bucket_key(&ours), None).await.ok();
+                return Err(e);
+            }
+        };
+        self.tables.insert(Table::BucketAlias, vec![alias_entry(name, &claim)]).await?;
+        if claim.bucket_id != ours {
+            self.tables.delete::<Buckets>(bucket_key(&ours), None).await?;
+            let winner = self
+                .bucket_by_id(&claim.bucket_id)
+                .await?
+                .ok_or_else(|| Error::Unavailable(format!("bucket `{name}` is being created or deleted; retry")))?;
+            return Ok(Created::Taken(winner));
+        }
+        if let Some(key_id) = owner {
+            self.set_rights(key_id, &bucket.id, Rights::ALL, true).await?;
+        }
+        Ok(Created::New(bucket))
+    }
+
+    pub async fn bucket_is_empty(&self, id: &[u8]) -> Result<bool> {
+        let prefix = object_prefix(id, "");
+        let (page, _) = self.tables.range::<Objects>(prefix.clone(), prefix_end(&prefix), 1).await?;
+        Ok(page.is_empty())
+    }
+
+    /// Deletes an empty bucket, frees its name, and drops every grant on it. Conflict when
+    /// it holds objects.
+    pub async fn delete_bucket(&self, bucket: &Bucket) -> Result<()> {
+        if !self.bucket_is_empty(&bucket.id).await? {
+            return Err(Error::Conflict(format!("bucket `{}` is not empty", bucket.name)));
+        }
+        let ours = bucket.id.clone();
+        let claim = self
+            .registers
+            .update::<NameClaim, _>(&name_register(&bucket.name), |cur| match cur {
+                Some(c) if c.bucket_id == ours => {
+                    let next = NameClaim { bucket_id: Default::default(), seq: c.seq + 1 };
+                    (Change::Set(next.clone()), Some(next))
+                }
+                _ => (Change::Keep, None),
+            })
+            .await?;
+        if let Some(c) = claim {
+            self.tables.insert(Table::BucketAlias, vec![alias_entry(&bucket.name, &c)]).await?;
+        }
+        self.tables.delete::<Buckets>(bucket_key(&bucket.id), None).await?;
+        let grants = self.tables.scan_prefix::<BucketGrants>(&bucket.id).await?;
+        let tombs = grants.into_iter().map(|g| tombstone(g.key, Some(g.timestamp))).collect::<Vec<_>>();
+        if !tombs.is_empty() {
+            self.tables.insert(Table::BucketGrant, tombs).await?;
+        }
+        Ok(())
+    }
+
+    /// Objects and bytes in a bucket (a full scan: an admin call, not a hot path).
+    pub async fn bucket_usage(&self, id: &[u8]) -> Result<(u64, u64)> {
+        let objects: Vec<Found<Object>> = self.tables.scan_prefix::<Objects>(&object_prefix(id, "")).await?;
+        Ok((objects.len() as u64, objects.iter().map(|o| o.value.size).sum()))
+    }
+
+    // ---- keys ----------------------------------------------------------------------------
+
+    pub async fn get_key(&self, id: &str) -> Result<Option<Found<AccessKey>>> {
+        self.tables.get::<AccessKeys>(&access_key_key(id)).await
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<Found<AccessKey>>> {
+        self.tables.scan_prefix::<AccessKeys>(b"").await
+    }
+
+    /// A key by id, or by a name no other key has.
+    pub async fn find_key(&self, id_or_name: &str) -> Result<Found<AccessKey>> {
+        if let Some(k) = self.get_key(id_or_name).await? {
+            return Ok(k);
+        }
+        let mut named: Vec<_> = self.list_keys().await?.into_iter().filter(|k| k.value.name == id_or_name).collect();
+        match named.len() {
+            1 => Ok(named.remove(0)),
+            0 => Err(Error::NotFound(format!("access key `{id_or_name}`"))),
+            n => Err(Error::Invalid(format!("{n} keys are named `{id_or_name}`; give the key id"))),
+        }
+    }
+
+    /// Creates a key with the given or fresh credentials.
+    pub async fn create_key(&self, name: &str, id: Option<&str>, secret: Option<&str>) -> Result<AccessKey> {
+        let imported = id.is_some();
+        let id = id.map(str::to_string).unwrap_or_else(new_access_key_id);
+        let secret = secret.map(str::to_string).unwrap_or_else(new_secret_key);
+        if id.len() < 3 || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Error::Invalid(format!("access key id `{id}` must be 3 to 128 letters or digits")));
+        }
+        if secret.len() < 8 || secret.len() > 128 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::Invalid("secret key must be 8 to 128 printable characters".into()));
+        }
+        if imported {
+            // An imported id may be given twice at once: one claim wins.
+            let won = self
+                .registers
+                .update::<NameClaim, _>(&key_register(&id), |cur| match cur {
+                    Some(c) if !c.bucket_id.is_empty() => (Change::Keep, false),
+                    cur => {
+                        let seq = cur.map(|c| c.seq).unwrap_or(0) + 1;
+                        (Change::Set(NameClaim { bucket_id: id.clone().into_bytes().into(), seq }), true)
+                    }
+                })
+                .await?;
+            if !won || self.get_key(&id).await?.is_some() {
+                return Err(Error::Conflict(format!("access key `{id}` already exists")));
+            }
+        }
+        let ts = stamp(None);
+        let key = AccessKey {
+            id: id.clone(),
+            secret,
+            created_ms: now_ms(),
+            name: name.to_string(),
+            name_ts: ts,
+            allow_create_bucket: false,
+            allow_create_bucket_ts: ts,
+        };
+        self.tables.put::<AccessKeys>(access_key_key(&id), &key, None).await?;
+        Ok(key)
+    }
+
+    /// Deletes a key and its grants, and frees its id.
+    pub async fn delete_key(&self, id_or_name: &str) -> Result<()> {
+        let k = self.find_key(id_or_name).await?;
+        let id = k.value.id.clone();
+        self.tables.delete::<AccessKeys>(k.key, Some(k.timestamp)).await?;
+        let tombs: Vec<Entry> = self
+            .all_grants()
+            .await?
+            .into_iter()
+            .filter(|(_, key_id, _)| *key_id == id)
+            .map(|(b, key_id, g)| tombstone(grant_key(&b, &key_id), Some(g.timestamp)))
+            .collect();
+        if !tombs.is_empty() {
+            self.tables.insert(Table::BucketGrant, tombs).await?;
+        }
+        self.registers
+            .update::<NameClaim, _>(&key_register(&id), |cur| match cur {
+                Some(c) if !c.bucket_id.is_empty() => {
+                    (Change::Set(NameClaim { bucket_id: Default::default(), seq: c.seq + 1 }), ())
+                }
+                _ => (Change::Keep, ()),
+            })
+            .await
+    }
+
+    /// Sets the create-bucket setting (only that field: concurrent changes of other settings
+    /// survive).
+    pub async fn set_allow_create_bucket(&self, id_or_name: &str, allow: bool) -> Result<AccessKey> {
+        let k = self.find_key(id_or_name).await?;
+        let mut key = k.value;
+        key.allow_create_bucket = allow;
+        key.allow_create_bucket_ts = stamp(Some(key.allow_create_bucket_ts));
+        self.tables.put::<AccessKeys>(k.key, &key, Some(k.timestamp)).await?;
+        Ok(key)
+    }
+
+    // ---- grants --------------------------------------------------------------------------
+
+    /// The rights of a key on a bucket.
+    pub async fn rights(&self, key_id: &str, bucket_id: &[u8]) -> Result<Rights> {
+        Ok(self
+            .tables
+            .get::<BucketGrants>(&grant_key(bucket_id, key_id))
+            .await?
+            .map(|g| Rights::of(&g.value))
+            .unwrap_or_default())
+    }
+
+    /// Grants (allow) or revokes (!allow) the rights named in `which`; the others stay as
+    /// they are. A blind write of the changed rights only: nothing is read first.
+    pub async fn set_rights(&self, key_id: &str, bucket_id: &[u8], which: Rights, allow: bool) -> Result<()> {
+        let ts = stamp(None);
+        let pick = |named: bool| if named { (allow, ts) } else { (false, 0) };
+        let ((read, read_ts), (write, write_ts), (owner, owner_ts)) =
+            (pick(which.read), pick(which.write), pick(which.owner));
+        let g = Grant { read, read_ts, write, write_ts, owner, owner_ts };
+        let mut e = entry(grant_key(bucket_id, key_id), &g, None);
+        e.timestamp = ts;
+        self.tables.insert(Table::BucketGrant, vec![e]).await
+    }
+
+    /// Every grant: (bucket id, key id, grant).
+    pub async fn all_grants(&self) -> Result<Vec<(Vec<u8>, String, Found<Grant>)>> {
+        Ok(self
+            .tables
+            .scan_prefix::<BucketGrants>(b"")
+            .await?
+            .into_iter()
+            .filter_map(|g| parse_grant_key(&g.key).map(|(b, k)| (b, k, g)))
+            .collect())
+    }
+
+    /// The grants on one bucket: (key id, rights), keys with no right left omitted.
+    pub async fn grants_on(&self, bucket_id: &[u8]) -> Result<Vec<(String, Rights)>> {
+        Ok(self
+            .tables
+            .scan_prefix::<BucketGrants>(bucket_id)
+            .await?
+            .into_iter()
+            .filter_map(|g| parse_grant_key(&g.key).map(|(_, k)| (k, Rights::of(&g.value))))
+            .filter(|(_, r)| r.any())
+            .collect())
+    }
+
+    /// The buckets a key holds some right on: (bucket id, rights).
+    pub async fn grants_of(&self, key_id: &str) -> Result<Vec<(Vec<u8>, Rights)>> {
+        Ok(self
+            .all_grants()
+            .await?
+            .into_iter()
+            .filter(|(_, k, g)| k == key_id && Rights::of(&g.value).any())
+            .map(|(b, _, g)| (b, Rights::of(&g.value)))
+            .collect())
+    }
+}
+
+/// Decodes a value, for callers holding raw entries.
+pub fn decode<T: Message + Default>(e: &Entry) -> Option<T> {
+    (!e.tombstone).then(|| T::decode(e.value.as_ref()).ok()).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_bucket_name as v;
+
+    #[test]
+    fn bucket_names() {
+        for ok in ["abc", "my-bucket.1", "a1b", "0aa"] {
+            assert!(v(ok).is_ok(), "{ok}");
+        }
+        for bad in ["ab", "Abc", "a_b", "-ab", "ab-", "a..b", "192.168.1.1", &"a".repeat(64), "a.-b"] {
+            assert!(v(bad).is_err(), "{bad}");
+        }
+    }
+}

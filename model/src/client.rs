@@ -1,0 +1,369 @@
+//! Typed access to the metadata tables, replicated over the data nodes of the layout
+//! history.
+//!
+//! A write goes to every replica of its partition in every live layout version and returns
+//! once each of those sets has a quorum of durable copies. A read asks the partition's read
+//! set, merges the first quorum of answers by the table's rule and sends the merged entry to
+//! the replicas that answered with something else (read repair). Listings across partitions
+//! ask every node of the read sets and need a read quorum of every partition.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use hangar_common::call::Method;
+use hangar_common::cluster::{Cluster, NodeRef, quorum};
+use hangar_common::ids::{next_timestamp, random_u64};
+use hangar_common::quorum::{call_all, quorum_sets};
+use hangar_common::{Error, Result};
+use hangar_proto::metadata::{Entry, GetRequest, InsertRequest, RangeRequest, Table};
+use prost::Message;
+
+use crate::keys::{prefix_end, successor};
+use crate::schema::{Schema, merge_entries, partition_of, range_in_one_partition};
+
+/// Most entries one range call returns.
+pub const PAGE: u32 = 1000;
+/// How often a write is retried after a data node said the caller's layout is outdated.
+const STALE_RETRIES: usize = 3;
+
+/// A live entry decoded, with the timestamp a later write must exceed.
+#[derive(Clone, Debug)]
+pub struct Found<T> {
+    pub key: Vec<u8>,
+    pub value: T,
+    pub timestamp: u64,
+}
+
+/// A new value for `key`, written after (LWW-newer than) `after` when given.
+pub fn entry<T: Message>(key: Vec<u8>, value: &T, after: Option<u64>) -> Entry {
+    Entry {
+        key: key.into(),
+        value: value.encode_to_vec().into(),
+        timestamp: stamp(after),
+        tiebreak: random_u64(),
+        tombstone: false,
+    }
+}
+
+/// A deletion of `key`.
+pub fn tombstone(key: Vec<u8>, after: Option<u64>) -> Entry {
+    Entry {
+        key: key.into(),
+        value: Default::default(),
+        timestamp: stamp(after),
+        tiebreak: random_u64(),
+        tombstone: true,
+    }
+}
+
+/// A write timestamp: now, or just after `after` when the clock has not passed it.
+pub fn stamp(after: Option<u64>) -> u64 {
+    let t = next_timestamp();
+    match after {
+        Some(a) if a >= t => a + 1,
+        _ => t,
+    }
+}
+
+pub fn decode<T: Message + Default>(e: Entry) -> Result<Found<T>> {
+    Ok(Found { value: T::decode(e.value)?, key: e.key.to_vec(), timestamp: e.timestamp })
+}
+
+#[derive(Clone)]
+pub struct Tables {
+    cluster: Cluster,
+}
+
+impl Tables {
+    pub fn new(cluster: Cluster) -> Self {
+        Self { cluster }
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// The merged entry (tombstones included) after asking a read quorum; repairs replicas
+    /// that answered otherwise.
+    pub async fn get_entry(&self, table: Table, key: &[u8]) -> Result<Option<Entry>> {
+        let view = self.cluster.view();
+        let nodes = view.read_set(partition_of(table, key)).map_err(|e| Error::Unavailable(e.to_string()))?;
+        let cluster = self.cluster.clone();
+        let req = GetRequest { table: table as i32, key: key.to_vec().into() };
+        let (answers, mut late) = quorum_sets(&[nodes], move |n| {
+            let (cluster, req) = (cluster.clone(), req.clone());
+            async move {
+                let mut c = cluster.meta(&n)?;
+                Ok(cluster.call(&n, Method::Get, req, |r| async move { c.get(r).await }).await?.entry)
+            }
+        })
+        .await?;
+        let merged = answers.iter().filter_map(|(_, e)| e.clone()).reduce(|a, b| merge_entries(table, &a, &b));
+        if let Some(m) = &merged {
+            let stale: Vec<NodeRef> =
+                answers.iter().filter(|(_, e)| e.as_ref() != Some(m)).map(|(n, _)| n.clone()).collect();
+            self.repair(table, vec![m.clone()], stale);
+            // Replicas that answer after the quorum are checked too, off the request's path.
+            let (this, m) = (self.clone(), m.clone());
+            tokio::spawn(async move {
+                while let Some((n, r)) = late.recv().await {
+                    if let Ok(e) = r
+                        && e.as_ref() != Some(&m)
+                    {
+                        let fixed = e.map(|e| merge_entries(table, &e, &m)).unwrap_or_else(|| m.clone());
+                        this.repair(table, vec![fixed], vec![n]);
+                    }
+                }
+            });
+        }
+        Ok(merged)
+    }
+
+    /// Sends entries to replicas that were behind; best effort, in the background.
+    fn repair(&self, table: Table, entries: Vec<Entry>, nodes: Vec<NodeRef>) {
+        for n in nodes {
+            let (cluster, entries) = (self.cluster.clone(), entries.clone());
+            tokio::spawn(async move {
+                let count = entries.len();
+                let req = InsertRequest { table: table as i32, entries };
+                let r = match cluster.meta(&n) {
+                    Ok(mut c) => cluster.call(&n, Method::Insert, req, |r| async move { c.insert(r).await }).await,
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(_) => tracing::debug!(node = %n.id, entries = count, "read repair sent"),
+                    Err(e) => tracing::debug!(node = %n.id, error = %e, "read repair failed"),
+                }
+            });
+        }
+    }
+
+    /// A live entry of table `S`, decoded.
+    pub async fn get<S: Schema>(&self, key: &[u8]) -> Result<Option<Found<S::Value>>> {
+        match self.get_entry(S::TABLE, key).await? {
+            Some(e) if !e.tombstone => Ok(Some(decode(e)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes entries, each to its partition's write sets; returns once every partition
+    /// involved has a quorum in each set. A node that knows a newer layout makes the write
+    /// wait (a few seconds at most) for this process to learn it, then go again.
+    pub async fn insert(&self, table: Table, entries: Vec<Entry>) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            let version = self.cluster.view().version();
+            match self.insert_once(table, entries.clone()).await {
+                Err(Error::StaleLayout(why)) if attempt < STALE_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(%why, "a data node knows a newer layout; waiting for it");
+                    self.cluster.wait_newer(version, Duration::from_secs(5)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn insert_once(&self, table: Table, entries: Vec<Entry>) -> Result<()> {
+        let mut groups: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
+        for e in entries {
+            groups.entry(partition_of(table, &e.key)).or_default().push(e);
+        }
+        let view = self.cluster.view();
+        let mut pending = FuturesUnordered::new();
+        for (partition, group) in groups {
+            let sets = view.write_sets(partition).map_err(|e| Error::Unavailable(e.to_string()))?;
+            let cluster = self.cluster.clone();
+            let req = InsertRequest { table: table as i32, entries: group };
+            pending.push(async move {
+                quorum_sets(&sets, move |n| {
+                    let (cluster, req) = (cluster.clone(), req.clone());
+                    async move {
+                        let mut c = cluster.meta(&n)?;
+                        cluster.call(&n, Method::Insert, req, |r| async move { c.insert(r).await }).await
+                    }
+                })
+                .await
+                .map(|_| ())
+            });
+        }
+        while let Some(r) = pending.next().await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Writes one value of table `S`, LWW-newer than `after` when given.
+    pub async fn put<S: Schema>(&self, key: Vec<u8>, value: &S::Value, after: Option<u64>) -> Result<()> {
+        self.insert(S::TABLE, vec![entry(key, value, after)]).await
+    }
+
+    pub async fn delete<S: Schema>(&self, key: Vec<u8>, after: Option<u64>) -> Result<()> {
+        self.insert(S::TABLE, vec![tombstone(key, after)]).await
+    }
+
+    /// One page of live entries of table `S` with start <= key < end; `more` when the
+    /// range goes on (then the page holds at least one entry).
+    pub async fn range<S: Schema>(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: u32,
+    ) -> Result<(Vec<Found<S::Value>>, bool)> {
+        let mut start = start;
+        loop {
+            let (entries, horizon) = self.range_entries(S::TABLE, &start, &end, limit).await?;
+            let live: Vec<Entry> = entries.into_iter().filter(|e| !e.tombstone).collect();
+            let more = horizon.is_some() || live.len() > limit as usize;
+            match horizon {
+                // A page of tombstones only: go on past them.
+                Some(h) if live.is_empty() => start = successor(&h),
+                _ => {
+                    let items = live.into_iter().take(limit as usize).map(decode).collect::<Result<Vec<_>>>()?;
+                    return Ok((items, more));
+                }
+            }
+        }
+    }
+
+    /// Merged entries (tombstones included) of one range call, and, when some replica had
+    /// more past its page, the last key up to which the merge is complete.
+    pub async fn range_entries(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<(Vec<Entry>, Option<Vec<u8>>)> {
+        let req = RangeRequest {
+            table: table as i32,
+            start: start.to_vec().into(),
+            end: end.to_vec().into(),
+            limit,
+            include_tombstones: true,
+        };
+        let cluster = self.cluster.clone();
+        let call = move |n: NodeRef| {
+            let (cluster, req) = (cluster.clone(), req.clone());
+            async move {
+                let mut c = cluster.meta(&n)?;
+                let r = cluster.call(&n, Method::Range, req, |r| async move { c.range(r).await }).await?;
+                Ok((r.entries, r.more))
+            }
+        };
+        let view = self.cluster.view();
+        let mut late = None;
+        let answers = if range_in_one_partition(table) {
+            let nodes = view.read_set(partition_of(table, start)).map_err(|e| Error::Unavailable(e.to_string()))?;
+            let (answers, rest) = quorum_sets(&[nodes], call).await?;
+            late = Some(rest);
+            answers
+        } else {
+            // Consecutive keys live in every partition: ask every node of the read sets,
+            // then check that each partition heard from a read quorum of its read set.
+            let (nodes, members) = view.read_members();
+            if nodes.is_empty() {
+                return Err(Error::Unavailable("no cluster layout yet".into()));
+            }
+            let answers: Vec<_> = call_all(&nodes, call)
+                .await
+                .into_iter()
+                .filter_map(|(n, r)| match r {
+                    Ok(v) => Some((n, v)),
+                    Err(e) => {
+                        tracing::debug!(node = %n.id, error = %e, "node missed a listing");
+                        None
+                    }
+                })
+                .collect();
+            let answered: Vec<usize> = answers.iter().filter_map(|(n, _)| nodes.iter().position(|m| m == n)).collect();
+            for m in members {
+                if m.iter().filter(|i| answered.contains(i)).count() < quorum(m.len()) {
+                    return Err(Error::Unavailable(
+                        "a listing needs a read quorum of every partition; too many nodes are down".into(),
+                    ));
+                }
+            }
+            answers
+        };
+        // Complete up to the smallest last key among replicas that stopped at their limit.
+        let horizon = answers
+            .iter()
+            .filter(|(_, (_, more))| *more)
+            .filter_map(|(_, (entries, _))| entries.last().map(|e| e.key.to_vec()))
+            .min();
+        let mut merged: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+        for (_, (entries, _)) in &answers {
+            for e in entries {
+                if horizon.as_ref().is_some_and(|h| e.key.as_ref() > h.as_slice()) {
+                    continue;
+                }
+                let m = match merged.get(e.key.as_ref()) {
+                    Some(old) => merge_entries(table, old, e),
+                    None => e.clone(),
+                };
+                merged.insert(e.key.to_vec(), m);
+            }
+        }
+        if let Some(mut late) = late {
+            // Read repair within one partition: replicas that answered (now or later)
+            // without entries, or with others, get the merged ones.
+            let this = self.clone();
+            let merged = merged.clone();
+            tokio::spawn(async move {
+                for (n, (entries, more)) in &answers {
+                    this.repair_range(table, &merged, n, entries, *more);
+                }
+                while let Some((n, r)) = late.recv().await {
+                    if let Ok((entries, more)) = r {
+                        this.repair_range(table, &merged, &n, &entries, more);
+                    }
+                }
+            });
+        }
+        Ok((merged.into_values().collect(), horizon))
+    }
+
+    /// Sends `node` the merged entries its answer lacked or held otherwise (within the part
+    /// of the range its answer covered).
+    fn repair_range(
+        &self,
+        table: Table,
+        merged: &BTreeMap<Vec<u8>, Entry>,
+        node: &NodeRef,
+        entries: &[Entry],
+        more: bool,
+    ) {
+        let covered = |k: &[u8]| !more || entries.last().is_some_and(|l| k <= l.key.as_ref());
+        let had: BTreeMap<&[u8], &Entry> = entries.iter().map(|e| (e.key.as_ref(), e)).collect();
+        let behind: Vec<Entry> = merged
+            .iter()
+            .filter(|(k, _)| covered(k))
+            .filter(|(k, m)| had.get(k.as_slice()).is_none_or(|e| *e != *m))
+            .map(|(_, m)| m.clone())
+            .collect();
+        if !behind.is_empty() {
+            self.repair(table, behind, vec![node.clone()]);
+        }
+    }
+
+    /// Every live entry of table `S` whose key starts with `prefix` (small tables and
+    /// bounded scans).
+    pub async fn scan_prefix<S: Schema>(&self, prefix: &[u8]) -> Result<Vec<Found<S::Value>>> {
+        let end = prefix_end(prefix);
+        let mut start = prefix.to_vec();
+        let mut out = Vec::new();
+        loop {
+            let (page, more) = self.range::<S>(start.clone(), end.clone(), PAGE).await?;
+            let Some(last) = page.last() else { break };
+            start = successor(&last.key);
+            out.extend(page);
+            if !more {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,54 @@
+//! Objects: the object table's entries (one current value per key, last writer wins).
+//!
+//! A write never releases the value it replaces itself: the data nodes do, when they merge
+//! the new value over the old one (every replica releases the value that lost, whoever
+//! wrote it and in whatever order the writes arrive). So two PUTs of one key racing through
+//! two frontends free the loser's data, and a DELETE frees the last value's.
+
+use hangar_common::Result;
+use hangar_proto::model::Object;
+
+use crate::Store;
+use crate::client::Found;
+use crate::schema::{Objects, object_key};
+
+impl Store {
+    /// The current value of an object.
+    pub async fn object(&self, bucket_id: &[u8], key: &str) -> Result<Option<Found<Object>>> {
+        self.tables.get::<Objects>(&object_key(bucket_id, key)).await
+    }
+
+    /// Makes `obj` the object's current value, ordered after the value (timestamp `after`)
+    /// the caller read. Durable on a write quorum when this returns. Its data versions are
+    /// then committed (their pending entries go); what it replaced is released by the data
+    /// nodes.
+    pub async fn put_object(&self, bucket_id: &[u8], key: &str, obj: &Object, after: Option<u64>) -> Result<()> {
+        self.put_object_at(bucket_id, key, obj, crate::client::stamp(after)).await
+    }
+
+    /// `put_object` with a fixed timestamp (writing one decided value again is idempotent).
+    pub async fn put_object_at(&self, bucket_id: &[u8], key: &str, obj: &Object, timestamp: u64) -> Result<()> {
+        let mut e = crate::client::entry(object_key(bucket_id, key), obj, None);
+        e.timestamp = timestamp;
+        // The tiebreak comes from the value itself: writing one decided value twice gives the
+        // same entry, and two different values with one timestamp still order the same
+        // everywhere.
+        e.tiebreak = obj.version_id.iter().take(8).fold(0u64, |acc, b| (acc << 8) | *b as u64);
+        self.tables.insert(hangar_proto::metadata::Table::Object, vec![e]).await?;
+        for p in &obj.parts {
+            self.committed(&p.data_version);
+        }
+        Ok(())
+    }
+
+    /// Deletes an object if it exists; true when it did.
+    pub async fn delete_object(&self, bucket_id: &[u8], key: &str) -> Result<bool> {
+        match self.object(bucket_id, key).await? {
+            Some(prev) => {
+                self.tables.delete::<Objects>(object_key(bucket_id, key), Some(prev.timestamp)).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Data versions: the unit of object data. A data version is an id, a list of blocks
+//! (`version_block`) and one reference per block (`block_ref`, stored with the block). A
+//! PUT writes one, a multipart upload one per part, a copy shares the source's blocks under
+//! new ones.
+//!
+//! Every data version has a pending entry from before its first block is stored until it
+//! is committed (the object or part record points at it) or released. A version whose
+//! writer went away (a crashed frontend) or that lost (a failed write, a part not chosen)
+//! is thereby never forgotten: the collector worker releases it.
+//!
+//! Releasing a version drops its block references, then its block list, then its pending
+//! entry; each step is idempotent, so releasing twice, or finishing a release another node
+//! began, is harmless. A block file goes once no reference is left on any replica.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hangar_common::hash::BlockHash;
+use hangar_common::ids::{now_ms, random_id};
+use hangar_common::{Error, Result};
+use hangar_proto::metadata::Table;
+use hangar_proto::model::{BlockEntry, BlockRef, PendingVersion};
+use tokio::task::JoinHandle;
+
+use crate::Store;
+use crate::client::{Found, entry, tombstone};
+use crate::keys::prefix_end;
+use crate::schema::{
+    BlockRefs, ID_LEN, PendingVersions, Schema, VersionBlocks, block_ref_key, parse_version_block_key, pending_key,
+    version_block_key,
+};
+
+/// Blocks being stored at once per writer.
+const IN_FLIGHT: usize = 4;
+/// Block-list entries written per batch.
+const ENTRY_BATCH: usize = 256;
+/// How often a writer renews its pending entry while it works.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
+
+/// What a data version is written for.
+#[derive(Clone, Debug)]
+pub enum Owner {
+    Object { bucket_id: Vec<u8>, key: String },
+    Part { upload_id: Vec<u8>, part_number: u32 },
+}
+
+impl Owner {
+    fn pending(&self, release: bool) -> PendingVersion {
+        let mut p = PendingVersion { refreshed_ms: now_ms(), release, ..Default::default() };
+        match self {
+            Owner::Object { bucket_id, key } => {
+                p.bucket_id = bucket_id.clone().into();
+                p.key = key.clone();
+            }
+            Owner::Part { upload_id, part_number } => {
+                p.upload_id = upload_id.clone().into();
+                p.part_number = *part_number;
+            }
+        }
+        p
+    }
+
+    pub fn of(p: &PendingVersion) -> Owner {
+        if p.upload_id.is_empty() {
+            Owner::Object { bucket_id: p.bucket_id.to_vec(), key: p.key.clone() }
+        } else {
+            Owner::Part { upload_id: p.upload_id.to_vec(), part_number: p.part_number }
+        }
+    }
+}
+
+type BlockTask = JoinHandle<Result<(BlockHash, u32)>>;
+
+/// Stores the blocks of one new data version, a few at a time, and records its block list.
+pub struct DataWriter {
+    store: Store,
+    data_version: Vec<u8>,
+    owner: Owner,
+    in_flight: VecDeque<(u64, BlockTask)>,
+    pending: Vec<hangar_proto::metadata::Entry>,
+    offset: u64,
+    refreshed: Instant,
+}
+
+impl Store {
+    /// Records that `data_version` is being written for `owner` (before any block of it).
+    pub async fn begin_pending(&self, data_version: &[u8], owner: &Owner) -> Result<()> {
+        self.tables.put::<PendingVersions>(pending_key(data_version), &owner.pending(false), None).await
+    }
+
+    /// A writer for a new data version of `owner`.
+    pub async fn writer(&self, owner: Owner) -> Result<DataWriter> {
+        let data_version = random_id();
+        self.begin_pending(&data_version, &owner).await?;
+        Ok(DataWriter {
+            store: self.clone(),
+            data_version,
+            owner,
+            in_flight: VecDeque::new(),
+            pending: Vec::new(),
+            offset: 0,
+            refreshed: Instant::now(),
+        })
+    }
+
+    /// The version is in use (its object or part record points at it): its pending entry
+    /// goes. In the background; if it fails, the collector finds the version in use.
+    pub fn committed(&self, data_version: &[u8]) {
+        let (this, key) = (self.clone(), pending_key(data_version));
+        tokio::spawn(async move {
+            if let Err(e) = this.tables.delete::<PendingVersions>(key, None).await {
+                tracing::debug!(error = %e, "could not clear a pending entry; the collector will");
+            }
+        });
+    }
+
+    /// Asks for `data_version` to be released soon (it lost or its write failed). Durable
+    /// once this returns; the collector worker does the work.
+    pub async fn mark_release(&self, data_version: &[u8], owner: &Owner) -> Result<()> {
+        self.tables.put::<PendingVersions>(pending_key(data_version), &owner.pending(true), None).await
+    }
+
+    /// The blocks of a data version in order, with their offsets and entry timestamps, one
+    /// page at a time.
+    pub async fn block_page(
+        &self,
+        data_version: &[u8],
+        from_offset: u64,
+        limit: u32,
+    ) -> Result<(Vec<(u64, Found<BlockEntry>)>, bool)> {
+        let (page, more) = self
+            .tables
+            .range::<VersionBlocks>(version_block_key(data_version, from_offset), prefix_end(data_version), limit)
+            .await?;
+        Ok((page.into_iter().map(|f| (parse_version_block_key(&f.key).unwrap_or(0), f)).collect(), more))
+    }
+
+    /// Drops a data version: its block references, its block list, its pending entry.
+    /// Idempotent; a failure leaves the rest for a later attempt.
+    pub async fn release_version(&self, data_version: &[u8]) -> Result<()> {
+        if data_version.len() != ID_LEN {
+            return Err(Error::Invalid("a data version id is 16 bytes".into()));
+        }
+        loop {
+            let (page, more) = self.block_page(data_version, 0, 1000).await?;
+            if page.is_empty() {
+                break;
+            }
+            // Deletions newer than the entries they undo, whatever the clocks: the block
+            // list entry was written after its blocks' references.
+            let refs = page
+                .iter()
+                .map(|(_, f)| tombstone(block_ref_key(&f.value.hash, data_version), Some(f.timestamp)))
+                .collect();
+            self.tables.insert(BlockRefs::TABLE, refs).await?;
+            let list = page
+                .iter()
+                .map(|(off, f)| tombstone(version_block_key(data_version, *off), Some(f.timestamp)))
+                .collect();
+            self.tables.insert(VersionBlocks::TABLE, list).await?;
+            if !more {
+                break;
+            }
+        }
+        self.tables.delete::<PendingVersions>(pending_key(data_version), None).await
+    }
+
+    /// Gives `new_version` the blocks of `old_version` without moving data: references and
+    /// a block list of its own.
+    pub async fn share_version(&self, old_version: &[u8], new_version: &[u8]) -> Result<()> {
+        let mut from = 0;
+        loop {
+            let (page, more) = self.block_page(old_version, from, 1000).await?;
+            let Some((last, _)) = page.last() else { return Ok(()) };
+            from = last + 1;
+            let refs = page
+                .iter()
+                .map(|(_, f)| entry(block_ref_key(&f.value.hash, new_version), &BlockRef {}, None))
+                .collect();
+            self.tables.insert(Table::BlockRef, refs).await?;
+            let list =
+                page.iter().map(|(off, f)| entry(version_block_key(new_version, *off), &f.value, None)).collect();
+            self.tables.insert(Table::VersionBlock, list).await?;
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl DataWriter {
+    pub fn data_version(&self) -> &[u8] {
+        &self.data_version
+    }
+
+    /// Bytes pushed so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Sends one block to its replicas (in a task of its own, which also hashes it).
+    pub async fn push(&mut self, block: Bytes) -> Result<()> {
+        let len = block.len() as u64;
+        let (blocks, owner) = (self.store.blocks.clone(), self.data_version.clone());
+        let task = tokio::spawn(async move {
+            let hash = BlockHash::of(&block);
+            let size = block.len() as u32;
+            blocks.put(hash, owner, block).await?;
+            Ok((hash, size))
+        });
+        self.in_flight.push_back((self.offset, task));
+        self.offset += len;
+        while self.in_flight.len() >= IN_FLIGHT {
+            self.complete_one().await?;
+        }
+        if self.refreshed.elapsed() >= REFRESH_EVERY {
+            self.refreshed = Instant::now();
+            let (store, dv, owner) = (self.store.clone(), self.data_version.clone(), self.owner.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store.begin_pending(&dv, &owner).await {
+                    tracing::debug!(error = %e, "could not renew a pending entry");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn complete_one(&mut self) -> Result<()> {
+        let Some((offset, task)) = self.in_flight.pop_front() else { return Ok(()) };
+        let (hash, size) = task.await.map_err(|e| Error::Invalid(format!("block upload task failed: {e}")))??;
+        let value = BlockEntry { hash: hash.0.to_vec().into(), size };
+        self.pending.push(entry(version_block_key(&self.data_version, offset), &value, None));
+        if self.pending.len() >= ENTRY_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let batch = std::mem::take(&mut self.pending);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.store.tables.insert(Table::VersionBlock, batch).await
+    }
+
+    /// Waits for every block and records the whole block list; the data version id.
+    pub async fn finish(mut self) -> Result<Vec<u8>> {
+        let r = async {
+            while !self.in_flight.is_empty() {
+                self.complete_one().await?;
+            }
+            self.flush().await
+        }
+        .await;
+        match r {
+            Ok(()) => Ok(std::mem::take(&mut self.data_version)),
+            Err(e) => {
+                self.abandon().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Records what did get stored, then asks for all of it to be released.
+    pub async fn abandon(mut self) {
+        while let Some((offset, task)) = self.in_flight.pop_front() {
+            if let Ok(Ok((hash, size))) = task.await {
+                let value = BlockEntry { hash: hash.0.to_vec().into(), size };
+                self.pending.push(entry(version_block_key(&self.data_version, offset), &value, None));
+            }
+        }
+        if let Err(e) = self.flush().await {
+            tracing::warn!(error = %e, "could not record the blocks of an abandoned write");
+        }
+        if let Err(e) = self.store.mark_release(&self.data_version, &self.owner).await {
+            // The pending entry still names the version: the collector releases it after
+            // the grace period.
+            tracing::debug!(error = %e, "could not ask for an abandoned write's release");
+        }
+    }
+}
