@@ -41,6 +41,8 @@ where
         sets.iter().any(|s| s.len() - s.iter().filter(|n| failed.contains(n)).count() < quorum(s.len()))
     };
     let (mut ok, mut failed, mut why) = (Vec::new(), Vec::new(), Vec::new());
+    // A full disk is worth telling the client about: it will not pass by retrying soon.
+    let mut full = None;
     while let Some((node, r)) = rx.recv().await {
         match r {
             Ok(v) => {
@@ -56,12 +58,18 @@ where
                     return Err(e);
                 }
                 why.push(format!("{}: {e}", node.id));
+                if let Error::InsufficientStorage(m) = &e {
+                    full = Some(format!("{}: {m}", node.id));
+                }
                 failed.push(node);
                 if hopeless(&failed) {
                     break;
                 }
             }
         }
+    }
+    if let Some(m) = full {
+        return Err(Error::InsufficientStorage(m));
     }
     Err(Error::Unavailable(format!("quorum not reached ({} answered; {})", ok.len(), why.join("; "))))
 }

@@ -39,8 +39,30 @@ impl DataError {
     }
 }
 
+/// A metadata store that failed an I/O stays failed (sled keeps the error until it is
+/// reopened), and every later write would fail too. The node exits instead, so that its
+/// supervisor (systemd, Kubernetes, a compose restart policy) starts it again on a database
+/// that opens cleanly; acknowledged writes are on disk already.
+pub fn exit_if_fatal(e: &DataError) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static EXITING: AtomicBool = AtomicBool::new(false);
+    let fatal = matches!(
+        e,
+        DataError::Sled(sled::Error::Io(_) | sled::Error::Corruption { .. } | sled::Error::ReportableBug(_))
+    );
+    if fatal && !EXITING.swap(true, Ordering::SeqCst) {
+        tracing::error!(error = %e, "the metadata store failed; exiting so that a restart reopens it");
+        hangar_common::admin_http::set_problem("metadata", Some(format!("metadata store failed: {e}; restarting")));
+        std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            std::process::exit(75);
+        });
+    }
+}
+
 impl From<DataError> for tonic::Status {
     fn from(e: DataError) -> Self {
+        exit_if_fatal(&e);
         if e.is_full() && !matches!(e, DataError::Full(_)) {
             return tonic::Status::resource_exhausted(format!("{}: {e}", hangar_common::INSUFFICIENT_STORAGE));
         }

@@ -92,6 +92,8 @@ pub struct Proc {
     pub admin_addr: SocketAddr,
     /// The zone of a data node.
     pub zone: String,
+    /// Top-level TOML lines added to the process's config (shortened delays, ...).
+    pub extra: String,
     child: Option<Child>,
     starts: usize,
 }
@@ -112,7 +114,7 @@ impl Proc {
     }
 
     fn write_config(&self, secret: &str, admin_token: &str, control_plane: SocketAddr) {
-        let mut toml = format!("rpc_secret = {}\n", toml_str(secret));
+        let mut toml = format!("{}\nrpc_secret = {}\n", self.extra, toml_str(secret));
         match self.role {
             Role::ControlPlane => {
                 toml += &format!("metadata_dir = {}\n", toml_path(&self.dir));
@@ -271,6 +273,8 @@ pub struct Cluster {
     pub key: KeyInfo,
     pub rpc_secret: String,
     pub admin_token: String,
+    /// Top-level TOML lines every process's config gets.
+    pub extra: String,
     /// The temp dir holding every config, data dir and log (removed on drop).
     pub dir: PathBuf,
     // Dropped after the processes are killed (see Drop): first the files, then the lock.
@@ -284,6 +288,11 @@ impl Cluster {
     /// creates [`Cluster::key`] with the create-bucket right, and waits until every frontend
     /// serves S3 requests.
     pub async fn start(n_data: usize, n_frontends: usize) -> Cluster {
+        Self::start_with(n_data, n_frontends, "").await
+    }
+
+    /// [`Cluster::start`] with `extra` (top-level TOML lines) in every process's config.
+    pub async fn start_with(n_data: usize, n_frontends: usize, extra: &str) -> Cluster {
         assert!(n_data >= REPLICATION as usize, "replication factor {REPLICATION} needs {REPLICATION} data nodes");
         let lock = ClusterLock::acquire().await;
         let temp = tempfile::Builder::new().prefix("hangar-cluster-").tempdir().expect("create temp dir");
@@ -298,6 +307,7 @@ impl Cluster {
             addr: addrs[0],
             admin_addr: addrs[1],
             zone: String::new(),
+            extra: extra.to_string(),
             child: None,
             starts: 0,
         };
@@ -308,6 +318,7 @@ impl Cluster {
             key: KeyInfo { id: String::new(), secret: String::new(), name: String::new() },
             rpc_secret: random_hex(32),
             admin_token: random_hex(32),
+            extra: extra.to_string(),
             dir,
             _temp: temp,
             _lock: lock,
@@ -370,6 +381,7 @@ impl Cluster {
             name,
             role,
             zone,
+            extra: self.extra.clone(),
             child: None,
             starts: 0,
         }
@@ -427,6 +439,21 @@ impl Cluster {
         self.cli_ok(["layout", "apply", "--version", &version.to_string()]).await
     }
 
+    /// `hangar layout remove <id>` for data node `i`.
+    pub async fn remove_data_node(&self, i: usize) {
+        self.cli_ok(["layout", "remove", &self.node_id(i)]).await;
+    }
+
+    /// Waits until the data has moved: a single live layout version, `version`, which every
+    /// node of it has synced.
+    pub async fn wait_layout_settled(&self, version: u64, timeout: Duration) {
+        self.wait_for(&format!("layout version {version} to be the only live one"), timeout, || async {
+            let s = self.status().await;
+            s.layout_version == version && !s.raw.contains("Live layout versions")
+        })
+        .await;
+    }
+
     // ---- clients ----------------------------------------------------------------
 
     /// The S3 endpoint of frontend `i`.
@@ -436,7 +463,12 @@ impl Cluster {
 
     /// SDK config for frontend `i` with the cluster key; short standard retries, bounded timeouts.
     pub fn s3_config(&self, i: usize) -> aws_sdk_s3::config::Builder {
-        let credentials = Credentials::new(&self.key.id, &self.key.secret, None, None, "hangar-cluster-tests");
+        self.s3_config_as(i, &self.key)
+    }
+
+    /// [`Cluster::s3_config`] with another key.
+    pub fn s3_config_as(&self, i: usize, key: &KeyInfo) -> aws_sdk_s3::config::Builder {
+        let credentials = Credentials::new(&key.id, &key.secret, None, None, "hangar-cluster-tests");
         s3_config(&self.endpoint(i), REGION, credentials)
             .retry_config(RetryConfig::standard().with_max_attempts(3).with_initial_backoff(Duration::from_millis(200)))
             .timeout_config(
@@ -457,7 +489,17 @@ impl Cluster {
     /// Client of frontend `i` that sends every request once: the test sees exactly what
     /// the frontend answered.
     pub fn s3_client_no_retry(&self, i: usize) -> aws_sdk_s3::Client {
-        aws_sdk_s3::Client::from_conf(self.s3_config(i).retry_config(RetryConfig::disabled()).build())
+        self.s3_client_no_retry_as(i, &self.key)
+    }
+
+    /// [`Cluster::s3_client_no_retry`] with another key.
+    pub fn s3_client_no_retry_as(&self, i: usize, key: &KeyInfo) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::from_conf(self.s3_config_as(i, key).retry_config(RetryConfig::disabled()).build())
+    }
+
+    /// Every block file of every data node, by node index.
+    pub fn all_block_files(&self) -> Vec<(usize, PathBuf)> {
+        (0..self.data.len()).flat_map(|i| self.block_files(i).into_iter().map(move |f| (i, f))).collect()
     }
 
     /// `hangar --rpc-addr <control plane> <args>` with the admin token, ready to run.

@@ -298,6 +298,11 @@ impl Server {
         self.child.id()
     }
 
+    /// Where the server's stderr (its log) goes.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
     /// The server's stderr so far (its logs), for failure messages.
     pub fn log(&self) -> String {
         format!("--- server log {} ---\n{}", self.log_path.display(), log_tail(&self.log_path, 200))

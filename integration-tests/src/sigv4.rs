@@ -198,21 +198,39 @@ impl Signer {
         chunk_size: usize,
         corrupt_chunk: Option<usize>,
     ) -> RawRequest {
+        self.streaming_put_with(host, path, data, chunk_size, corrupt_chunk, data.len() as u64, true)
+    }
+
+    /// [`Signer::streaming_put`] declaring `decoded_len` bytes (which need not be the data's
+    /// length) and, unless `final_chunk`, leaving the final zero-length chunk out: a
+    /// correctly signed but incomplete stream.
+    #[allow(clippy::too_many_arguments)]
+    pub fn streaming_put_with(
+        &self,
+        host: &str,
+        path: &str,
+        data: &[u8],
+        chunk_size: usize,
+        corrupt_chunk: Option<usize>,
+        decoded_len: u64,
+        final_chunk: bool,
+    ) -> RawRequest {
         let chunks: Vec<&[u8]> = data.chunks(chunk_size).collect();
+        let last: &[&[u8]] = if final_chunk { &[&[]] } else { &[] };
         let mut encoded_len = 0;
-        for c in chunks.iter().map(|c| c.len()).chain([0]) {
+        for c in chunks.iter().chain(last).map(|c| c.len()) {
             // "<hex>;chunk-signature=<64>\r\n<data>\r\n"
             encoded_len += format!("{c:x}").len() + ";chunk-signature=".len() + 64 + 2 + c + 2;
         }
         let mut req = RawRequest::new("PUT", host, path)
             .header("content-encoding", "aws-chunked")
-            .header("x-amz-decoded-content-length", &data.len().to_string())
+            .header("x-amz-decoded-content-length", &decoded_len.to_string())
             .header("content-length", &encoded_len.to_string());
         let seed = self.sign(&mut req, STREAMING_SIGNED, SystemTime::now());
 
         let mut body = Vec::with_capacity(encoded_len);
         let mut previous = seed.signature.clone();
-        for (i, chunk) in chunks.iter().copied().chain([&[][..]]).enumerate() {
+        for (i, chunk) in chunks.iter().chain(last).copied().enumerate() {
             let sig = self.chunk_signature(&seed, &previous, chunk);
             body.extend_from_slice(format!("{:x};chunk-signature={sig}\r\n", chunk.len()).as_bytes());
             let start = body.len();

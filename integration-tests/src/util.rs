@@ -263,3 +263,30 @@ pub fn xml_value(xml: &str, tag: &str) -> Option<String> {
     let end = xml[start..].find(&close)? + start;
     Some(xml[start..end].to_string())
 }
+
+// ---- processes ---------------------------------------------------------------------
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`, ...).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Whether the peer of `stream` closed it within `timeout` (reads until EOF, dropping
+/// whatever arrives).
+pub async fn closed_by_peer(stream: &mut tokio::net::TcpStream, timeout: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read_all).await.is_ok()
+}

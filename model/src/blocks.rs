@@ -55,10 +55,10 @@ impl Blocks {
         Ok(())
     }
 
-    /// Stores a block with `owner`'s reference on a quorum of every write set.
-    pub async fn put(&self, hash: BlockHash, owner: Vec<u8>, data: Bytes) -> Result<()> {
+    /// Stores a block with `owner`'s reference (stamped `timestamp`) on a quorum of every
+    /// write set.
+    pub async fn put(&self, hash: BlockHash, owner: Vec<u8>, timestamp: u64, data: Bytes) -> Result<()> {
         let mut attempt = 0;
-        let timestamp = hangar_common::ids::next_timestamp();
         loop {
             let view = self.cluster.view();
             let sets = view.write_sets(block_partition(&hash.0)).map_err(|e| Error::Unavailable(e.to_string()))?;

@@ -152,8 +152,12 @@ impl Store {
     pub async fn create_bucket(&self, name: &str, owner: Option<&str>) -> Result<Created> {
         validate_bucket_name(name)?;
         let bucket = Bucket { id: random_id().into(), name: name.to_string(), created_ms: now_ms() };
-        // The bucket entry goes first: a name never points at a bucket that does not exist.
+        // The bucket entry and its owner's rights go first: a name never points at a bucket
+        // that does not exist, and a creator never wins a name without its rights on it.
         self.tables.put::<Buckets>(bucket_key(&bucket.id), &bucket, None).await?;
+        if let Some(key_id) = owner {
+            self.set_rights(key_id, &bucket.id, Rights::ALL, true).await?;
+        }
         let ours = bucket.id.clone();
         let claim = self
             .registers
@@ -168,23 +172,33 @@ impl Store {
         let claim = match claim {
             Ok(c) => c,
             Err(e) => {
-                self.tables.delete::<Buckets>(bucket_key(&ours), None).await.ok();
+                self.forget_bucket(&ours, owner).await;
                 return Err(e);
             }
         };
         self.tables.insert(Table::BucketAlias, vec![alias_entry(name, &claim)]).await?;
         if claim.bucket_id != ours {
-            self.tables.delete::<Buckets>(bucket_key(&ours), None).await?;
+            self.forget_bucket(&ours, owner).await;
             let winner = self
                 .bucket_by_id(&claim.bucket_id)
                 .await?
                 .ok_or_else(|| Error::Unavailable(format!("bucket `{name}` is being created or deleted; retry")))?;
             return Ok(Created::Taken(winner));
         }
-        if let Some(key_id) = owner {
-            self.set_rights(key_id, &bucket.id, Rights::ALL, true).await?;
-        }
         Ok(Created::New(bucket))
+    }
+
+    /// Removes a bucket entry that lost its name, and its owner's rights (best effort: an
+    /// entry left behind is a bucket no name points at).
+    async fn forget_bucket(&self, id: &[u8], owner: Option<&str>) {
+        if let Err(e) = self.tables.delete::<Buckets>(bucket_key(id), None).await {
+            tracing::warn!(error = %e, "could not remove a bucket that lost its name");
+        }
+        if let Some(key_id) = owner
+            && let Err(e) = self.tables.delete::<BucketGrants>(grant_key(id, key_id), None).await
+        {
+            tracing::warn!(error = %e, "could not remove rights on a bucket that lost its name");
+        }
     }
 
     pub async fn bucket_is_empty(&self, id: &[u8]) -> Result<bool> {

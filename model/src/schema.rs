@@ -16,36 +16,106 @@ use crate::keys::{KeyBuf, KeyReader};
 pub const ID_LEN: usize = 16;
 pub const HASH_LEN: usize = 32;
 
-/// A table: its entries are `Entry { key, value: Self::Value, .. }`.
+/// A table: its entries are `Entry { key, value: Self::Value, .. }`. The key builders for
+/// each table are the functions below; everything else about it is declared here.
 pub trait Schema {
     const TABLE: Table;
     type Value: Message + Default;
     /// Whether every range scan stays within one partition (the start key's).
     const RANGE_IN_ONE_PARTITION: bool = false;
 
-    /// The partition of an encoded key.
+    /// The partition of an encoded key (by default, from the hash of the whole key).
     fn partition(key: &[u8]) -> usize {
         key_partition(key)
+    }
+
+    /// How two entries of one key merge: commutative, associative, idempotent, so replicas
+    /// converge whatever the order. By default, last writer wins.
+    fn merge(a: &Entry, b: &Entry) -> Entry {
+        lww(a, b).clone()
+    }
+}
+
+/// A table's rules, for code that knows the table only by its id (data nodes, sync).
+#[derive(Clone, Copy)]
+pub struct Rules {
+    pub partition: fn(&[u8]) -> usize,
+    pub merge: fn(&Entry, &Entry) -> Entry,
+    pub range_in_one_partition: bool,
+}
+
+fn rules_of<S: Schema>() -> Rules {
+    Rules { partition: S::partition, merge: S::merge, range_in_one_partition: S::RANGE_IN_ONE_PARTITION }
+}
+
+/// The rules of `table`: the one place a table id leads to its declaration.
+pub fn rules(table: Table) -> Rules {
+    match table {
+        Table::Bucket | Table::Unspecified => rules_of::<Buckets>(),
+        Table::BucketAlias => rules_of::<BucketAliases>(),
+        Table::AccessKey => rules_of::<AccessKeys>(),
+        Table::Object => rules_of::<Objects>(),
+        Table::VersionBlock => rules_of::<VersionBlocks>(),
+        Table::MultipartUpload => rules_of::<MultipartUploads>(),
+        Table::UploadPart => rules_of::<UploadParts>(),
+        Table::BlockRef => rules_of::<BlockRefs>(),
+        Table::BucketGrant => rules_of::<BucketGrants>(),
+        Table::PendingVersion => rules_of::<PendingVersions>(),
+        Table::Register => rules_of::<Registers>(),
     }
 }
 
 macro_rules! table {
-    ($name:ident, $table:expr, $value:ty) => {
+    ($(#[$doc:meta])* $name:ident, $table:expr, $value:ty) => {
+        $(#[$doc])*
         pub struct $name;
         impl Schema for $name {
             const TABLE: Table = $table;
             type Value = $value;
         }
     };
+    ($(#[$doc:meta])* $name:ident, $table:expr, $value:ty, merge = $merge:expr) => {
+        $(#[$doc])*
+        pub struct $name;
+        impl Schema for $name {
+            const TABLE: Table = $table;
+            type Value = $value;
+            fn merge(a: &Entry, b: &Entry) -> Entry {
+                merge_fields::<$value>(a, b, $merge)
+            }
+        }
+    };
 }
 
-table!(Buckets, Table::Bucket, model::Bucket);
-table!(BucketAliases, Table::BucketAlias, model::BucketAlias);
-table!(AccessKeys, Table::AccessKey, model::AccessKey);
-table!(BucketGrants, Table::BucketGrant, model::Grant);
-table!(Objects, Table::Object, model::Object);
-table!(MultipartUploads, Table::MultipartUpload, model::MultipartUpload);
-table!(PendingVersions, Table::PendingVersion, model::PendingVersion);
+table!(
+    /// Buckets by id: written once at creation, deleted by a tombstone.
+    Buckets, Table::Bucket, model::Bucket
+);
+table!(
+    /// Bucket names: the projection of each name's register.
+    BucketAliases, Table::BucketAlias, model::BucketAlias
+);
+table!(
+    /// Access keys: each setting merges on its own.
+    AccessKeys, Table::AccessKey, model::AccessKey, merge = merge_access_key
+);
+table!(
+    /// Rights of a key on a bucket: each right merges on its own.
+    BucketGrants, Table::BucketGrant, model::Grant, merge = merge_grant
+);
+table!(
+    /// Objects: one current value per key; the value that loses is released.
+    Objects, Table::Object, model::Object
+);
+table!(
+    /// Open multipart uploads.
+    MultipartUploads, Table::MultipartUpload, model::MultipartUpload
+);
+table!(
+    /// Data versions being written or to be released: the latest sign of life and a
+    /// release request merge on their own.
+    PendingVersions, Table::PendingVersion, model::PendingVersion, merge = merge_pending
+);
 
 /// A data version's block list: all of it in the version's partition, scanned in order.
 pub struct VersionBlocks;
@@ -80,11 +150,15 @@ impl Schema for BlockRefs {
     }
 }
 
-/// CASPaxos acceptor states; written only through Prepare and Accept.
+/// CASPaxos acceptor states; written only through Prepare and Accept, merged (by sync) to
+/// the highest ballots.
 pub struct Registers;
 impl Schema for Registers {
     const TABLE: Table = Table::Register;
     type Value = AcceptorState;
+    fn merge(a: &Entry, b: &Entry) -> Entry {
+        merge_fields::<AcceptorState>(a, b, merge_acceptor)
+    }
 }
 
 /// Every table a data node keeps.
@@ -104,22 +178,12 @@ pub const TABLES: &[Table] = &[
 
 /// The partition of an entry of `table`.
 pub fn partition_of(table: Table, key: &[u8]) -> usize {
-    match table {
-        Table::VersionBlock => VersionBlocks::partition(key),
-        Table::UploadPart => UploadParts::partition(key),
-        Table::BlockRef => BlockRefs::partition(key),
-        _ => key_partition(key),
-    }
+    (rules(table).partition)(key)
 }
 
 /// Whether range scans of `table` stay within one partition.
 pub fn range_in_one_partition(table: Table) -> bool {
-    match table {
-        Table::VersionBlock => VersionBlocks::RANGE_IN_ONE_PARTITION,
-        Table::UploadPart => UploadParts::RANGE_IN_ONE_PARTITION,
-        Table::BlockRef => BlockRefs::RANGE_IN_ONE_PARTITION,
-        _ => false,
-    }
+    rules(table).range_in_one_partition
 }
 
 // ---- keys ------------------------------------------------------------------------------
@@ -279,16 +343,10 @@ pub fn merge(table: Table, local: Option<&Entry>, incoming: &Entry) -> Merged {
     Merged { entry, changed, effects }
 }
 
-/// Merges two entries of one key by the table's rule (commutative, associative,
-/// idempotent), for data nodes and for clients merging replicas' answers alike.
+/// Merges two entries of one key by the table's rule, for data nodes and for clients
+/// merging replicas' answers alike.
 pub fn merge_entries(table: Table, a: &Entry, b: &Entry) -> Entry {
-    match table {
-        Table::AccessKey => merge_fields::<model::AccessKey>(a, b, merge_access_key),
-        Table::BucketGrant => merge_fields::<model::Grant>(a, b, merge_grant),
-        Table::PendingVersion => merge_fields::<model::PendingVersion>(a, b, merge_pending),
-        Table::Register => merge_fields::<AcceptorState>(a, b, merge_acceptor),
-        _ => lww(a, b).clone(),
-    }
+    (rules(table).merge)(a, b)
 }
 
 fn lww<'a>(a: &'a Entry, b: &'a Entry) -> &'a Entry {

@@ -33,8 +33,6 @@ use crate::schema::{
 
 /// Blocks being stored at once per writer.
 const IN_FLIGHT: usize = 4;
-/// Block-list entries written per batch.
-const ENTRY_BATCH: usize = 256;
 /// How often a writer renews its pending entry while it works.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
@@ -70,15 +68,17 @@ impl Owner {
     }
 }
 
-type BlockTask = JoinHandle<Result<(BlockHash, u32)>>;
+type BlockTask = JoinHandle<Result<()>>;
 
-/// Stores the blocks of one new data version, a few at a time, and records its block list.
+/// Stores the blocks of one new data version, a few at a time. Each block's entry in the
+/// block list is written before the block itself, so whatever a crash leaves behind, the
+/// list names every block that may hold a reference of the version, and releasing the
+/// version finds them all.
 pub struct DataWriter {
     store: Store,
     data_version: Vec<u8>,
     owner: Owner,
-    in_flight: VecDeque<(u64, BlockTask)>,
-    pending: Vec<hangar_proto::metadata::Entry>,
+    in_flight: VecDeque<BlockTask>,
     offset: u64,
     refreshed: Instant,
 }
@@ -98,7 +98,6 @@ impl Store {
             data_version,
             owner,
             in_flight: VecDeque::new(),
-            pending: Vec::new(),
             offset: 0,
             refreshed: Instant::now(),
         })
@@ -147,8 +146,8 @@ impl Store {
             if page.is_empty() {
                 break;
             }
-            // Deletions newer than the entries they undo, whatever the clocks: the block
-            // list entry was written after its blocks' references.
+            // Deletions newer than the entries they undo, whatever the clocks: a block's
+            // reference carries its block list entry's timestamp.
             let refs = page
                 .iter()
                 .map(|(_, f)| tombstone(block_ref_key(&f.value.hash, data_version), Some(f.timestamp)))
@@ -199,18 +198,20 @@ impl DataWriter {
         self.offset
     }
 
-    /// Sends one block to its replicas (in a task of its own, which also hashes it).
+    /// Stores one block, in a task of its own: hashes it, records it in the block list,
+    /// then sends it (with the version's reference, stamped like the list entry) to its
+    /// replicas.
     pub async fn push(&mut self, block: Bytes) -> Result<()> {
-        let len = block.len() as u64;
-        let (blocks, owner) = (self.store.blocks.clone(), self.data_version.clone());
-        let task = tokio::spawn(async move {
+        let (store, dv, offset) = (self.store.clone(), self.data_version.clone(), self.offset);
+        self.offset += block.len() as u64;
+        self.in_flight.push_back(tokio::spawn(async move {
             let hash = BlockHash::of(&block);
-            let size = block.len() as u32;
-            blocks.put(hash, owner, block).await?;
-            Ok((hash, size))
-        });
-        self.in_flight.push_back((self.offset, task));
-        self.offset += len;
+            let value = BlockEntry { hash: hash.0.to_vec().into(), size: block.len() as u32 };
+            let e = entry(version_block_key(&dv, offset), &value, None);
+            let timestamp = e.timestamp;
+            store.tables.insert(Table::VersionBlock, vec![e]).await?;
+            store.blocks.put(hash, dv, timestamp, block).await
+        }));
         while self.in_flight.len() >= IN_FLIGHT {
             self.complete_one().await?;
         }
@@ -227,33 +228,16 @@ impl DataWriter {
     }
 
     async fn complete_one(&mut self) -> Result<()> {
-        let Some((offset, task)) = self.in_flight.pop_front() else { return Ok(()) };
-        let (hash, size) = task.await.map_err(|e| Error::Invalid(format!("block upload task failed: {e}")))??;
-        let value = BlockEntry { hash: hash.0.to_vec().into(), size };
-        self.pending.push(entry(version_block_key(&self.data_version, offset), &value, None));
-        if self.pending.len() >= ENTRY_BATCH {
-            self.flush().await?;
-        }
-        Ok(())
+        let Some(task) = self.in_flight.pop_front() else { return Ok(()) };
+        task.await.map_err(|e| Error::Invalid(format!("block upload task failed: {e}")))?
     }
 
-    async fn flush(&mut self) -> Result<()> {
-        let batch = std::mem::take(&mut self.pending);
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.store.tables.insert(Table::VersionBlock, batch).await
-    }
-
-    /// Waits for every block and records the whole block list; the data version id.
+    /// Waits for every block; the data version id.
     pub async fn finish(mut self) -> Result<Vec<u8>> {
-        let r = async {
-            while !self.in_flight.is_empty() {
-                self.complete_one().await?;
-            }
-            self.flush().await
+        let mut r = Ok(());
+        while !self.in_flight.is_empty() {
+            r = r.and(self.complete_one().await);
         }
-        .await;
         match r {
             Ok(()) => Ok(std::mem::take(&mut self.data_version)),
             Err(e) => {
@@ -263,16 +247,10 @@ impl DataWriter {
         }
     }
 
-    /// Records what did get stored, then asks for all of it to be released.
+    /// Waits for the blocks in flight, then asks for all of the version to be released.
     pub async fn abandon(mut self) {
-        while let Some((offset, task)) = self.in_flight.pop_front() {
-            if let Ok(Ok((hash, size))) = task.await {
-                let value = BlockEntry { hash: hash.0.to_vec().into(), size };
-                self.pending.push(entry(version_block_key(&self.data_version, offset), &value, None));
-            }
-        }
-        if let Err(e) = self.flush().await {
-            tracing::warn!(error = %e, "could not record the blocks of an abandoned write");
+        while let Some(task) = self.in_flight.pop_front() {
+            let _ = task.await;
         }
         if let Err(e) = self.store.mark_release(&self.data_version, &self.owner).await {
             // The pending entry still names the version: the collector releases it after

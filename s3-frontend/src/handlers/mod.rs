@@ -4,7 +4,7 @@
 mod bucket;
 mod common;
 mod list;
-mod multipart;
+pub mod multipart;
 mod object;
 
 use s3s::dto::*;

@@ -40,8 +40,9 @@ async fn get_upload(h: &Hangar, bucket: &Bucket, key: &str, upload_id: &str) -> 
     Ok((id, upload))
 }
 
-/// The newest record of each part number (a part uploaded again replaces the earlier one).
-fn newest_parts(records: Vec<Found<StoredPart>>) -> BTreeMap<u32, Vec<StoredPart>> {
+/// The records of each part number, newest first (a part uploaded again replaces the
+/// earlier one, unless a Complete names the earlier one's ETag).
+pub fn newest_parts(records: Vec<Found<StoredPart>>) -> BTreeMap<u32, Vec<StoredPart>> {
     let mut by_number: BTreeMap<u32, Vec<StoredPart>> = BTreeMap::new();
     for r in records {
         by_number.entry(r.value.part_number).or_default().push(r.value);
@@ -50,6 +51,51 @@ fn newest_parts(records: Vec<Found<StoredPart>>) -> BTreeMap<u32, Vec<StoredPart
         v.sort_by_key(|p| std::cmp::Reverse(p.last_modified_ms));
     }
     by_number
+}
+
+/// The parts a CompleteMultipartUpload request names, as S3 checks them: listed in
+/// ascending order, each uploaded (the newest upload, or the newest with the ETag named),
+/// all but the last at least 5 MiB. Returns them and the upload's ETag.
+pub fn choose_parts(
+    listed: &[CompletedPart],
+    stored: &BTreeMap<u32, Vec<StoredPart>>,
+) -> S3Result<(Vec<PartData>, String)> {
+    let mut chosen: Vec<PartData> = Vec::with_capacity(listed.len());
+    let mut md5s = md5::Md5::new();
+    let mut last_number = 0;
+    for (idx, p) in listed.iter().enumerate() {
+        let n = p.part_number.ok_or_else(|| s3_error!(MalformedXML, "a part has no PartNumber"))?;
+        if n <= last_number {
+            return Err(s3_error!(InvalidPartOrder, "parts must be listed in ascending order"));
+        }
+        last_number = n;
+        let candidates = u32::try_from(n)
+            .ok()
+            .and_then(|n| stored.get(&n))
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| S3Error::with_message(S3ErrorCode::InvalidPart, format!("part {n} was not uploaded")))?;
+        let sp = match &p.e_tag {
+            Some(e) => candidates.iter().find(|c| unquote(e.value()) == c.etag).ok_or_else(|| {
+                S3Error::with_message(S3ErrorCode::InvalidPart, format!("part {n}'s ETag does not match"))
+            })?,
+            None => &candidates[0],
+        };
+        if idx + 1 < listed.len() && sp.size < MIN_PART_SIZE {
+            return Err(S3Error::with_message(
+                S3ErrorCode::EntityTooSmall,
+                format!("part {n} is smaller than the 5 MiB minimum for all parts but the last"),
+            ));
+        }
+        md5s.update(hex::decode(&sp.etag).unwrap_or_default());
+        chosen.push(PartData {
+            part_number: sp.part_number,
+            data_version: sp.data_version.clone(),
+            size: sp.size,
+            etag: sp.etag.clone(),
+        });
+    }
+    let etag = format!("{}-{}", hex::encode(md5s.finalize()), chosen.len());
+    Ok((chosen, etag))
 }
 
 fn check_part_number(n: i32) -> S3Result<u32> {
@@ -223,41 +269,7 @@ pub async fn complete(
         return Err(s3_error!(MalformedXML, "the request must name at least one part"));
     }
     let stored = newest_parts(h.store.part_records(&upload_id).await.or_s3()?);
-    let mut chosen: Vec<PartData> = Vec::with_capacity(listed.len());
-    let mut md5s = md5::Md5::new();
-    let mut last_number = 0;
-    for (idx, p) in listed.iter().enumerate() {
-        let n = p.part_number.ok_or_else(|| s3_error!(MalformedXML, "a part has no PartNumber"))?;
-        if n <= last_number {
-            return Err(s3_error!(InvalidPartOrder, "parts must be listed in ascending order"));
-        }
-        last_number = n;
-        let candidates = u32::try_from(n)
-            .ok()
-            .and_then(|n| stored.get(&n))
-            .ok_or_else(|| S3Error::with_message(S3ErrorCode::InvalidPart, format!("part {n} was not uploaded")))?;
-        // The newest upload of the part, or the newest with the ETag the client names.
-        let sp = match &p.e_tag {
-            Some(e) => candidates.iter().find(|c| unquote(e.value()) == c.etag).ok_or_else(|| {
-                S3Error::with_message(S3ErrorCode::InvalidPart, format!("part {n}'s ETag does not match"))
-            })?,
-            None => &candidates[0],
-        };
-        if idx + 1 < listed.len() && sp.size < MIN_PART_SIZE {
-            return Err(S3Error::with_message(
-                S3ErrorCode::EntityTooSmall,
-                format!("part {n} is smaller than the 5 MiB minimum for all parts but the last"),
-            ));
-        }
-        md5s.update(hex::decode(&sp.etag).unwrap_or_default());
-        chosen.push(PartData {
-            part_number: sp.part_number,
-            data_version: sp.data_version.clone(),
-            size: sp.size,
-            etag: sp.etag.clone(),
-        });
-    }
-    let etag_str = format!("{}-{}", hex::encode(md5s.finalize()), chosen.len());
+    let (chosen, etag_str) = choose_parts(&listed, &stored)?;
     let obj = Object {
         version_id: random_id().into(),
         size: chosen.iter().map(|p| p.size).sum(),

@@ -1,0 +1,128 @@
+//! Operations that read a state and change it, raced through two frontends of a cluster,
+//! 100 rounds each: CompleteMultipartUpload against AbortMultipartUpload, UploadPart against
+//! CompleteMultipartUpload, and PUTs of one key. Exactly one of Complete and Abort wins;
+//! an acknowledged object always reads back whole, also after the deletion delay; and once
+//! everything is deleted, no block is left on any node.
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use hangar_integration_tests::cluster::Cluster;
+use hangar_integration_tests::*;
+
+const ROUNDS: usize = 100;
+/// Short delays so that a lost part or a leaked block shows within the test.
+const FAST_GC: &str = "block_gc_delay_secs = 1\npending_write_grace_secs = 5\noffload_delay_secs = 2\n";
+
+async fn no_blocks_left(cluster: &Cluster) {
+    let gone = wait_until(Duration::from_secs(120), || async { cluster.all_block_files().is_empty() }).await;
+    assert!(
+        gone,
+        "{} block files left after everything was deleted\n{}",
+        cluster.all_block_files().len(),
+        cluster.logs()
+    );
+}
+
+async fn delete_all(s3: &Client, bucket: &str) {
+    loop {
+        let out = s3.list_objects_v2().bucket(bucket).send().await.expect("list");
+        if out.contents().is_empty() {
+            return;
+        }
+        for o in out.contents() {
+            s3.delete_object().bucket(bucket).key(o.key().unwrap_or_default()).send().await.expect("delete");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_and_abort_racing_have_one_winner_and_lose_nothing() {
+    let cluster = Cluster::start_with(3, 2, FAST_GC).await;
+    let (a, b) = (cluster.s3_client_no_retry(0), cluster.s3_client_no_retry(1));
+    let bucket = new_bucket(&a, "race").await;
+    let mut completed = Vec::new();
+    for round in 0..ROUNDS {
+        let key = format!("r{round}");
+        let data = random_bytes(200_000);
+        let id = create_upload(&a, &bucket, &key).await;
+        let etag = upload_part(&a, &bucket, &key, &id, 1, &data).await;
+        let (done, aborted) = tokio::join!(
+            complete_upload(&a, &bucket, &key, &id, &[(1, &etag)]).send(),
+            b.abort_multipart_upload().bucket(&bucket).key(&key).upload_id(&id).send()
+        );
+        match (&done, &aborted) {
+            (Ok(_), Err(e)) => {
+                assert_eq!(err_code(e).as_deref(), Some("NoSuchUpload"), "round {round}: {e:?}");
+                completed.push((key, data));
+            }
+            (Err(e), Ok(_)) => {
+                assert_eq!(err_code(e).as_deref(), Some("NoSuchUpload"), "round {round}: {e:?}");
+                assert_no_object(&a, &bucket, &key).await;
+            }
+            _ => panic!("round {round}: both or neither won: complete {done:?}, abort {aborted:?}"),
+        }
+    }
+    assert!(!completed.is_empty(), "Complete never won a race");
+    // Past the deletion delay, every acknowledged object is still whole, through both.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (key, data) in &completed {
+        assert_eq!(&get_bytes(&a, &bucket, key).await, data, "{key} through frontend 1");
+        assert_eq!(&get_bytes(&b, &bucket, key).await, data, "{key} through frontend 2");
+    }
+    delete_all(&a, &bucket).await;
+    no_blocks_left(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_uploaded_again_during_complete_never_takes_the_chosen_data() {
+    let cluster = Cluster::start_with(3, 2, FAST_GC).await;
+    let (a, b) = (cluster.s3_client_no_retry(0), cluster.s3_client_no_retry(1));
+    let bucket = new_bucket(&a, "race").await;
+    let mut objects = Vec::new();
+    for round in 0..ROUNDS {
+        let key = format!("p{round}");
+        let (first, second) = (random_bytes(150_000), random_bytes(150_000));
+        let id = create_upload(&a, &bucket, &key).await;
+        let etag = upload_part(&a, &bucket, &key, &id, 1, &first).await;
+        // The same part number again, through the other frontend, while Complete names the
+        // first upload's ETag.
+        let (done, again) = tokio::join!(
+            complete_upload(&a, &bucket, &key, &id, &[(1, &etag)]).send(),
+            b.upload_part().bucket(&bucket).key(&key).upload_id(&id).part_number(1).body(second.into()).send()
+        );
+        done.unwrap_or_else(|e| panic!("round {round}: complete failed: {e:?}"));
+        if let Err(e) = again {
+            assert_eq!(err_code(&e).as_deref(), Some("NoSuchUpload"), "round {round}: {e:?}");
+        }
+        objects.push((key, first));
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (key, data) in &objects {
+        assert_eq!(&get_bytes(&b, &bucket, key).await, data, "{key}");
+    }
+    delete_all(&a, &bucket).await;
+    no_blocks_left(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_puts_of_one_key_free_the_loser() {
+    let cluster = Cluster::start_with(3, 2, FAST_GC).await;
+    let (a, b) = (cluster.s3_client_no_retry(0), cluster.s3_client_no_retry(1));
+    let bucket = new_bucket(&a, "race").await;
+    for round in 0..ROUNDS {
+        let key = format!("k{}", round % 10);
+        let (x, y) = (random_bytes(2 << 20), random_bytes(2 << 20));
+        let (rx, ry) = tokio::join!(
+            a.put_object().bucket(&bucket).key(&key).body(x.clone().into()).send(),
+            b.put_object().bucket(&bucket).key(&key).body(y.clone().into()).send()
+        );
+        rx.unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        ry.unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        let got = get_bytes(&b, &bucket, &key).await;
+        assert!(got == x || got == y, "round {round}: the object is neither PUT");
+        assert_eq!(get_bytes(&a, &bucket, &key).await, got, "round {round}: the frontends disagree");
+    }
+    delete_all(&a, &bucket).await;
+    no_blocks_left(&cluster).await;
+}
