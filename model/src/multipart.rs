@@ -129,27 +129,30 @@ impl Store {
         obj: Object,
         timestamp: u64,
     ) -> Result<Outcome> {
-        let decided = UploadDecision { state: State::Completed as i32, object: Some(obj), timestamp };
-        let d = self
-            .registers
-            .update::<UploadDecision, _>(&upload_register(upload_id), |cur| match cur {
-                Some(c) if c.state() != State::Uploading => (Change::Keep, c.clone()),
-                _ => (Change::Set(decided.clone()), decided.clone()),
-            })
-            .await?;
-        let out = outcome(&d).ok_or_else(|| Error::Invalid("upload decision lost".into()))?;
-        self.finish_upload(bucket_id, key, upload_id, &out).await?;
-        Ok(out)
+        let completed = UploadDecision { state: State::Completed as i32, object: Some(obj), timestamp };
+        self.decide_upload(bucket_id, key, upload_id, completed).await
     }
 
     /// Decides the upload as Aborted unless it was decided already; then finishes it.
     pub async fn abort_upload(&self, bucket_id: &[u8], key: &str, upload_id: &[u8]) -> Result<Outcome> {
         let aborted = UploadDecision { state: State::Aborted as i32, ..Default::default() };
+        self.decide_upload(bucket_id, key, upload_id, aborted).await
+    }
+
+    /// Sets the upload's register to `decision` unless it holds one already (the first
+    /// decision stands), then carries out whichever stands.
+    async fn decide_upload(
+        &self,
+        bucket_id: &[u8],
+        key: &str,
+        upload_id: &[u8],
+        decision: UploadDecision,
+    ) -> Result<Outcome> {
         let d = self
             .registers
             .update::<UploadDecision, _>(&upload_register(upload_id), |cur| match cur {
                 Some(c) if c.state() != State::Uploading => (Change::Keep, c.clone()),
-                _ => (Change::Set(aborted.clone()), aborted.clone()),
+                _ => (Change::Set(decision.clone()), decision.clone()),
             })
             .await?;
         let out = outcome(&d).ok_or_else(|| Error::Invalid("upload decision lost".into()))?;

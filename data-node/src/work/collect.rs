@@ -11,10 +11,9 @@ use hangar_common::cluster::key_partition;
 use hangar_common::ids::now_ms;
 use hangar_common::worker::{Step, Worker};
 use hangar_model::Found;
-use hangar_model::keys::successor;
-use hangar_model::schema::{PendingVersions, Schema, pending_key};
+use hangar_model::schema::{PendingVersions, pending_key};
 use hangar_model::version::Owner;
-use hangar_proto::metadata::{Entry, Table};
+use hangar_proto::metadata::Table;
 use hangar_proto::model::PendingVersion;
 use prost::Message;
 
@@ -72,28 +71,16 @@ impl Worker for Collector {
     }
 
     async fn step(&mut self) -> Result<Step, hangar_common::Error> {
-        let tree = self
-            .ctx
-            .meta
-            .tree(PendingVersions::TABLE as i32)
-            .map_err(|e| hangar_common::Error::Config(e.to_string()))?;
-        let next = tree.range(self.cursor.clone()..).next();
-        let Some(item) = next else {
+        let Some((k, e)) = self.ctx.next_local(Table::PendingVersion, &mut self.cursor)? else {
             // A pass is over; the next one starts later from the beginning.
-            self.cursor.clear();
             return Ok(Step::Idle(Duration::from_secs(10)));
         };
-        let (k, v) = item.map_err(super::release::sled_err)?;
-        self.cursor = successor(&k);
-        let e = Entry::decode(v.as_ref())?;
         if e.tombstone {
             return Ok(Step::Busy);
         }
         let view = self.ctx.cluster.view();
-        let p = key_partition(&k);
         let pending = PendingVersion::decode(e.value.as_ref())?;
-        let leader = self.ctx.leads(&view, p);
-        debug_assert_eq!(Table::PendingVersion as i32, PendingVersions::TABLE as i32);
+        let leader = self.ctx.leads(&view, key_partition(&k));
         self.handle(&k, &pending, leader).await?;
         Ok(Step::Busy)
     }

@@ -8,9 +8,8 @@ use std::time::Duration;
 use hangar_common::cluster::key_partition;
 use hangar_common::ids::now_ms;
 use hangar_common::worker::{Step, Worker};
-use hangar_model::keys::successor;
-use hangar_model::schema::{MultipartUploads, Schema, parse_upload_key};
-use hangar_proto::metadata::Entry;
+use hangar_model::schema::parse_upload_key;
+use hangar_proto::metadata::Table;
 use hangar_proto::model::MultipartUpload;
 use prost::Message;
 
@@ -31,18 +30,9 @@ impl Worker for Janitor {
     }
 
     async fn step(&mut self) -> Result<Step, hangar_common::Error> {
-        let tree = self
-            .ctx
-            .meta
-            .tree(MultipartUploads::TABLE as i32)
-            .map_err(|e| hangar_common::Error::Config(e.to_string()))?;
-        let Some(item) = tree.range(self.cursor.clone()..).next() else {
-            self.cursor.clear();
+        let Some((k, e)) = self.ctx.next_local(Table::MultipartUpload, &mut self.cursor)? else {
             return Ok(Step::Idle(Duration::from_secs(60)));
         };
-        let (k, v) = item.map_err(super::release::sled_err)?;
-        self.cursor = successor(&k);
-        let e = Entry::decode(v.as_ref())?;
         if e.tombstone {
             return Ok(Step::Busy);
         }

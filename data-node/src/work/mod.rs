@@ -38,6 +38,24 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The next entry of local `table` at or after `cursor` (live or not), moving the cursor
+    /// past it; None at the end of the table (the cursor goes back to the start).
+    pub fn next_local(
+        &self,
+        table: hangar_proto::metadata::Table,
+        cursor: &mut Vec<u8>,
+    ) -> Result<Option<(Vec<u8>, hangar_proto::metadata::Entry)>, hangar_common::Error> {
+        use prost::Message;
+        let tree = self.meta.tree(table as i32).map_err(|e| hangar_common::Error::Config(e.to_string()))?;
+        let Some(item) = tree.range(cursor.clone()..).next() else {
+            cursor.clear();
+            return Ok(None);
+        };
+        let (k, v) = item.map_err(release::sled_err)?;
+        *cursor = hangar_model::keys::successor(&k);
+        Ok(Some((k.to_vec(), hangar_proto::metadata::Entry::decode(v.as_ref())?)))
+    }
+
     /// Whether this node leads partition `p` for background chores: it is the first of the
     /// partition's read set. Others step in for entries older than twice the usual wait,
     /// so a dead leader delays the chores, never skips them.

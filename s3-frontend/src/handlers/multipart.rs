@@ -16,7 +16,7 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::Hangar;
 use super::common::{StoredHeaders, check_key, etag, timestamp_ms};
-use super::object::{BodyClaims, DeclaredChecksums, copy_source, receive, verify_body};
+use super::object::{DeclaredChecksums, body_claims, copy_source, receive, verify_body};
 use crate::access::Right;
 use crate::conditions::Conditions;
 use crate::errors::OrS3;
@@ -152,20 +152,7 @@ pub async fn upload_part(h: &Hangar, req: S3Request<UploadPartInput>) -> S3Resul
         return Err(s3_error!(EntityTooLarge, "a part may hold at most 5 GiB"));
     }
     let (upload_id, _) = get_upload(h, &bucket, &input.key, &input.upload_id).await?;
-    let claims = BodyClaims {
-        headers: &headers,
-        extensions: &extensions,
-        content_md5: input.content_md5.as_deref(),
-        declared: DeclaredChecksums::new(
-            &input.checksum_crc32,
-            &input.checksum_crc32c,
-            &input.checksum_sha1,
-            &input.checksum_sha256,
-            &input.checksum_crc64nvme,
-        ),
-        algorithm: input.checksum_algorithm.as_ref(),
-        trailers: trailing_headers,
-    };
+    let claims = body_claims!(input, headers, extensions, trailing_headers);
     let owner = Owner::Part { upload_id: upload_id.clone(), part_number: n };
     let (stored, verified) = receive(h, owner, input.body, false, claims).await?;
     let StoredData::Blocks { data_version } = stored.data else {

@@ -143,6 +143,28 @@ pub fn verify_body(
     Ok(Verified { md5, checksums: keep })
 }
 
+/// The `BodyClaims` of an upload request (PutObject and UploadPart inputs have the same
+/// fields).
+macro_rules! body_claims {
+    ($input:ident, $headers:ident, $extensions:ident, $trailers:ident) => {
+        $crate::handlers::object::BodyClaims {
+            headers: &$headers,
+            extensions: &$extensions,
+            content_md5: $input.content_md5.as_deref(),
+            declared: $crate::handlers::object::DeclaredChecksums::new(
+                &$input.checksum_crc32,
+                &$input.checksum_crc32c,
+                &$input.checksum_sha1,
+                &$input.checksum_sha256,
+                &$input.checksum_crc64nvme,
+            ),
+            algorithm: $input.checksum_algorithm.as_ref(),
+            trailers: $trailers,
+        }
+    };
+}
+pub(crate) use body_claims;
+
 /// What a request says about its body, besides the body.
 pub struct BodyClaims<'a> {
     pub headers: &'a http::HeaderMap,
@@ -214,20 +236,7 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
     }
     let prev = h.get_object_entry(&bucket, &input.key).await?;
     check_write_conditions(input.if_match.as_ref(), input.if_none_match.as_ref(), prev.as_ref().map(|p| &p.value))?;
-    let claims = BodyClaims {
-        headers: &headers,
-        extensions: &extensions,
-        content_md5: input.content_md5.as_deref(),
-        declared: DeclaredChecksums::new(
-            &input.checksum_crc32,
-            &input.checksum_crc32c,
-            &input.checksum_sha1,
-            &input.checksum_sha256,
-            &input.checksum_crc64nvme,
-        ),
-        algorithm: input.checksum_algorithm.as_ref(),
-        trailers: trailing_headers,
-    };
+    let claims = body_claims!(input, headers, extensions, trailing_headers);
     let owner = Owner::Object { bucket_id: bucket.id.to_vec(), key: input.key.clone() };
     let (stored, Verified { md5, checksums }) = receive(h, owner, input.body, true, claims).await?;
     let headers = StoredHeaders {
