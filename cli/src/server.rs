@@ -139,7 +139,7 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
 
     // The embedded frontend, data node and control plane follow the layout in-process.
     let cluster = Cluster::new(control.layout.subscribe(), cfg.rpc_options())?;
-    let store = Store::new(cluster.clone(), cfg.block_size);
+    let store = Store::new(cluster.clone(), &cfg);
     data_node.start(&node_id, cluster)?;
     let (block_svc, meta_svc) = data_node.services();
     let (admin_svc, layout_svc, member_svc) = control.services(store.clone());

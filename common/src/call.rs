@@ -1,5 +1,6 @@
-//! The one path every internal call takes. It stamps writes with the caller's layout
-//! version (data nodes refuse writes made with an outdated layout), bounds the call by the
+//! The one path every internal call takes. It stamps every call with the layout version of
+//! the view its replicas were chosen from (data nodes refuse writes made with an outdated
+//! layout, and reads made with a retired one), bounds the call by the
 //! configured timeout, opens a tracing span and counts the call in the metrics; trace
 //! context will be attached here too. Quorum calls, streams and block transfers all come
 //! through `Cluster::call` and `Cluster::next_message`.
@@ -14,7 +15,7 @@ use crate::cluster::{Cluster, NodeRef};
 use crate::telemetry::metrics;
 use crate::{Error, Result};
 
-/// Metadata header carrying the writer's newest layout version.
+/// Metadata header carrying the layout version the caller chose its replicas with.
 pub const LAYOUT_VERSION_HEADER: &str = "x-hangar-layout-version";
 
 /// Every internal call a client makes: its name (a metric label) and whether it writes.
@@ -46,29 +47,28 @@ impl Method {
         }
     }
 
-    /// Writes carry the layout version and are refused by nodes that know a newer one.
+    /// Writes are refused by nodes that know a newer layout than the one they were made
+    /// with; reads only by nodes that retired it.
     pub fn writes(self) -> bool {
         matches!(self, Method::Insert | Method::Prepare | Method::Accept | Method::PutBlock)
     }
 }
 
-/// The layout version a write request carries (0 when absent).
+/// The layout version a request carries (0 when absent).
 pub fn layout_version_of<T>(req: &tonic::Request<T>) -> u64 {
     req.metadata().get(LAYOUT_VERSION_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 impl Cluster {
-    /// Calls `node`: `call` receives the prepared request and performs the gRPC call.
-    pub async fn call<M, R, F, Fut>(&self, node: &NodeRef, method: Method, msg: M, call: F) -> Result<R>
+    /// Calls `node`, chosen from the view of layout `version`: `call` receives the prepared
+    /// request and performs the gRPC call.
+    pub async fn call<M, R, F, Fut>(&self, node: &NodeRef, method: Method, version: u64, msg: M, call: F) -> Result<R>
     where
         F: FnOnce(tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
         let mut req = tonic::Request::new(msg);
-        if method.writes() {
-            let v = self.view().version();
-            req.metadata_mut().insert(LAYOUT_VERSION_HEADER, MetadataValue::from(v));
-        }
+        req.metadata_mut().insert(LAYOUT_VERSION_HEADER, MetadataValue::from(version));
         let span = tracing::debug_span!("rpc.call", method = method.name(), node = %node.id);
         let start = Instant::now();
         let result = match tokio::time::timeout(self.timeout(), call(req)).instrument(span).await {
@@ -90,6 +90,28 @@ impl Cluster {
         match tokio::time::timeout(self.timeout(), stream.message()).await {
             Ok(r) => r.map_err(Error::from),
             Err(_) => Err(Error::Unavailable(format!("node {} stalled mid-stream for {:?}", node.id, self.timeout()))),
+        }
+    }
+
+    /// Runs `attempt` with the current view; when a data node says the view is outdated,
+    /// waits (a few seconds at most) for a newer one and runs it again.
+    pub async fn with_fresh_view<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(std::sync::Arc<crate::cluster::View>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut tries = 0;
+        loop {
+            let view = self.view();
+            let version = view.version();
+            match attempt(view).await {
+                Err(Error::StaleLayout(why)) if tries < 3 => {
+                    tries += 1;
+                    tracing::debug!(%why, "a data node knows a newer layout; waiting for it");
+                    self.wait_newer(version, std::time::Duration::from_secs(5)).await;
+                }
+                r => return r,
+            }
         }
     }
 

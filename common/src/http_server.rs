@@ -5,8 +5,9 @@
 //!   (and counted) rather than left waiting, so file descriptors cannot run out;
 //! - a deadline for the first byte of a connection and for a whole request head, so
 //!   sockets that never speak (or dribble headers) do not stay open;
-//! - an idle deadline: a connection with no request in progress and no byte moving either
-//!   way is closed, whatever protocol it speaks (half an HTTP/2 preface included);
+//! - an idle deadline: a connection with no request in progress (from its head until its
+//!   response's last byte) for that long is closed, whatever protocol it speaks (half an
+//!   HTTP/2 preface, HTTP/2 pings: only requests count);
 //! - a send deadline: a response write that makes no progress for that long closes the
 //!   connection, so a client that stops reading cannot hold the memory behind its response;
 //! - accept errors (EMFILE...) back off instead of spinning, and are logged at most once
@@ -59,7 +60,7 @@ where
     S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body + Send + 'static,
+    B: hyper::body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -88,8 +89,9 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let svc = Tracked { inner: make(peer), in_flight: in_flight.clone() };
+        let start = Instant::now();
+        let activity = Activity { start, in_flight: Arc::new(AtomicUsize::new(0)), last: Arc::new(AtomicU64::new(0)) };
+        let svc = Tracked { inner: make(peer), activity: activity.clone() };
         let limits = limits.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -105,18 +107,14 @@ where
                     return;
                 }
             }
-            let start = Instant::now();
-            let activity = Arc::new(AtomicU64::new(0));
-            let io = Guarded::new(stream, start, activity.clone(), limits.send_timeout);
+            let io = Guarded::new(stream, limits.send_timeout);
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(Some(limits.idle_timeout / 2))
-                .keep_alive_timeout(limits.header_timeout);
+            // No HTTP/2 keep-alive pings: the idle deadline closes quiet connections, and
+            // pings answered by the peer must not count as use.
+            builder.http2().timer(TokioTimer::new());
             let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
-            let idle = idle_watch(start, activity, in_flight, limits.idle_timeout);
+            let idle = activity.idle(limits.idle_timeout);
             tokio::select! {
                 r = conn => if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -131,15 +129,29 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
 }
 
-/// Resolves once the connection has had no request in progress and no byte moving for
-/// `limit`.
-async fn idle_watch(start: Instant, activity: Arc<AtomicU64>, in_flight: Arc<AtomicUsize>, limit: Duration) {
-    let tick = (limit / 4).max(Duration::from_millis(100));
-    loop {
-        tokio::time::sleep(tick).await;
-        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
-        if in_flight.load(Ordering::Relaxed) == 0 && start.elapsed().saturating_sub(last) >= limit {
-            return;
+/// When a connection's requests began and ended.
+#[derive(Clone)]
+struct Activity {
+    start: Instant,
+    in_flight: Arc<AtomicUsize>,
+    /// When the last request began or ended (ms since `start`).
+    last: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resolves once the connection has had no request in progress for `limit`.
+    async fn idle(&self, limit: Duration) {
+        let tick = (limit / 4).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(tick).await;
+            let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+            if self.in_flight.load(Ordering::Relaxed) == 0 && self.start.elapsed().saturating_sub(last) >= limit {
+                return;
+            }
         }
     }
 }
@@ -171,66 +183,87 @@ impl AcceptBackoff {
     }
 }
 
-/// Counts requests in progress (until their response head is ready; the body's writes are
-/// watched by the send deadline).
+/// Counts requests in progress: from the call until the response's body is done (or
+/// dropped), so a response still streaming is never taken for idleness.
 #[derive(Clone)]
 struct Tracked<S> {
     inner: S,
-    in_flight: Arc<AtomicUsize>,
+    activity: Activity,
 }
 
-impl<S, Req> hyper::service::Service<Req> for Tracked<S>
+impl<S, Req, B> hyper::service::Service<Req> for Tracked<S>
 where
-    S: hyper::service::Service<Req>,
+    S: hyper::service::Service<Req, Response = http::Response<B>>,
     S::Future: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<TrackedBody<B>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn call(&self, req: Req) -> Self::Future {
-        let guard = InFlight::new(self.in_flight.clone());
+        let guard = InFlight::new(self.activity.clone());
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let r = fut.await;
-            drop(guard);
-            r
+            let resp = fut.await?;
+            Ok(resp.map(|inner| TrackedBody { inner, _guard: guard }))
         })
     }
 }
 
-struct InFlight(Arc<AtomicUsize>);
+/// A request in progress; ends when dropped.
+struct InFlight(Activity);
 
 impl InFlight {
-    fn new(c: Arc<AtomicUsize>) -> Self {
-        c.fetch_add(1, Ordering::Relaxed);
-        Self(c)
+    fn new(a: Activity) -> Self {
+        a.in_flight.fetch_add(1, Ordering::Relaxed);
+        a.touch();
+        Self(a)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// A socket that records when bytes last moved, and fails a write that makes no progress
-/// for `send_timeout`.
+/// A response body that keeps its request counted until it is done.
+pub struct TrackedBody<B> {
+    inner: B,
+    _guard: InFlight,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A socket that fails a write which makes no progress for `send_timeout`.
 struct Guarded {
     inner: TcpStream,
-    start: Instant,
-    activity: Arc<AtomicU64>,
     send_timeout: Duration,
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Guarded {
-    fn new(inner: TcpStream, start: Instant, activity: Arc<AtomicU64>, send_timeout: Duration) -> Self {
-        Self { inner, start, activity, send_timeout, stalled: None }
-    }
-
-    fn touch(&self) {
-        self.activity.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    fn new(inner: TcpStream, send_timeout: Duration) -> Self {
+        Self { inner, send_timeout, stalled: None }
     }
 
     /// Turns a write that stays pending past the send deadline into an error.
@@ -238,9 +271,6 @@ impl Guarded {
         match r {
             Poll::Ready(r) => {
                 self.stalled = None;
-                if r.is_ok() {
-                    self.touch();
-                }
                 Poll::Ready(r)
             }
             Poll::Pending => {
@@ -263,12 +293,7 @@ impl Guarded {
 
 impl AsyncRead for Guarded {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.touch();
-        }
-        r
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 

@@ -94,7 +94,7 @@ pub async fn run(
     let control = ControlPlane::open(&cfg.metadata_dir, cfg.replication_factor, token, secret.clone())?;
     let cluster = Cluster::new(control.layout.subscribe(), cfg.rpc_options())
         .map_err(|e| ControlError::Invalid(e.to_string()))?;
-    let (admin_svc, layout_svc, member_svc) = control.services(Store::new(cluster, cfg.block_size));
+    let (admin_svc, layout_svc, member_svc) = control.services(Store::new(cluster, &cfg));
     let listener = tokio::net::TcpListener::bind(cfg.rpc_bind_addr)
         .await
         .map_err(|e| ControlError::Invalid(format!("rpc_bind_addr: cannot listen on {}: {e}", cfg.rpc_bind_addr)))?;

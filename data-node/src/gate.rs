@@ -4,6 +4,10 @@
 //! acknowledges v to the control plane (`acked_version`) only after every write it accepted
 //! under an older version has finished: from then on, what its old replica sets hold is
 //! final, and nodes that gain partitions in v can copy them without missing anything.
+//!
+//! Reads carry the version too: a reader whose view is older than every live version (the
+//! versions it knows were retired, and nodes may have dropped what they moved away) is
+//! refused the same way, instead of being answered from data this node no longer keeps.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +17,8 @@ use tokio::sync::Notify;
 #[derive(Default)]
 struct State {
     current: u64,
+    /// The oldest live version.
+    oldest: u64,
     /// In-flight writes by the layout version they carry.
     in_flight: BTreeMap<u64, usize>,
 }
@@ -63,10 +69,24 @@ impl WriteGate {
         Ok(Admitted { gate: self.clone(), version })
     }
 
-    /// From now on, refuses writes made with a layout older than `version`.
-    pub fn advance(&self, version: u64) {
+    /// From now on, refuses writes made with a layout older than `version`, and reads made
+    /// with one older than `oldest` (the oldest live version).
+    pub fn advance(&self, version: u64, oldest: u64) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.current = s.current.max(version);
+        s.oldest = s.oldest.max(oldest);
+    }
+
+    /// Refuses a read made with a layout version that was retired.
+    pub fn check_read(&self, version: u64) -> Result<(), tonic::Status> {
+        let oldest = self.state.lock().unwrap_or_else(|p| p.into_inner()).oldest;
+        if version < oldest {
+            return Err(tonic::Status::failed_precondition(format!(
+                "{}: layout version {version} was retired; the oldest live one is {oldest}",
+                hangar_common::STALE_LAYOUT
+            )));
+        }
+        Ok(())
     }
 
     /// Waits until no write made with a layout older than `version` is in progress.
@@ -94,9 +114,10 @@ mod tests {
     #[tokio::test]
     async fn old_writes_are_refused_and_drained_before_the_ack() {
         let g = Arc::new(WriteGate::default());
-        g.advance(1);
+        g.advance(1, 1);
         let old = g.enter(1).unwrap();
-        g.advance(2);
+        g.advance(2, 1);
+        assert!(g.check_read(1).is_ok(), "version 1 is still live");
         assert!(g.enter(1).is_err(), "a write with an outdated layout is refused");
         let _new = g.enter(2).unwrap();
         let g2 = g.clone();
@@ -105,5 +126,7 @@ mod tests {
         assert!(!waiter.is_finished(), "the ack waits for the old write");
         drop(old);
         tokio::time::timeout(std::time::Duration::from_secs(1), waiter).await.unwrap().unwrap();
+        g.advance(2, 2);
+        assert!(g.check_read(1).is_err(), "version 1 was retired");
     }
 }

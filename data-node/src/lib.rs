@@ -102,12 +102,16 @@ impl DataNode {
         let node_id: Arc<str> = node_id.into();
         // Writes made with an older layout than the one this node knows are refused from
         // the first request on.
-        self.gate.advance(cluster.view().version());
+        let bounds = |h: &hangar_proto::control::LayoutHistory| {
+            (hangar_common::follower::current_version(h), h.versions.first().map(|l| l.version).unwrap_or(0))
+        };
+        let (v, oldest) = bounds(&cluster.watch().borrow());
+        self.gate.advance(v, oldest);
         let (gate, acked, nudge, mut rx) = (self.gate.clone(), self.acked.clone(), self.nudge.clone(), cluster.watch());
         tokio::spawn(async move {
             loop {
-                let v = hangar_common::follower::current_version(&rx.borrow_and_update());
-                gate.advance(v);
+                let (v, oldest) = bounds(&rx.borrow_and_update());
+                gate.advance(v, oldest);
                 gate.drained_below(v).await;
                 if acked.fetch_max(v, Ordering::SeqCst) < v {
                     tracing::debug!(version = v, "layout version acknowledged");
@@ -121,7 +125,7 @@ impl DataNode {
         let ctx = work::Ctx {
             node_id,
             cluster: cluster.clone(),
-            store: hangar_model::Store::new(cluster, self.cfg.block_size),
+            store: hangar_model::Store::new(cluster, &self.cfg),
             meta: self.meta.clone(),
             blocks: self.blocks.clone(),
         };

@@ -22,7 +22,8 @@ use crate::DataError;
 pub struct MetaStore {
     pub db: sled::Db,
     trees: HashMap<i32, sled::Tree>,
-    /// Data versions to release: dv -> when queued (ms, u64 BE).
+    /// Data versions that lost a merge here: dv -> not before (ms, u64 BE) ++ the object
+    /// table key whose value used them.
     pub release_queue: sled::Tree,
     /// Blocks with no live reference here: hash -> deadline (ms, u64 BE) after which the
     /// file may go (if no replica has a reference either).
@@ -109,9 +110,11 @@ impl MetaStore {
         let mut woke = false;
         for e in effects {
             match e {
-                Effect::Release(dvs) => {
-                    for dv in dvs {
-                        self.release_queue.insert(dv, &now_ms().to_be_bytes())?;
+                Effect::Release { object_key, data_versions } => {
+                    for dv in data_versions {
+                        let mut v = now_ms().to_be_bytes().to_vec();
+                        v.extend_from_slice(&object_key);
+                        self.release_queue.insert(dv, v)?;
                     }
                     woke = true;
                 }

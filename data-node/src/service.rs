@@ -83,6 +83,7 @@ impl BlockService for BlockRpc {
     #[tracing::instrument(name = "rpc.get_block", skip_all)]
     async fn get_block(&self, req: Request<GetBlockRequest>) -> Result<Response<ChunkStream>, Status> {
         metrics().rpc("GetBlock");
+        self.gate.check_read(layout_version_of(&req))?;
         let hash = hash_arg(&req.get_ref().hash)?;
         let data = bytes::Bytes::from(self.store.read(&hash).await?);
         let chunks: Vec<_> = (0..data.len().max(1))
@@ -94,6 +95,7 @@ impl BlockService for BlockRpc {
 
     async fn has_blocks(&self, req: Request<HasBlocksRequest>) -> Result<Response<HasBlocksReply>, Status> {
         metrics().rpc("HasBlocks");
+        self.gate.check_read(layout_version_of(&req))?;
         let mut present = Vec::new();
         for h in &req.get_ref().hashes {
             present.push(self.store.has(&hash_arg(h)?).await?);
@@ -120,12 +122,14 @@ impl MetadataService for MetadataRpc {
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
         metrics().rpc("Get");
+        self.gate.check_read(layout_version_of(&req))?;
         let r = req.get_ref();
         Ok(Response::new(GetReply { entry: self.store.get(r.table, &r.key)? }))
     }
 
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeReply>, Status> {
         metrics().rpc("Range");
+        self.gate.check_read(layout_version_of(&req))?;
         let r = req.get_ref();
         let limit = if r.limit == 0 { 1000 } else { (r.limit as usize).min(MAX_RANGE) };
         let (entries, more) = self.store.range(r.table, &r.start, &r.end, limit, r.include_tombstones)?;
@@ -134,6 +138,7 @@ impl MetadataService for MetadataRpc {
 
     async fn sync_range(&self, req: Request<SyncRangeRequest>) -> Result<Response<RangeReply>, Status> {
         metrics().rpc("SyncRange");
+        self.gate.check_read(layout_version_of(&req))?;
         let r = req.get_ref();
         let limit = if r.limit == 0 { 1000 } else { (r.limit as usize).min(MAX_RANGE) };
         let (entries, more) = self.store.sync_range(r.table, &r.partitions, &r.start, limit)?;
@@ -143,7 +148,12 @@ impl MetadataService for MetadataRpc {
     async fn prepare(&self, req: Request<PrepareRequest>) -> Result<Response<PrepareReply>, Status> {
         metrics().rpc("Prepare");
         let reporting = req.get_ref().ballot.is_none_or(|b| b.round == 0 && b.proposer == 0);
-        let _admitted = if reporting { None } else { Some(self.gate.enter(layout_version_of(&req))?) };
+        let _admitted = if reporting {
+            self.gate.check_read(layout_version_of(&req))?;
+            None
+        } else {
+            Some(self.gate.enter(layout_version_of(&req))?)
+        };
         if !reporting {
             self.disk.check_metadata().map_err(|e| storage(&self.disk, e))?;
         }

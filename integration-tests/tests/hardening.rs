@@ -410,8 +410,11 @@ async fn silent_and_idle_connections_are_closed_and_limited() {
     preface.write_all(b"PRI * HTTP/2.0\r\n").await.expect("write");
     let mut idle = tokio::net::TcpStream::connect(server.s3_addr).await.expect("connect");
     idle.write_all(format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.s3_addr).as_bytes()).await.unwrap();
+    // A full HTTP/2 preface and settings, then nothing: no request ever comes.
+    let mut h2 = tokio::net::TcpStream::connect(server.s3_addr).await.expect("connect");
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.expect("write");
     let mut admin = tokio::net::TcpStream::connect(server.admin_addr).await.expect("connect admin");
-    for s in silent.iter_mut().chain([&mut preface, &mut idle]) {
+    for s in silent.iter_mut().chain([&mut preface, &mut idle, &mut h2]) {
         assert!(closed_by_peer(s, Duration::from_secs(15)).await, "a connection was left open");
     }
     assert!(closed_by_peer(&mut admin, Duration::from_secs(30)).await, "the admin port kept a silent connection");
@@ -591,4 +594,57 @@ async fn small_wrong_answers_are_right_now() {
     let req = server.raw_request("POST", &encode_path(&bucket, "mpu")).query("uploadId", &upload).body(big.clone());
     let (status, code) = status_and_code(server.send_signed(req, &sigv4::sha256_hex(&big)).await).await;
     assert_eq!((status, code.as_deref()), (400, Some("MaxMessageLengthExceeded")));
+}
+
+#[tokio::test]
+async fn a_slow_upload_is_not_taken_for_an_abandoned_one() {
+    let builder = Server::builder().gc_delay_secs(1).env("HANGAR_PENDING_WRITE_GRACE_SECS", 2);
+    let (server, s3, bucket) = builder.start_with_bucket("slow").await;
+    // 3 MiB over about 8 seconds, four times the grace period.
+    let data = random_bytes(3 << 20);
+    let mut req = server.raw_request("PUT", &encode_path(&bucket, "slow"));
+    server.sign_now(&mut req, sigv4::UNSIGNED_PAYLOAD);
+    let mut head = format!("PUT {} HTTP/1.1\r\n", req.target());
+    for (k, v) in &req.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("content-length: {}\r\n\r\n", data.len()));
+    let mut stream = tokio::net::TcpStream::connect(server.s3_addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("head");
+    for chunk in data.chunks(data.len() / 16) {
+        stream.write_all(chunk).await.expect("body");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut reply = vec![0u8; 256];
+    let n = stream.read(&mut reply).await.expect("reply");
+    assert!(
+        String::from_utf8_lossy(&reply[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply[..n])
+    );
+    // Well past the grace period and the deletion delay, the object is whole.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(get_bytes(&s3, &bucket, "slow").await, data);
+}
+
+#[tokio::test]
+async fn copies_racing_overwrites_of_their_source_are_whole_or_refused() {
+    let (_server, s3, bucket) = Server::builder().gc_delay_secs(1).start_with_bucket("copyrace").await;
+    let mut copies = Vec::new();
+    for round in 0..30 {
+        let (old, new) = (random_bytes(3 << 20), random_bytes(3 << 20));
+        put_bytes(&s3, &bucket, "src", &old).await;
+        let (copied, _) = tokio::join!(
+            s3.copy_object().bucket(&bucket).key(format!("dst{round}")).copy_source(format!("{bucket}/src")).send(),
+            s3.put_object().bucket(&bucket).key("src").body(new.clone().into()).send()
+        );
+        if copied.is_ok() {
+            copies.push((format!("dst{round}"), old, new));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (key, old, new) in &copies {
+        let got = get_bytes(&s3, &bucket, key).await;
+        assert!(&got == old || &got == new, "{key} is not a whole copy ({} bytes)", got.len());
+    }
 }

@@ -391,3 +391,28 @@ async fn a_thousand_overwrites_cost_the_same_and_leave_one_version() {
     let freed = wait_until(Duration::from_secs(90), || async { (0..3).all(|i| cluster.block_names(i) == want) }).await;
     assert!(freed, "old versions left: {:?}", (0..3).map(|i| cluster.block_names(i).len()).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwrite_that_reached_one_replica_never_destroys_the_acknowledged_value() {
+    let mut cluster = Cluster::start_with(3, 1, FAST).await;
+    let s3 = cluster.s3_client_no_retry(0);
+    let bucket = new_bucket(&s3, "partial").await;
+    let v1 = random_bytes(2 << 20);
+    put_bytes(&s3, &bucket, "k", &v1).await;
+    // Only the first node takes the overwrite (an inline value: no blocks needed), so the
+    // client is told it failed; on that node the acknowledged value lost the merge.
+    cluster.kill9_data(1);
+    cluster.kill9_data(2);
+    let r = s3.put_object().bucket(&bucket).key("k").body(b"small".to_vec().into()).send().await;
+    assert!(r.is_err(), "an overwrite without a quorum was acknowledged");
+    // Long enough for its release worker to have tried, several deletion delays over.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The node that took the overwrite dies; the other two come back: the acknowledged value
+    // is what they hold, and its data must still be there.
+    cluster.kill9_data(0);
+    cluster.restart_data(1).await;
+    cluster.restart_data(2).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let s3 = cluster.s3_client(0);
+    assert_eq!(get_bytes(&s3, &bucket, "k").await, v1, "the acknowledged value lost its data");
+}

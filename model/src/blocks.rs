@@ -39,11 +39,13 @@ impl Blocks {
         Self { cluster }
     }
 
-    /// Sends one block to one node with `owner`'s reference stamped `timestamp` (0: a read
-    /// repair, which never overrides what the node knows of that reference).
+    /// Sends one block to node `n` (chosen with layout `version`) with `owner`'s reference
+    /// stamped `timestamp` (0: a read repair, which never overrides what the node knows of
+    /// that reference).
     pub async fn put_to(
         &self,
         n: &NodeRef,
+        version: u64,
         hash: &BlockHash,
         owner: &[u8],
         data: &Bytes,
@@ -51,31 +53,29 @@ impl Blocks {
     ) -> Result<()> {
         let mut c = self.cluster.blocks(n)?;
         let msgs = futures::stream::iter(put_messages(hash, owner, data, timestamp));
-        self.cluster.call(n, Method::PutBlock, msgs, |r| async move { c.put_block(r).await }).await?;
+        self.cluster.call(n, Method::PutBlock, version, msgs, |r| async move { c.put_block(r).await }).await?;
         Ok(())
     }
 
     /// Stores a block with `owner`'s reference (stamped `timestamp`) on a quorum of every
     /// write set.
     pub async fn put(&self, hash: BlockHash, owner: Vec<u8>, timestamp: u64, data: Bytes) -> Result<()> {
-        let mut attempt = 0;
-        loop {
-            let view = self.cluster.view();
-            let sets = view.write_sets(block_partition(&hash.0)).map_err(|e| Error::Unavailable(e.to_string()))?;
-            let (this, owner2, data2) = (self.clone(), owner.clone(), data.clone());
-            let r = quorum_sets(&sets, move |n| {
-                let (this, owner, data) = (this.clone(), owner2.clone(), data2.clone());
-                async move { this.put_to(&n, &hash, &owner, &data, timestamp).await }
-            })
-            .await;
-            match r {
-                Err(Error::StaleLayout(_)) if attempt < 3 => {
-                    attempt += 1;
-                    self.cluster.wait_newer(view.version(), std::time::Duration::from_secs(5)).await;
+        self.cluster
+            .with_fresh_view(|view| {
+                let (this, owner, data) = (self.clone(), owner.clone(), data.clone());
+                async move {
+                    let sets =
+                        view.write_sets(block_partition(&hash.0)).map_err(|e| Error::Unavailable(e.to_string()))?;
+                    let version = view.version();
+                    quorum_sets(&sets, move |n| {
+                        let (this, owner, data) = (this.clone(), owner.clone(), data.clone());
+                        async move { this.put_to(&n, version, &hash, &owner, &data, timestamp).await }
+                    })
+                    .await
+                    .map(|_| ())
                 }
-                r => return r.map(|_| ()),
-            }
-        }
+            })
+            .await
     }
 
     /// The block's bytes from the first replica that has it. Replicas of the read set found
@@ -89,7 +89,7 @@ impl Blocks {
         let mut lacking = Vec::new();
         let mut last_err = None;
         for (i, n) in order.iter().enumerate() {
-            match self.get_from(n, hash).await {
+            match self.get_from(n, view.version(), hash).await {
                 Ok(data) => {
                     let rest: Vec<NodeRef> = order[i + 1..].iter().filter(|m| readers.contains(m)).cloned().collect();
                     self.repair(hash, owner, &data, lacking);
@@ -107,12 +107,13 @@ impl Blocks {
         Err(last_err.unwrap_or_else(|| Error::Unavailable("block has no replica".into())))
     }
 
-    /// The whole block from one node, its hash checked again here (a fault on the way is
-    /// not served either).
-    pub async fn get_from(&self, n: &NodeRef, hash: &[u8]) -> Result<Bytes> {
+    /// The whole block from node `n` (chosen with layout `version`), its hash checked again
+    /// here (a fault on the way is not served either).
+    pub async fn get_from(&self, n: &NodeRef, version: u64, hash: &[u8]) -> Result<Bytes> {
         let mut c = self.cluster.blocks(n)?;
         let req = GetBlockRequest { hash: hash.to_vec().into() };
-        let mut stream = self.cluster.call(n, Method::GetBlock, req, |r| async move { c.get_block(r).await }).await?;
+        let mut stream =
+            self.cluster.call(n, Method::GetBlock, version, req, |r| async move { c.get_block(r).await }).await?;
         let mut chunks = Vec::new();
         while let Some(c) = self.cluster.next_message(n, &mut stream).await? {
             chunks.push(c.data);
@@ -128,7 +129,12 @@ impl Blocks {
     pub async fn has(&self, n: &NodeRef, hashes: Vec<Vec<u8>>) -> Result<Vec<bool>> {
         let mut c = self.cluster.blocks(n)?;
         let req = HasBlocksRequest { hashes: hashes.into_iter().map(Into::into).collect() };
-        Ok(self.cluster.call(n, Method::HasBlocks, req, |r| async move { c.has_blocks(r).await }).await?.present)
+        let version = self.cluster.view().version();
+        Ok(self
+            .cluster
+            .call(n, Method::HasBlocks, version, req, |r| async move { c.has_blocks(r).await })
+            .await?
+            .present)
     }
 
     /// Asks the replicas not read from whether they hold the block (a node that was down
@@ -157,7 +163,8 @@ impl Blocks {
         for n in nodes {
             let (this, owner, data) = (self.clone(), owner.to_vec(), data.clone());
             tokio::spawn(async move {
-                match this.put_to(&n, &hash, &owner, &data, 0).await {
+                let version = this.cluster.view().version();
+                match this.put_to(&n, version, &hash, &owner, &data, 0).await {
                     Ok(()) => tracing::info!(node = %n.id, block = %hash, "repaired a missing block"),
                     Err(e) => tracing::warn!(node = %n.id, block = %hash, error = %e, "block repair failed"),
                 }

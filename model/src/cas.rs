@@ -75,7 +75,11 @@ impl Registers {
                 let ms = 5u64 << attempt.min(6);
                 tokio::time::sleep(Duration::from_millis(ms + hangar_common::ids::random_u64() % ms)).await;
             }
-            let sets = self.cluster.view().write_sets(partition).map_err(|e| Error::Unavailable(e.to_string()))?;
+            // Both rounds go to the replica sets of one view, stamped with its version: a node
+            // that knows a newer layout refuses them and the update starts over with it.
+            let view = self.cluster.view();
+            let version = view.version();
+            let sets = view.write_sets(partition).map_err(|e| Error::Unavailable(e.to_string()))?;
             let ballot = self.next_ballot();
 
             // Phase 1: a quorum of promises in every set.
@@ -87,7 +91,7 @@ impl Registers {
                 async move {
                     let mut c = cluster.meta(&n)?;
                     let r: PrepareReply =
-                        cluster.call(&n, Method::Prepare, req, |r| async move { c.prepare(r).await }).await?;
+                        cluster.call(&n, Method::Prepare, version, req, |r| async move { c.prepare(r).await }).await?;
                     if !r.promised {
                         seen.fetch_max(key_of(&r.promised_ballot).0, Ordering::SeqCst);
                         return Err(Error::Conflict("a higher ballot was promised".into()));
@@ -99,7 +103,7 @@ impl Registers {
             let promises = match promises {
                 Ok((p, _)) => p,
                 Err(e @ Error::StaleLayout(_)) => {
-                    self.cluster.wait_newer(self.cluster.view().version(), Duration::from_secs(5)).await;
+                    self.cluster.wait_newer(version, Duration::from_secs(5)).await;
                     last_err = Some(e);
                     continue;
                 }
@@ -133,7 +137,8 @@ impl Registers {
                 let (cluster, req, seen) = (cluster.clone(), req.clone(), seen.clone());
                 async move {
                     let mut c = cluster.meta(&n)?;
-                    let r = cluster.call(&n, Method::Accept, req, |r| async move { c.accept(r).await }).await?;
+                    let r =
+                        cluster.call(&n, Method::Accept, version, req, |r| async move { c.accept(r).await }).await?;
                     if !r.accepted {
                         seen.fetch_max(key_of(&r.promised_ballot).0, Ordering::SeqCst);
                         return Err(Error::Conflict("a higher ballot was promised".into()));
@@ -144,6 +149,10 @@ impl Registers {
             .await;
             match accepted {
                 Ok(_) => return Ok(result),
+                Err(e @ Error::StaleLayout(_)) => {
+                    self.cluster.wait_newer(version, Duration::from_secs(5)).await;
+                    last_err = Some(e);
+                }
                 Err(e) => last_err = Some(e),
             }
         }
@@ -156,13 +165,14 @@ impl Registers {
     /// disagree (an update is under way). Never writes; used only as a hint.
     pub async fn peek<V: Message + Default>(&self, key: &[u8]) -> Result<Option<V>> {
         let view = self.cluster.view();
+        let version = view.version();
         let nodes = view.read_set(RegisterTable::partition(key)).map_err(|e| Error::Unavailable(e.to_string()))?;
         let (cluster, req) = (self.cluster.clone(), PrepareRequest { key: key.to_vec().into(), ballot: None });
         let (answers, _) = quorum_sets(&[nodes], move |n| {
             let (cluster, req) = (cluster.clone(), req.clone());
             async move {
                 let mut c = cluster.meta(&n)?;
-                cluster.call(&n, Method::Get, req, |r| async move { c.prepare(r).await }).await
+                cluster.call(&n, Method::Get, version, req, |r| async move { c.prepare(r).await }).await
             }
         })
         .await?;

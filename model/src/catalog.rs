@@ -158,21 +158,29 @@ impl Store {
         if let Some(key_id) = owner {
             self.set_rights(key_id, &bucket.id, Rights::ALL, true).await?;
         }
-        let ours = bucket.id.clone();
-        let claim = self
-            .registers
-            .update::<NameClaim, _>(&name_register(name), |cur| match cur {
-                Some(c) if !c.bucket_id.is_empty() => (Change::Keep, c.clone()),
-                cur => {
-                    let next = NameClaim { bucket_id: ours.clone(), seq: cur.map(|c| c.seq).unwrap_or(0) + 1 };
-                    (Change::Set(next.clone()), next)
-                }
-            })
-            .await;
+        let ours = bucket.id.to_vec();
+        let mut claim = self.claim_name(name, &ours, None).await;
+        if let Ok(c) = &claim
+            && c.bucket_id != ours
+            && self.bucket_by_id(&c.bucket_id).await?.is_none()
+        {
+            // The name points at a bucket that is gone (its creator lost its entry after the
+            // claim was decided): take the name over from it.
+            claim = self.claim_name(name, &ours, Some(c.bucket_id.to_vec())).await;
+        }
         let claim = match claim {
             Ok(c) => c,
             Err(e) => {
-                self.forget_bucket(&ours, owner).await;
+                // The claim may still commit later (an Accept reached a minority): keep the
+                // bucket and its rights unless the register settles on another bucket.
+                if let Ok(c) = self
+                    .registers
+                    .update::<NameClaim, _>(&name_register(name), |cur| (Change::Keep, cur.cloned()))
+                    .await
+                    && c.is_none_or(|c| c.bucket_id != ours)
+                {
+                    self.forget_bucket(&ours, owner).await;
+                }
                 return Err(e);
             }
         };
@@ -186,6 +194,22 @@ impl Store {
             return Ok(Created::Taken(winner));
         }
         Ok(Created::New(bucket))
+    }
+
+    /// Claims `name` for bucket `ours` when it is free (or held by `dead`, a bucket that no
+    /// longer exists); the register's value after the update either way.
+    async fn claim_name(&self, name: &str, ours: &[u8], dead: Option<Vec<u8>>) -> Result<NameClaim> {
+        self.registers
+            .update::<NameClaim, _>(&name_register(name), |cur| match cur {
+                Some(c) if !c.bucket_id.is_empty() && dead.as_deref() != Some(c.bucket_id.as_ref()) => {
+                    (Change::Keep, c.clone())
+                }
+                cur => {
+                    let next = NameClaim { bucket_id: ours.to_vec().into(), seq: cur.map(|c| c.seq).unwrap_or(0) + 1 };
+                    (Change::Set(next.clone()), next)
+                }
+            })
+            .await
     }
 
     /// Removes a bucket entry that lost its name, and its owner's rights (best effort: an

@@ -8,12 +8,12 @@
 //! ask every node of the read sets and need a read quorum of every partition.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use hangar_common::call::Method;
-use hangar_common::cluster::{Cluster, NodeRef, quorum};
+use hangar_common::cluster::{Cluster, NodeRef, View, quorum};
 use hangar_common::ids::{next_timestamp, random_u64};
 use hangar_common::quorum::{call_all, quorum_sets};
 use hangar_common::{Error, Result};
@@ -25,8 +25,6 @@ use crate::schema::{Schema, merge_entries, partition_of, range_in_one_partition}
 
 /// Most entries one range call returns.
 pub const PAGE: u32 = 1000;
-/// How often a write is retried after a data node said the caller's layout is outdated.
-const STALE_RETRIES: usize = 3;
 
 /// A live entry decoded, with the timestamp a later write must exceed.
 #[derive(Clone, Debug)]
@@ -88,15 +86,18 @@ impl Tables {
     /// The merged entry (tombstones included) after asking a read quorum; repairs replicas
     /// that answered otherwise.
     pub async fn get_entry(&self, table: Table, key: &[u8]) -> Result<Option<Entry>> {
-        let view = self.cluster.view();
+        self.cluster.with_fresh_view(|view| self.get_entry_in(view, table, key)).await
+    }
+
+    async fn get_entry_in(&self, view: Arc<View>, table: Table, key: &[u8]) -> Result<Option<Entry>> {
         let nodes = view.read_set(partition_of(table, key)).map_err(|e| Error::Unavailable(e.to_string()))?;
-        let cluster = self.cluster.clone();
+        let (cluster, version) = (self.cluster.clone(), view.version());
         let req = GetRequest { table: table as i32, key: key.to_vec().into() };
         let (answers, mut late) = quorum_sets(&[nodes], move |n| {
             let (cluster, req) = (cluster.clone(), req.clone());
             async move {
                 let mut c = cluster.meta(&n)?;
-                Ok(cluster.call(&n, Method::Get, req, |r| async move { c.get(r).await }).await?.entry)
+                Ok(cluster.call(&n, Method::Get, version, req, |r| async move { c.get(r).await }).await?.entry)
             }
         })
         .await?;
@@ -123,13 +124,16 @@ impl Tables {
 
     /// Sends entries to replicas that were behind; best effort, in the background.
     fn repair(&self, table: Table, entries: Vec<Entry>, nodes: Vec<NodeRef>) {
+        let version = self.cluster.view().version();
         for n in nodes {
             let (cluster, entries) = (self.cluster.clone(), entries.clone());
             tokio::spawn(async move {
                 let count = entries.len();
                 let req = InsertRequest { table: table as i32, entries };
                 let r = match cluster.meta(&n) {
-                    Ok(mut c) => cluster.call(&n, Method::Insert, req, |r| async move { c.insert(r).await }).await,
+                    Ok(mut c) => {
+                        cluster.call(&n, Method::Insert, version, req, |r| async move { c.insert(r).await }).await
+                    }
                     Err(e) => Err(e),
                 };
                 match r {
@@ -138,6 +142,45 @@ impl Tables {
                 }
             });
         }
+    }
+
+    /// The entry (tombstones included) as every holder of its partition in every live
+    /// version has it; fails unless all of them answer. For decisions that must not miss a
+    /// value some replica holds (whether a data version is still used anywhere).
+    pub async fn get_everywhere(&self, table: Table, key: &[u8]) -> Result<Vec<(NodeRef, Option<Entry>)>> {
+        self.cluster
+            .with_fresh_view(|view| async move {
+                let version = view.version();
+                let req = GetRequest { table: table as i32, key: key.to_vec().into() };
+                let answers = call_all(&view.holders(partition_of(table, key)), |n| {
+                    let (cluster, req) = (self.cluster.clone(), req.clone());
+                    async move {
+                        let mut c = cluster.meta(&n)?;
+                        Ok(cluster.call(&n, Method::Get, version, req, |r| async move { c.get(r).await }).await?.entry)
+                    }
+                })
+                .await;
+                answers.into_iter().map(|(n, r)| r.map(|e| (n, e))).collect()
+            })
+            .await
+    }
+
+    /// Writes entries to the given nodes only (a targeted repair); fails unless all take them.
+    pub async fn insert_at(&self, table: Table, entries: Vec<Entry>, nodes: &[NodeRef]) -> Result<()> {
+        let version = self.cluster.view().version();
+        let req = InsertRequest { table: table as i32, entries };
+        for (_, r) in call_all(nodes, |n| {
+            let (cluster, req) = (self.cluster.clone(), req.clone());
+            async move {
+                let mut c = cluster.meta(&n)?;
+                cluster.call(&n, Method::Insert, version, req, |r| async move { c.insert(r).await }).await
+            }
+        })
+        .await
+        {
+            r?;
+        }
+        Ok(())
     }
 
     /// A live entry of table `S`, decoded.
@@ -152,26 +195,15 @@ impl Tables {
     /// involved has a quorum in each set. A node that knows a newer layout makes the write
     /// wait (a few seconds at most) for this process to learn it, then go again.
     pub async fn insert(&self, table: Table, entries: Vec<Entry>) -> Result<()> {
-        let mut attempt = 0;
-        loop {
-            let version = self.cluster.view().version();
-            match self.insert_once(table, entries.clone()).await {
-                Err(Error::StaleLayout(why)) if attempt < STALE_RETRIES => {
-                    attempt += 1;
-                    tracing::debug!(%why, "a data node knows a newer layout; waiting for it");
-                    self.cluster.wait_newer(version, Duration::from_secs(5)).await;
-                }
-                r => return r,
-            }
-        }
+        self.cluster.with_fresh_view(|view| self.insert_in(view, table, entries.clone())).await
     }
 
-    async fn insert_once(&self, table: Table, entries: Vec<Entry>) -> Result<()> {
+    async fn insert_in(&self, view: Arc<View>, table: Table, entries: Vec<Entry>) -> Result<()> {
         let mut groups: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
         for e in entries {
             groups.entry(partition_of(table, &e.key)).or_default().push(e);
         }
-        let view = self.cluster.view();
+        let version = view.version();
         let mut pending = FuturesUnordered::new();
         for (partition, group) in groups {
             let sets = view.write_sets(partition).map_err(|e| Error::Unavailable(e.to_string()))?;
@@ -182,7 +214,7 @@ impl Tables {
                     let (cluster, req) = (cluster.clone(), req.clone());
                     async move {
                         let mut c = cluster.meta(&n)?;
-                        cluster.call(&n, Method::Insert, req, |r| async move { c.insert(r).await }).await
+                        cluster.call(&n, Method::Insert, version, req, |r| async move { c.insert(r).await }).await
                     }
                 })
                 .await
@@ -237,6 +269,18 @@ impl Tables {
         end: &[u8],
         limit: u32,
     ) -> Result<(Vec<Entry>, Option<Vec<u8>>)> {
+        self.cluster.with_fresh_view(|view| self.range_entries_in(view, table, start, end, limit)).await
+    }
+
+    async fn range_entries_in(
+        &self,
+        view: Arc<View>,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<(Vec<Entry>, Option<Vec<u8>>)> {
+        let version = view.version();
         let req = RangeRequest {
             table: table as i32,
             start: start.to_vec().into(),
@@ -249,11 +293,10 @@ impl Tables {
             let (cluster, req) = (cluster.clone(), req.clone());
             async move {
                 let mut c = cluster.meta(&n)?;
-                let r = cluster.call(&n, Method::Range, req, |r| async move { c.range(r).await }).await?;
+                let r = cluster.call(&n, Method::Range, version, req, |r| async move { c.range(r).await }).await?;
                 Ok((r.entries, r.more))
             }
         };
-        let view = self.cluster.view();
         let mut late = None;
         let answers = if range_in_one_partition(table) {
             let nodes = view.read_set(partition_of(table, start)).map_err(|e| Error::Unavailable(e.to_string()))?;

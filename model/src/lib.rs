@@ -26,17 +26,22 @@ pub struct Store {
     pub tables: Tables,
     pub blocks: blocks::Blocks,
     pub registers: cas::Registers,
-    /// Settings the logic needs.
+    /// Size objects are cut into.
     pub block_size: usize,
+    /// How often a writer renews its pending entry: often enough that no collector, which
+    /// waits `pending_write_grace_secs`, ever takes a live writer for a dead one.
+    pub renew_every: std::time::Duration,
 }
 
 impl Store {
-    pub fn new(cluster: Cluster, block_size: usize) -> Self {
+    pub fn new(cluster: Cluster, cfg: &hangar_common::config::Config) -> Self {
+        let grace = std::time::Duration::from_secs(cfg.pending_write_grace_secs);
         Self {
             tables: Tables::new(cluster.clone()),
             blocks: blocks::Blocks::new(cluster.clone()),
             registers: cas::Registers::new(cluster),
-            block_size,
+            block_size: cfg.block_size,
+            renew_every: (grace / 4).clamp(std::time::Duration::from_millis(250), version::REFRESH_EVERY),
         }
     }
 

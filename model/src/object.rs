@@ -6,11 +6,31 @@
 //! two frontends free the loser's data, and a DELETE frees the last value's.
 
 use hangar_common::Result;
+use hangar_common::cluster::NodeRef;
+use hangar_proto::metadata::{Entry, Table};
 use hangar_proto::model::Object;
+use prost::Message;
 
 use crate::Store;
 use crate::client::Found;
-use crate::schema::{Objects, object_key};
+use crate::schema::{Objects, merge_entries, object_key};
+
+/// Whether a data version is still used by an object entry, as every replica has it.
+#[derive(Debug)]
+pub enum Use {
+    /// No replica's value points at it: it may be released.
+    Unused,
+    /// The entry's newest value points at it.
+    Current,
+    /// Only older values some replicas still hold point at it; they are behind the newest
+    /// value, given here with the replicas to bring it to.
+    Stale(Entry, Vec<NodeRef>),
+}
+
+fn uses(e: &Entry, data_version: &[u8]) -> bool {
+    !e.tombstone
+        && Object::decode(e.value.as_ref()).is_ok_and(|o| o.parts.iter().any(|p| p.data_version == data_version))
+}
 
 impl Store {
     /// The current value of an object.
@@ -39,6 +59,25 @@ impl Store {
             self.committed(&p.data_version);
         }
         Ok(())
+    }
+
+    /// Whether `data_version` is still used by the object entry `key`, asking every holder
+    /// of its partition (fails unless all answer). A value only some replica holds, even
+    /// one never acknowledged, may still spread and win: its data must stay until no
+    /// replica points at it.
+    pub async fn data_version_use(&self, key: &[u8], data_version: &[u8]) -> Result<Use> {
+        let answers = self.tables.get_everywhere(Table::Object, key).await?;
+        let winner = answers.iter().filter_map(|(_, e)| e.clone()).reduce(|a, b| merge_entries(Table::Object, &a, &b));
+        let Some(winner) = winner else { return Ok(Use::Unused) };
+        if uses(&winner, data_version) {
+            return Ok(Use::Current);
+        }
+        let behind: Vec<NodeRef> = answers
+            .into_iter()
+            .filter(|(_, e)| e.as_ref().is_some_and(|e| uses(e, data_version)))
+            .map(|(n, _)| n)
+            .collect();
+        Ok(if behind.is_empty() { Use::Unused } else { Use::Stale(winner, behind) })
     }
 
     /// Deletes an object if it exists; true when it did.

@@ -302,8 +302,9 @@ pub fn newer(a: &Entry, b: &Entry) -> bool {
 /// What a merge on a data node implies beyond the stored entry.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// An object value lost: these data versions are no longer used by it.
-    Release(Vec<Vec<u8>>),
+    /// An object value lost: these data versions are no longer used by that object entry
+    /// (its key) on this node.
+    Release { object_key: Vec<u8>, data_versions: Vec<Vec<u8>> },
     /// A block's references changed on this node.
     BlockRefs(BlockHash),
 }
@@ -410,7 +411,7 @@ fn merge_acceptor(a: &AcceptorState, b: &AcceptorState) -> AcceptorState {
 fn release_effect(e: &Entry) -> Option<Effect> {
     let obj = model::Object::decode(e.value.as_ref()).ok()?;
     let dvs: Vec<Vec<u8>> = obj.parts.iter().map(|p| p.data_version.to_vec()).collect();
-    (!dvs.is_empty()).then_some(Effect::Release(dvs))
+    (!dvs.is_empty()).then(|| Effect::Release { object_key: e.key.to_vec(), data_versions: dvs })
 }
 
 fn block_effect(e: &Entry) -> Vec<Effect> {
@@ -455,11 +456,12 @@ mod tests {
         };
         let old = entry(b"o", &obj(1), 10);
         let new = entry(b"o", &obj(2), 20);
+        let lost = || vec![Effect::Release { object_key: b"o".to_vec(), data_versions: vec![vec![1; 16]] }];
         let m = merge(Table::Object, Some(&old), &new);
-        assert_eq!(m.effects, vec![Effect::Release(vec![vec![1; 16]])]);
+        assert_eq!(m.effects, lost());
         let m = merge(Table::Object, Some(&new), &old);
         assert!(!m.changed);
-        assert_eq!(m.effects, vec![Effect::Release(vec![vec![1; 16]])]);
+        assert_eq!(m.effects, lost());
         // The same value again releases nothing.
         assert!(merge(Table::Object, Some(&new), &new).effects.is_empty());
     }

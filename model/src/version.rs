@@ -13,7 +13,7 @@
 //! began, is harmless. A block file goes once no reference is left on any replica.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hangar_common::hash::BlockHash;
@@ -33,7 +33,7 @@ use crate::schema::{
 
 /// Blocks being stored at once per writer.
 const IN_FLIGHT: usize = 4;
-/// How often a writer renews its pending entry while it works.
+/// How often a writer renews its pending entry while it works, at most.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
 /// What a data version is written for.
@@ -80,7 +80,15 @@ pub struct DataWriter {
     owner: Owner,
     in_flight: VecDeque<BlockTask>,
     offset: u64,
-    refreshed: Instant,
+    /// Renews the pending entry every minute while the writer lives, however slowly the
+    /// body arrives.
+    renewer: tokio::task::AbortHandle,
+}
+
+impl Drop for DataWriter {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
 }
 
 impl Store {
@@ -93,14 +101,18 @@ impl Store {
     pub async fn writer(&self, owner: Owner) -> Result<DataWriter> {
         let data_version = random_id();
         self.begin_pending(&data_version, &owner).await?;
-        Ok(DataWriter {
-            store: self.clone(),
-            data_version,
-            owner,
-            in_flight: VecDeque::new(),
-            offset: 0,
-            refreshed: Instant::now(),
+        let (store, dv, o) = (self.clone(), data_version.clone(), owner.clone());
+        let every = self.renew_every;
+        let renewer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = store.begin_pending(&dv, &o).await {
+                    tracing::debug!(error = %e, "could not renew a pending entry");
+                }
+            }
         })
+        .abort_handle();
+        Ok(DataWriter { store: self.clone(), data_version, owner, in_flight: VecDeque::new(), offset: 0, renewer })
     }
 
     /// The version is in use (its object or part record points at it): its pending entry
@@ -165,26 +177,37 @@ impl Store {
         self.tables.delete::<PendingVersions>(pending_key(data_version), None).await
     }
 
-    /// Gives `new_version` the blocks of `old_version` without moving data: references and
-    /// a block list of its own.
-    pub async fn share_version(&self, old_version: &[u8], new_version: &[u8]) -> Result<()> {
-        let mut from = 0;
+    /// Gives `new_version` the blocks of `old_version` (which holds `size` bytes) without
+    /// moving data: references and a block list of its own. Fails when the old version's
+    /// block list is not whole (it was released meanwhile, by an overwrite racing the copy).
+    pub async fn share_version(&self, old_version: &[u8], new_version: &[u8], size: u64) -> Result<()> {
+        let mut next = 0u64;
         loop {
-            let (page, more) = self.block_page(old_version, from, 1000).await?;
-            let Some((last, _)) = page.last() else { return Ok(()) };
-            from = last + 1;
-            let refs = page
-                .iter()
-                .map(|(_, f)| entry(block_ref_key(&f.value.hash, new_version), &BlockRef {}, None))
-                .collect();
-            self.tables.insert(Table::BlockRef, refs).await?;
-            let list =
-                page.iter().map(|(off, f)| entry(version_block_key(new_version, *off), &f.value, None)).collect();
-            self.tables.insert(Table::VersionBlock, list).await?;
-            if !more {
-                return Ok(());
+            let (page, more) = self.block_page(old_version, next, 1000).await?;
+            for (off, f) in &page {
+                if *off != next {
+                    return Err(Error::Unavailable("the source's data went away during the copy; retry".into()));
+                }
+                next += f.value.size as u64;
+            }
+            if !page.is_empty() {
+                let refs = page
+                    .iter()
+                    .map(|(_, f)| entry(block_ref_key(&f.value.hash, new_version), &BlockRef {}, None))
+                    .collect();
+                self.tables.insert(Table::BlockRef, refs).await?;
+                let list =
+                    page.iter().map(|(off, f)| entry(version_block_key(new_version, *off), &f.value, None)).collect();
+                self.tables.insert(Table::VersionBlock, list).await?;
+            }
+            if !more || page.is_empty() {
+                break;
             }
         }
+        if next != size {
+            return Err(Error::Unavailable("the source's data went away during the copy; retry".into()));
+        }
+        Ok(())
     }
 }
 
@@ -215,15 +238,6 @@ impl DataWriter {
         while self.in_flight.len() >= IN_FLIGHT {
             self.complete_one().await?;
         }
-        if self.refreshed.elapsed() >= REFRESH_EVERY {
-            self.refreshed = Instant::now();
-            let (store, dv, owner) = (self.store.clone(), self.data_version.clone(), self.owner.clone());
-            tokio::spawn(async move {
-                if let Err(e) = store.begin_pending(&dv, &owner).await {
-                    tracing::debug!(error = %e, "could not renew a pending entry");
-                }
-            });
-        }
         Ok(())
     }
 
@@ -232,11 +246,21 @@ impl DataWriter {
         task.await.map_err(|e| Error::Invalid(format!("block upload task failed: {e}")))?
     }
 
-    /// Waits for every block; the data version id.
+    /// Waits for every block; the data version id. Fails when the version was collected
+    /// meanwhile (its writer was frozen longer than the grace period): committing it would
+    /// point an object at released data.
     pub async fn finish(mut self) -> Result<Vec<u8>> {
         let mut r = Ok(());
         while !self.in_flight.is_empty() {
             r = r.and(self.complete_one().await);
+        }
+        if r.is_ok() {
+            let pending = self.store.tables.get::<PendingVersions>(&pending_key(&self.data_version)).await;
+            r = match pending {
+                Ok(Some(p)) if !p.value.release => Ok(()),
+                Ok(_) => Err(Error::Unavailable("the write took too long and its data was collected; retry".into())),
+                Err(e) => Err(e),
+            };
         }
         match r {
             Ok(()) => Ok(std::mem::take(&mut self.data_version)),

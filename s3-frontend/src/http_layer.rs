@@ -123,8 +123,32 @@ fn query_value(uri: &http::Uri, wanted: &str) -> Option<String> {
     })
 }
 
-/// Query parameters of object uploads that do not make a body XML.
-const UPLOAD_PARAMS: &[&str] = &["partNumber", "uploadId", "x-id"];
+/// Sub-resources whose PUT carries an XML document (every other PUT to a key carries object
+/// data).
+const XML_SUBRESOURCES: &[&str] = &[
+    "accelerate",
+    "acl",
+    "analytics",
+    "cors",
+    "encryption",
+    "intelligent-tiering",
+    "inventory",
+    "legal-hold",
+    "lifecycle",
+    "logging",
+    "metrics",
+    "notification",
+    "object-lock",
+    "ownershipControls",
+    "policy",
+    "publicAccessBlock",
+    "replication",
+    "requestPayment",
+    "retention",
+    "tagging",
+    "versioning",
+    "website",
+];
 
 impl Guard {
     /// Whether the request carries an XML body (everything that has a body except object
@@ -133,9 +157,7 @@ impl Guard {
         match *req.method() {
             http::Method::POST => true,
             http::Method::PUT => {
-                let subresource = query_names(req.uri())
-                    .iter()
-                    .any(|n| !UPLOAD_PARAMS.contains(&n.as_str()) && !n.starts_with("X-Amz-"));
+                let subresource = query_names(req.uri()).iter().any(|n| XML_SUBRESOURCES.contains(&n.as_str()));
                 if subresource {
                     return true;
                 }

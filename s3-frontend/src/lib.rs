@@ -125,7 +125,7 @@ pub async fn run_service(
     );
     let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr, cfg.admin.limits()).await?;
     tracing::info!(frontend = %id, s3 = %s3_addr, "S3 frontend ready");
-    let store = Store::new(Cluster::new(history, cfg.rpc_options())?, cfg.block_size);
+    let store = Store::new(Cluster::new(history, cfg.rpc_options())?, &cfg);
     run(listener, FrontendConfig::from_config(&cfg), store, cfg.s3_api.limits(), shutdown).await;
     heartbeat.abort();
     admin.stop().await;

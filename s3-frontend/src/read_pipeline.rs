@@ -76,6 +76,8 @@ async fn send_range(
         let aligned = want_s - want_s % store.block_size as u64;
         let mut from = aligned;
         let mut first_page = true;
+        // Where the next byte to send lies in the part: blocks must follow one another.
+        let mut pos = want_s;
         loop {
             let (page, more) = store.block_page(&part.data_version, from, 256).await.map_err(internal)?;
             if first_page && page.first().is_none_or(|(off, _)| *off > want_s) && from > 0 {
@@ -99,8 +101,12 @@ async fn send_range(
                 if data.len() as u64 != block.size as u64 {
                     return Err(s3_error!(InternalError, "a block has an unexpected size"));
                 }
-                let s = want_s.saturating_sub(off) as usize;
+                if off > pos {
+                    return Err(s3_error!(InternalError, "the object's block list has a gap"));
+                }
+                let s = (pos - off) as usize;
                 let e = (want_e.min(b_end) - off) as usize;
+                pos = off + e as u64;
                 if tx.send(Ok(data.slice(s..e))).await.is_err() {
                     return Ok(()); // the client went away
                 }
@@ -108,6 +114,9 @@ async fn send_range(
             if !more {
                 break;
             }
+        }
+        if pos != want_e {
+            return Err(s3_error!(InternalError, "the object's data ends before its size"));
         }
         part_start = part_end;
     }

@@ -1,17 +1,24 @@
 //! The collector of data versions: walks this node's pending entries (in the partitions it
-//! leads) and releases the versions whose release was asked for, and those whose writer
-//! went away: not renewed within the grace period (`pending_write_grace_secs`, far longer
-//! than a writer's silence can be, since writers renew every minute) and used by nothing
-//! (neither the object it was written for nor a part record points at it). A version
-//! found in use only loses its pending entry.
+//! leads) and releases the versions whose release was asked for (a failed write, a part
+//! not chosen), and those whose writer went away: not renewed, on any replica, within the
+//! grace period (`pending_write_grace_secs`, far longer than a live writer's silence: writers
+//! renew every minute, or every quarter of the grace period) and used by nothing. A version found in use only loses its pending
+//! entry.
+//!
+//! "Used" is judged so that nothing a reader may still be sent to is released: for an
+//! object, no holder of its partition may point at the version, not even one behind the
+//! others (a value only some replicas got may still spread); for a part, neither a part
+//! record nor the upload's decision names it. When that cannot be told (a holder does not
+//! answer), the version waits.
 
 use std::time::Duration;
 
 use hangar_common::cluster::key_partition;
 use hangar_common::ids::now_ms;
 use hangar_common::worker::{Step, Worker};
-use hangar_model::Found;
-use hangar_model::schema::{PendingVersions, pending_key};
+use hangar_model::multipart::Outcome;
+use hangar_model::object::Use;
+use hangar_model::schema::{PendingVersions, object_key, pending_key};
 use hangar_model::version::Owner;
 use hangar_proto::metadata::Table;
 use hangar_proto::model::PendingVersion;
@@ -28,37 +35,57 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Whether `dv` is what its owner points at now.
-    async fn in_use(&self, dv: &[u8], owner: &Owner) -> Result<bool, hangar_common::Error> {
+    /// Whether `dv` is used by its owner; None when that cannot be told now.
+    async fn in_use(&self, dv: &[u8], owner: &Owner) -> Result<Option<bool>, hangar_common::Error> {
         match owner {
-            Owner::Object { bucket_id, key } => Ok(self
-                .ctx
-                .store
-                .object(bucket_id, key)
-                .await?
-                .is_some_and(|o| o.value.parts.iter().any(|p| p.data_version == dv))),
+            Owner::Object { bucket_id, key } => {
+                Ok(match self.ctx.store.data_version_use(&object_key(bucket_id, key), dv).await {
+                    Ok(Use::Unused) => Some(false),
+                    Ok(Use::Current | Use::Stale(..)) => Some(true),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot ask every replica whether a data version is used");
+                        None
+                    }
+                })
+            }
             Owner::Part { upload_id, part_number } => {
                 let (page, _) = self.ctx.store.part_page(upload_id, *part_number, 1000).await?;
-                Ok(page.iter().any(|r: &Found<_>| r.value.part_number == *part_number && r.value.data_version == dv))
+                if page.iter().any(|r| r.value.part_number == *part_number && r.value.data_version == dv) {
+                    return Ok(Some(true));
+                }
+                // After a Complete the records are gone: the decision says what was chosen.
+                Ok(Some(match self.ctx.store.upload_outcome(upload_id).await? {
+                    Some(Outcome::Completed(obj, _)) => obj.parts.iter().any(|p| p.data_version == dv),
+                    _ => false,
+                }))
             }
         }
     }
 
-    async fn handle(&mut self, dv: &[u8], p: &PendingVersion, leader: bool) -> Result<(), hangar_common::Error> {
-        let age = Duration::from_millis(now_ms().saturating_sub(p.refreshed_ms));
+    async fn handle(&mut self, dv: &[u8], local: &PendingVersion, leader: bool) -> Result<(), hangar_common::Error> {
         // Leaders act at once on a release and after the grace period otherwise; the other
-        // replicas only after twice as long (the leader may be down).
+        // replicas wait one grace period longer (the leader may be down).
         let wait = if leader { Duration::ZERO } else { self.grace };
-        if p.release && age >= wait {
+        let age = |p: &PendingVersion| Duration::from_millis(now_ms().saturating_sub(p.refreshed_ms));
+        if !(local.release && age(local) >= wait) && age(local) < self.grace + wait {
+            return Ok(());
+        }
+        // What this node holds may be behind: the merged entry of a read quorum has the
+        // latest sign of life.
+        let Some(p) = self.ctx.store.tables.get::<PendingVersions>(&pending_key(dv)).await? else { return Ok(()) };
+        let p = p.value;
+        if p.release && age(&p) >= wait {
             self.ctx.store.release_version(dv).await?;
             self.released += 1;
-        } else if age >= self.grace + wait {
-            if self.in_use(dv, &Owner::of(p)).await? {
-                self.ctx.store.tables.delete::<PendingVersions>(pending_key(dv), None).await?;
-            } else {
-                tracing::info!(data_version = %hex::encode(dv), "releasing a data version its writer left behind");
-                self.ctx.store.release_version(dv).await?;
-                self.released += 1;
+        } else if age(&p) >= self.grace + wait {
+            match self.in_use(dv, &Owner::of(&p)).await? {
+                Some(true) => self.ctx.store.tables.delete::<PendingVersions>(pending_key(dv), None).await?,
+                Some(false) => {
+                    tracing::info!(data_version = %hex::encode(dv), "releasing a data version its writer left behind");
+                    self.ctx.store.release_version(dv).await?;
+                    self.released += 1;
+                }
+                None => {}
             }
         }
         Ok(())

@@ -11,7 +11,7 @@ use hangar_common::cluster::block_partition;
 use hangar_common::hash::BlockHash;
 use hangar_common::ids::now_ms;
 use hangar_common::worker::{Step, Worker};
-use hangar_model::keys::prefix_end;
+use hangar_model::keys::{prefix_end, successor};
 use hangar_proto::metadata::{RangeRequest, Table};
 
 use super::Ctx;
@@ -26,7 +26,8 @@ pub struct BlockGc {
 }
 
 impl BlockGc {
-    /// Merges every other holder's references to `hash` into this node's table.
+    /// Merges every other holder's references to `hash` into this node's table (all of
+    /// them, page by page); false when some holder could not be asked.
     async fn learn_refs(&self, hash: &BlockHash) -> Result<bool, hangar_common::Error> {
         let view = self.ctx.cluster.view();
         let mut all_answered = true;
@@ -34,29 +35,39 @@ impl BlockGc {
             if n.id == self.ctx.node_id {
                 continue;
             }
-            let req = RangeRequest {
-                table: Table::BlockRef as i32,
-                start: hash.0.to_vec().into(),
-                end: prefix_end(&hash.0).into(),
-                limit: 10_000,
-                include_tombstones: true,
-            };
-            let cluster = self.ctx.cluster.clone();
-            let answer = async {
-                let mut c = cluster.meta(&n)?;
-                cluster.call(&n, Method::Range, req, |r| async move { c.range(r).await }).await
-            }
-            .await;
-            match answer {
-                Ok(r) => self
-                    .ctx
-                    .meta
-                    .insert(Table::BlockRef as i32, r.entries)
-                    .await
-                    .map_err(|e| hangar_common::Error::Config(format!("merging references: {e}")))?,
-                Err(e) => {
-                    tracing::debug!(node = %n.id, error = %e, "cannot ask a holder about a block's references");
-                    all_answered = false;
+            let mut start = hash.0.to_vec();
+            loop {
+                let req = RangeRequest {
+                    table: Table::BlockRef as i32,
+                    start: start.clone().into(),
+                    end: prefix_end(&hash.0).into(),
+                    limit: 10_000,
+                    include_tombstones: true,
+                };
+                let cluster = self.ctx.cluster.clone();
+                let answer = async {
+                    let mut c = cluster.meta(&n)?;
+                    cluster.call(&n, Method::Range, view.version(), req, |r| async move { c.range(r).await }).await
+                }
+                .await;
+                match answer {
+                    Ok(r) => {
+                        let next = r.entries.last().map(|e| successor(&e.key));
+                        self.ctx
+                            .meta
+                            .insert(Table::BlockRef as i32, r.entries)
+                            .await
+                            .map_err(|e| hangar_common::Error::Config(format!("merging references: {e}")))?;
+                        match next {
+                            Some(k) if r.more => start = k,
+                            _ => break,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(node = %n.id, error = %e, "cannot ask a holder about a block's references");
+                        all_answered = false;
+                        break;
+                    }
                 }
             }
         }

@@ -148,7 +148,7 @@ impl Sync {
         };
         let cluster = self.ctx.cluster.clone();
         let mut c = cluster.meta(source)?;
-        let r = cluster.call(source, Method::SyncRange, req, |r| async move { c.sync_range(r).await }).await?;
+        let r = cluster.call(source, Method::SyncRange, v, req, |r| async move { c.sync_range(r).await }).await?;
         let last = r.entries.last().map(|e: &Entry| successor(&e.key));
         if !r.entries.is_empty() {
             self.ctx
@@ -191,7 +191,7 @@ impl Sync {
             if self.ctx.blocks.has(&hash).await.map_err(|e| hangar_common::Error::Config(e.to_string()))? {
                 continue;
             }
-            self.fetch(&hash, sources).await?;
+            self.fetch(v, &hash, sources).await?;
             fetched += 1;
             if fetched >= BLOCKS_PER_STEP {
                 self.state.insert(cursor_key, cursor).map_err(sled_err)?;
@@ -202,10 +202,14 @@ impl Sync {
         Ok(true)
     }
 
-    async fn fetch(&self, hash: &BlockHash, sources: &[NodeRef]) -> Result<(), hangar_common::Error> {
-        let mut last = None;
+    /// Copies one block from the first previous holder that has it. When every holder
+    /// answered that it has none (the block was lost, or written after they left), the
+    /// references stay and read repair restores the file; any other failure fails the step,
+    /// which is retried: the version is not reported synced with a block missing.
+    async fn fetch(&self, v: u64, hash: &BlockHash, sources: &[NodeRef]) -> Result<(), hangar_common::Error> {
+        let mut failures = Vec::new();
         for n in sources {
-            match self.ctx.store.blocks.get_from(n, &hash.0).await {
+            match self.ctx.store.blocks.get_from(n, v, &hash.0).await {
                 Ok(data) => {
                     return self
                         .ctx
@@ -214,13 +218,15 @@ impl Sync {
                         .await
                         .map_err(|e| hangar_common::Error::Config(format!("storing a copied block: {e}")));
                 }
-                Err(e) => last = Some(e),
+                Err(e) if e.code() == Some(tonic::Code::NotFound) => {}
+                Err(e) => failures.push(format!("{}: {e}", n.id)),
             }
         }
-        // No previous holder has it (it was written after they left, or lost): the
-        // references stay, and read repair or a later resync restores the file.
-        tracing::warn!(block = %hash, error = ?last, "no previous holder had a referenced block");
-        Ok(())
+        if failures.is_empty() {
+            tracing::warn!(block = %hash, "no previous holder has a referenced block");
+            return Ok(());
+        }
+        Err(hangar_common::Error::Unavailable(format!("cannot copy block {hash}: {}", failures.join("; "))))
     }
 }
 

@@ -546,7 +546,7 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
         let dv = random_id();
         let shared = async {
             h.store.begin_pending(&dv, &owner).await?;
-            h.store.share_version(&p.data_version, &dv).await
+            h.store.share_version(&p.data_version, &dv, p.size).await
         }
         .await;
         parts.push(PartData { data_version: dv.into(), ..p.clone() });
