@@ -83,6 +83,10 @@ pub struct DataWriter {
     /// Renews the pending entry every minute while the writer lives, however slowly the
     /// body arrives.
     renewer: tokio::task::AbortHandle,
+    /// The first writing of the pending entry: no block is sent before it is durable (list
+    /// entries are written meanwhile).
+    pending: futures::future::Shared<futures::future::BoxFuture<'static, Result<(), String>>>,
+    started: std::time::Instant,
 }
 
 impl Drop for DataWriter {
@@ -99,8 +103,11 @@ impl Store {
 
     /// A writer for a new data version of `owner`.
     pub async fn writer(&self, owner: Owner) -> Result<DataWriter> {
+        use futures::FutureExt;
         let data_version = random_id();
-        self.begin_pending(&data_version, &owner).await?;
+        let (store, dv, o) = (self.clone(), data_version.clone(), owner.clone());
+        let pending = async move { store.begin_pending(&dv, &o).await.map_err(|e| e.to_string()) }.boxed().shared();
+        tokio::spawn(pending.clone());
         let (store, dv, o) = (self.clone(), data_version.clone(), owner.clone());
         let every = self.renew_every;
         let renewer = tokio::spawn(async move {
@@ -112,7 +119,16 @@ impl Store {
             }
         })
         .abort_handle();
-        Ok(DataWriter { store: self.clone(), data_version, owner, in_flight: VecDeque::new(), offset: 0, renewer })
+        Ok(DataWriter {
+            store: self.clone(),
+            data_version,
+            owner,
+            in_flight: VecDeque::new(),
+            offset: 0,
+            renewer,
+            pending,
+            started: std::time::Instant::now(),
+        })
     }
 
     /// The version is in use (its object or part record points at it): its pending entry
@@ -225,14 +241,17 @@ impl DataWriter {
     /// then sends it (with the version's reference, stamped like the list entry) to its
     /// replicas.
     pub async fn push(&mut self, block: Bytes) -> Result<()> {
-        let (store, dv, offset) = (self.store.clone(), self.data_version.clone(), self.offset);
+        let (store, dv, offset, pending) =
+            (self.store.clone(), self.data_version.clone(), self.offset, self.pending.clone());
         self.offset += block.len() as u64;
         self.in_flight.push_back(tokio::spawn(async move {
             let hash = BlockHash::of(&block);
             let value = BlockEntry { hash: hash.0.to_vec().into(), size: block.len() as u32 };
             let e = entry(version_block_key(&dv, offset), &value, None);
             let timestamp = e.timestamp;
-            store.tables.insert(Table::VersionBlock, vec![e]).await?;
+            let (listed, pending) = futures::join!(store.tables.insert(Table::VersionBlock, vec![e]), pending);
+            listed?;
+            pending.map_err(Error::Unavailable)?;
             store.blocks.put(hash, dv, timestamp, block).await
         }));
         while self.in_flight.len() >= IN_FLIGHT {
@@ -254,7 +273,9 @@ impl DataWriter {
         while !self.in_flight.is_empty() {
             r = r.and(self.complete_one().await);
         }
-        if r.is_ok() {
+        // A writer younger than half the grace period cannot have been collected (its pending
+        // entry is younger than that); an older one, perhaps frozen for long, checks.
+        if r.is_ok() && self.started.elapsed() >= 2 * self.store.renew_every {
             let pending = self.store.tables.get::<PendingVersions>(&pending_key(&self.data_version)).await;
             r = match pending {
                 Ok(Some(p)) if !p.value.release => Ok(()),

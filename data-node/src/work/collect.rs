@@ -24,7 +24,7 @@ use hangar_proto::metadata::Table;
 use hangar_proto::model::PendingVersion;
 use prost::Message;
 
-use super::Ctx;
+use super::{Ctx, SCAN};
 
 pub struct Collector {
     pub ctx: Ctx,
@@ -62,14 +62,24 @@ impl Collector {
         }
     }
 
-    async fn handle(&mut self, dv: &[u8], local: &PendingVersion, leader: bool) -> Result<(), hangar_common::Error> {
-        // Leaders act at once on a release and after the grace period otherwise; the other
-        // replicas wait one grace period longer (the leader may be down).
-        let wait = if leader { Duration::ZERO } else { self.grace };
+    /// How long this node waits before acting: leaders act at once on a release and after the
+    /// grace period otherwise; the other replicas wait one grace period longer (the leader
+    /// may be down).
+    fn wait(&self, leader: bool) -> Duration {
+        if leader { Duration::ZERO } else { self.grace }
+    }
+
+    /// Whether the entry as this node holds it may call for action (checked again, merged
+    /// with the other replicas, before anything is done).
+    fn due(&self, local: &PendingVersion, leader: bool) -> bool {
+        let age = Duration::from_millis(now_ms().saturating_sub(local.refreshed_ms));
+        let wait = self.wait(leader);
+        (local.release && age >= wait) || age >= self.grace + wait
+    }
+
+    async fn handle(&mut self, dv: &[u8], leader: bool) -> Result<(), hangar_common::Error> {
+        let wait = self.wait(leader);
         let age = |p: &PendingVersion| Duration::from_millis(now_ms().saturating_sub(p.refreshed_ms));
-        if !(local.release && age(local) >= wait) && age(local) < self.grace + wait {
-            return Ok(());
-        }
         // What this node holds may be behind: the merged entry of a read quorum has the
         // latest sign of life.
         let Some(p) = self.ctx.store.tables.get::<PendingVersions>(&pending_key(dv)).await? else { return Ok(()) };
@@ -97,18 +107,29 @@ impl Worker for Collector {
         "collect".into()
     }
 
+    /// Looks at up to SCAN entries; acts on the first that is due.
     async fn step(&mut self) -> Result<Step, hangar_common::Error> {
-        let Some((k, e)) = self.ctx.next_local(Table::PendingVersion, &mut self.cursor)? else {
-            // A pass is over; the next one starts later from the beginning.
-            return Ok(Step::Idle(Duration::from_secs(10)));
-        };
-        if e.tombstone {
-            return Ok(Step::Busy);
-        }
         let view = self.ctx.cluster.view();
-        let pending = PendingVersion::decode(e.value.as_ref())?;
-        let leader = self.ctx.leads(&view, key_partition(&k));
-        self.handle(&k, &pending, leader).await?;
+        for _ in 0..SCAN {
+            let Some((k, e)) = self.ctx.next_local(Table::PendingVersion, &mut self.cursor)? else {
+                // A pass is over; the next one starts later from the beginning.
+                return Ok(Step::Idle(Duration::from_secs(10)));
+            };
+            if e.tombstone {
+                // Every write leaves one of these behind: once older than the grace period it
+                // is dropped here (a live entry arriving late is handled like any other).
+                let age = Duration::from_micros(hangar_common::ids::next_timestamp().saturating_sub(e.timestamp));
+                if age > self.grace {
+                    self.ctx.drop_local(Table::PendingVersion, &k, &e)?;
+                }
+                continue;
+            }
+            let leader = self.ctx.leads(&view, key_partition(&k));
+            if self.due(&PendingVersion::decode(e.value.as_ref())?, leader) {
+                self.handle(&k, leader).await?;
+                return Ok(Step::Busy);
+            }
+        }
         Ok(Step::Busy)
     }
 

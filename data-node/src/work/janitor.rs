@@ -13,7 +13,7 @@ use hangar_proto::metadata::Table;
 use hangar_proto::model::MultipartUpload;
 use prost::Message;
 
-use super::Ctx;
+use super::{Ctx, SCAN};
 
 /// Uploads younger than this are left to the requests deciding them.
 const SETTLE: Duration = Duration::from_secs(120);
@@ -29,25 +29,29 @@ impl Worker for Janitor {
         "upload_janitor".into()
     }
 
+    /// Looks at up to SCAN uploads; finishes the first that is old enough and decided.
     async fn step(&mut self) -> Result<Step, hangar_common::Error> {
-        let Some((k, e)) = self.ctx.next_local(Table::MultipartUpload, &mut self.cursor)? else {
-            return Ok(Step::Idle(Duration::from_secs(60)));
-        };
-        if e.tombstone {
-            return Ok(Step::Busy);
-        }
-        let upload = MultipartUpload::decode(e.value.as_ref())?;
-        let age = Duration::from_millis(now_ms().saturating_sub(upload.initiated_ms));
         let view = self.ctx.cluster.view();
-        let wait = if self.ctx.leads(&view, key_partition(&k)) { SETTLE } else { 2 * SETTLE };
-        if age < wait {
-            return Ok(Step::Busy);
-        }
-        if let Some((bucket_id, key, upload_id)) = parse_upload_key(&k)
-            && self.ctx.store.finish_if_decided(&bucket_id, &key, &upload_id).await?
-        {
-            self.finished += 1;
-            tracing::info!(upload = %hex::encode(&upload_id), "finished a decided upload left half done");
+        for _ in 0..SCAN {
+            let Some((k, e)) = self.ctx.next_local(Table::MultipartUpload, &mut self.cursor)? else {
+                return Ok(Step::Idle(Duration::from_secs(60)));
+            };
+            if e.tombstone {
+                continue;
+            }
+            let upload = MultipartUpload::decode(e.value.as_ref())?;
+            let age = Duration::from_millis(now_ms().saturating_sub(upload.initiated_ms));
+            let wait = if self.ctx.leads(&view, key_partition(&k)) { SETTLE } else { 2 * SETTLE };
+            if age < wait {
+                continue;
+            }
+            if let Some((bucket_id, key, upload_id)) = parse_upload_key(&k) {
+                if self.ctx.store.finish_if_decided(&bucket_id, &key, &upload_id).await? {
+                    self.finished += 1;
+                    tracing::info!(upload = %hex::encode(&upload_id), "finished a decided upload left half done");
+                }
+                return Ok(Step::Busy);
+            }
         }
         Ok(Step::Busy)
     }

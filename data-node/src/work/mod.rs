@@ -27,6 +27,9 @@ use hangar_model::Store;
 use crate::block_store::BlockStore;
 use crate::meta_store::MetaStore;
 
+/// Local entries a walking worker looks at per step, at most.
+pub const SCAN: usize = 256;
+
 /// What every worker of a node works with.
 #[derive(Clone)]
 pub struct Ctx {
@@ -54,6 +57,19 @@ impl Ctx {
         let (k, v) = item.map_err(release::sled_err)?;
         *cursor = hangar_model::keys::successor(&k);
         Ok(Some((k.to_vec(), hangar_proto::metadata::Entry::decode(v.as_ref())?)))
+    }
+
+    /// Removes entry `e` of local `table`, unless it changed since it was read.
+    pub fn drop_local(
+        &self,
+        table: hangar_proto::metadata::Table,
+        key: &[u8],
+        e: &hangar_proto::metadata::Entry,
+    ) -> Result<(), hangar_common::Error> {
+        use prost::Message;
+        let tree = self.meta.tree(table as i32).map_err(|e| hangar_common::Error::Config(e.to_string()))?;
+        let _ = tree.compare_and_swap(key, Some(e.encode_to_vec()), None::<Vec<u8>>).map_err(release::sled_err)?;
+        Ok(())
     }
 
     /// Whether this node leads partition `p` for background chores: it is the first of the
