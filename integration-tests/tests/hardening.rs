@@ -419,15 +419,19 @@ async fn silent_and_idle_connections_are_closed_and_limited() {
     }
     assert!(closed_by_peer(&mut admin, Duration::from_secs(30)).await, "the admin port kept a silent connection");
 
-    // Past the limit, new connections are closed at once, and normal service resumes once
-    // the silent ones are gone.
+    // Past the limit, new connections are closed at once (whichever of them the server
+    // accepted last), and normal service resumes once the silent ones are gone.
     let mut hogs = Vec::new();
-    for _ in 0..40 {
+    for _ in 0..50 {
         hogs.push(tokio::net::TcpStream::connect(server.s3_addr).await.expect("connect"));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut extra = tokio::net::TcpStream::connect(server.s3_addr).await.expect("connect");
-    assert!(closed_by_peer(&mut extra, Duration::from_secs(1)).await, "a connection past the limit was kept");
+    // All at once, well within the 2 s a silent connection inside the limit is given.
+    let closed = futures::future::join_all(hogs.iter_mut().map(|h| closed_by_peer(h, Duration::from_millis(1000))))
+        .await
+        .into_iter()
+        .filter(|c| *c)
+        .count();
+    assert!((10..50).contains(&closed), "{closed} of 50 connections closed at once with a limit of 40");
     drop(hogs);
     let ok = wait_until(Duration::from_secs(10), || async { s3.list_buckets().send().await.is_ok() }).await;
     assert!(ok, "the server did not serve again after the silent connections");
@@ -442,6 +446,13 @@ async fn clients_that_stop_reading_are_cut_off() {
     let bucket = new_bucket(&s3, "slow").await;
     put_bytes(&s3, &bucket, "big", &random_bytes(30 << 20)).await;
     let before = proc_status_kib(server.pid(), "VmRSS");
+    let timed_out = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("hangar_connections_timed_out_total"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let start = timed_out(&server.admin_get("/metrics").await.1);
     let mut readers = Vec::new();
     for _ in 0..20 {
         let mut req = server.raw_request("GET", &encode_path(&bucket, "big"));
@@ -458,14 +469,6 @@ async fn clients_that_stop_reading_are_cut_off() {
         readers.push(stream);
     }
     // Nobody reads: the server gives up on them after the send timeout.
-    let (_, m) = server.admin_get("/metrics").await;
-    let timed_out = |m: &str| {
-        m.lines()
-            .find(|l| l.starts_with("hangar_connections_timed_out_total"))
-            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let start = timed_out(&m);
     let cut = wait_until(Duration::from_secs(20), || async {
         let (_, m) = server.admin_get("/metrics").await;
         timed_out(&m) >= start + 20.0
