@@ -128,6 +128,15 @@ pub struct AdminConfig {
     /// Open connections to `/health` and `/metrics` at most.
     #[serde(default = "default_admin_max_connections")]
     pub max_connections: usize,
+    /// Seconds until a connection's first byte, and until a request's head is complete.
+    #[serde(default = "default_admin_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds a connection with no request in progress stays open.
+    #[serde(default = "default_admin_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a response write may make no progress.
+    #[serde(default = "default_admin_send_timeout")]
+    pub send_timeout_secs: u64,
 }
 
 impl Default for S3ApiConfig {
@@ -152,6 +161,9 @@ impl Default for AdminConfig {
             api_bind_addr: default_admin_addr(),
             admin_token: None,
             max_connections: default_admin_max_connections(),
+            header_timeout_secs: default_admin_header_timeout(),
+            idle_timeout_secs: default_admin_idle_timeout(),
+            send_timeout_secs: default_admin_send_timeout(),
         }
     }
 }
@@ -185,6 +197,15 @@ fn default_max_connections() -> usize {
 }
 fn default_admin_max_connections() -> usize {
     64
+}
+fn default_admin_header_timeout() -> u64 {
+    10
+}
+fn default_admin_idle_timeout() -> u64 {
+    30
+}
+fn default_admin_send_timeout() -> u64 {
+    30
 }
 fn default_header_timeout() -> u64 {
     10
@@ -245,6 +266,9 @@ pub const ENV_KEYS: &[(&str, Option<&str>, &str)] = &[
     ("HANGAR_ADMIN_API_BIND_ADDR", Some("admin"), "api_bind_addr"),
     ("HANGAR_ADMIN_TOKEN", Some("admin"), "admin_token"),
     ("HANGAR_ADMIN_MAX_CONNECTIONS", Some("admin"), "max_connections"),
+    ("HANGAR_ADMIN_HEADER_TIMEOUT_SECS", Some("admin"), "header_timeout_secs"),
+    ("HANGAR_ADMIN_IDLE_TIMEOUT_SECS", Some("admin"), "idle_timeout_secs"),
+    ("HANGAR_ADMIN_SEND_TIMEOUT_SECS", Some("admin"), "send_timeout_secs"),
     ("HANGAR_RPC_TLS_CA_FILE", Some("rpc_tls"), "ca_file"),
     ("HANGAR_RPC_TLS_CERT_FILE", Some("rpc_tls"), "cert_file"),
     ("HANGAR_RPC_TLS_KEY_FILE", Some("rpc_tls"), "key_file"),
@@ -331,11 +355,15 @@ impl Config {
             return Err(Error::Config("rpc_timeout_secs: must be at least 1".into()));
         }
         let s3 = &self.s3_api;
+        let admin = &self.admin;
         for (key, v) in [
             ("[s3_api] header_timeout_secs", s3.header_timeout_secs),
             ("[s3_api] idle_timeout_secs", s3.idle_timeout_secs),
             ("[s3_api] send_timeout_secs", s3.send_timeout_secs),
             ("[s3_api] body_timeout_secs", s3.body_timeout_secs),
+            ("[admin] header_timeout_secs", admin.header_timeout_secs),
+            ("[admin] idle_timeout_secs", admin.idle_timeout_secs),
+            ("[admin] send_timeout_secs", admin.send_timeout_secs),
         ] {
             if v == 0 {
                 return Err(Error::Config(format!("{key}: must be at least 1")));
@@ -367,7 +395,13 @@ impl S3ApiConfig {
 impl AdminConfig {
     /// The admin listener's limits.
     pub fn limits(&self) -> crate::http_server::Limits {
-        crate::http_server::Limits { max_connections: self.max_connections, ..crate::http_server::Limits::admin() }
+        use std::time::Duration;
+        crate::http_server::Limits {
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            send_timeout: Duration::from_secs(self.send_timeout_secs),
+        }
     }
 }
 

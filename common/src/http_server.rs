@@ -40,18 +40,6 @@ pub struct Limits {
     pub send_timeout: Duration,
 }
 
-impl Limits {
-    /// The admin endpoint's limits: few connections, short deadlines.
-    pub fn admin() -> Self {
-        Limits {
-            max_connections: 64,
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            send_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
 /// Serves connections from `listener` with the service `make(peer)` gives, until
 /// `shutdown`; then gives open requests 10 s to finish.
 pub async fn serve<F, S, B>(listener: TcpListener, limits: Limits, make: F, shutdown: impl Future<Output = ()>)
