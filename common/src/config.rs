@@ -379,29 +379,28 @@ impl Config {
     }
 }
 
+/// A listener's limits from its section's keys.
+fn limits(max_connections: usize, header: u64, idle: u64, send: u64) -> crate::http_server::Limits {
+    use std::time::Duration;
+    crate::http_server::Limits {
+        max_connections,
+        header_timeout: Duration::from_secs(header),
+        idle_timeout: Duration::from_secs(idle),
+        send_timeout: Duration::from_secs(send),
+    }
+}
+
 impl S3ApiConfig {
     /// The S3 listener's limits.
     pub fn limits(&self) -> crate::http_server::Limits {
-        use std::time::Duration;
-        crate::http_server::Limits {
-            max_connections: self.max_connections,
-            header_timeout: Duration::from_secs(self.header_timeout_secs),
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-            send_timeout: Duration::from_secs(self.send_timeout_secs),
-        }
+        limits(self.max_connections, self.header_timeout_secs, self.idle_timeout_secs, self.send_timeout_secs)
     }
 }
 
 impl AdminConfig {
     /// The admin listener's limits.
     pub fn limits(&self) -> crate::http_server::Limits {
-        use std::time::Duration;
-        crate::http_server::Limits {
-            max_connections: self.max_connections,
-            header_timeout: Duration::from_secs(self.header_timeout_secs),
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-            send_timeout: Duration::from_secs(self.send_timeout_secs),
-        }
+        limits(self.max_connections, self.header_timeout_secs, self.idle_timeout_secs, self.send_timeout_secs)
     }
 }
 
