@@ -5,40 +5,77 @@
 #   scripts/local-cluster.sh up DIR     start it, apply a layout, create a key and bucket `demo`,
 #                                       print `export` lines for the aws CLI and the hangar CLI
 #   scripts/local-cluster.sh down DIR   stop exactly the processes `up` started
+#   scripts/local-cluster.sh stop DIR NODE      stop one process (control-plane, data1..3, s3-1, s3-2)
+#   scripts/local-cluster.sh restart DIR NODE   start it again (after stop, a crash or kill -9)
 #
 # HANGAR_BIN picks the binary (default: target/release/hangar, built if missing).
 set -euo pipefail
 
-usage() { echo "usage: $0 up|down DIR" >&2; exit 2; }
-[ $# -eq 2 ] || usage
+usage() { echo "usage: $0 up|down DIR  or  $0 stop|restart DIR NODE" >&2; exit 2; }
+[ $# -ge 2 ] || usage
 cmd=$1
 dir=$2
+node=${3:-}
+
+# Stops the process whose PID is in file $1 (SIGTERM, SIGKILL after 10 s); 0 if it ran.
+stop_pid_file() {
+    local f=$1 pid
+    [ -e "$f" ] || return 1
+    pid=$(cat "$f")
+    rm -f "$f"
+    kill -0 "$pid" 2>/dev/null || return 1
+    kill -TERM "$pid"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    return 0
+}
 
 down() {
     local stopped=0
     for f in "$dir"/*.pid; do
         [ -e "$f" ] || continue
-        local pid
-        pid=$(cat "$f")
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid"
-            for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-            stopped=$((stopped + 1))
-        fi
-        rm -f "$f"
+        if stop_pid_file "$f"; then stopped=$((stopped + 1)); fi
     done
     echo "stopped $stopped processes" >&2
 }
 
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${HANGAR_BIN:-$root/target/release/hangar}
+
+start() { # service, config file, name
+    local name=$1 conf=$2
+    HANGAR_LOG=${HANGAR_LOG:-info} "$bin" "$name" --config "$conf" >>"$dir/$3.log" 2>&1 &
+    echo $! >"$dir/$3.pid"
+}
+
+# The service a node name runs.
+service_of() {
+    case "$1" in
+        control-plane) echo control-plane ;;
+        data[0-9]*) echo data-node ;;
+        s3-[0-9]*) echo s3-frontend ;;
+        *) echo "unknown node \`$1\` (control-plane, data1..3, s3-1, s3-2)" >&2; exit 2 ;;
+    esac
+}
+
 case "$cmd" in
-    down) down; exit 0 ;;
-    up) ;;
+    down) [ $# -eq 2 ] || usage; down; exit 0 ;;
+    stop | restart)
+        [ $# -eq 3 ] || usage
+        dir=$(cd "$dir" && pwd)
+        service=$(service_of "$node")
+        [ -e "$dir/$node.toml" ] || { echo "$dir has no node $node" >&2; exit 1; }
+        if stop_pid_file "$dir/$node.pid"; then echo "stopped $node" >&2; fi
+        if [ "$cmd" = restart ]; then
+            start "$service" "$dir/$node.toml" "$node"
+            echo "started $node (pid $(cat "$dir/$node.pid"))" >&2
+        fi
+        exit 0
+        ;;
+    up) [ $# -eq 2 ] || usage ;;
     *) usage ;;
 esac
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-bin=${HANGAR_BIN:-$root/target/release/hangar}
 if [ ! -x "$bin" ]; then
     (cd "$root" && cargo build --release -q -p hangar)
 fi
@@ -53,12 +90,6 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 cp_rpc=127.0.0.1:$(port)
-
-start() { # name, config file
-    local name=$1 conf=$2
-    HANGAR_LOG=${HANGAR_LOG:-info} "$bin" "$name" --config "$conf" >"$dir/$3.log" 2>&1 &
-    echo $! >"$dir/$3.pid"
-}
 
 cat >"$dir/control-plane.toml" <<TOML
 metadata_dir = "$dir/control-plane"

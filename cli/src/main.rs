@@ -5,24 +5,39 @@ mod admin;
 mod server;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "hangar", version, about = "Hangar: an S3-compatible object store")]
+#[command(
+    name = "hangar",
+    version,
+    about = "Hangar: an S3-compatible object store",
+    after_help = "Admin commands (status, layout, key, bucket) reach the control plane's gRPC address with the \
+admin token. The address comes from --rpc-addr, HANGAR_RPC_ADDR, or rpc_bind_addr in the config given with \
+-c; the token from HANGAR_ADMIN_TOKEN (or the file HANGAR_ADMIN_TOKEN_FILE names), the config's [admin] \
+admin_token / admin_token_file, or the file \
+meta/admin_token in the server's data directory (--data-dir)."
+)]
 struct Cli {
-    /// The control plane's gRPC address (the server's --rpc-addr).
-    #[arg(long, global = true, env = "HANGAR_RPC_ADDR", default_value = "127.0.0.1:3901")]
-    rpc_addr: SocketAddr,
-    /// Data directory: the server keeps everything here; the CLI reads the admin token from it.
+    /// A config file (docs/configuration.md): services run with it; admin commands read the
+    /// rpc address and admin token from it.
+    #[arg(short, long, env = "HANGAR_CONFIG")]
+    config: Option<PathBuf>,
+    /// The control plane's gRPC address [default: from -c, else 127.0.0.1:3901].
+    #[arg(long, global = true, env = "HANGAR_RPC_ADDR")]
+    rpc_addr: Option<SocketAddr>,
+    /// Data directory of `hangar server`; admin commands read the admin token from it.
     #[arg(long, global = true, default_value = "./hangar-data")]
     data_dir: PathBuf,
-    /// For a cluster with `[rpc_tls]`: the CA, and this client's certificate and key (PEM).
+    /// For a cluster with `[rpc_tls]`: the CA (PEM) admin commands trust.
     #[arg(long, global = true, env = "HANGAR_RPC_TLS_CA_FILE", requires_all = ["tls_cert", "tls_key"])]
     tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), with --tls-ca.
     #[arg(long, global = true, env = "HANGAR_RPC_TLS_CERT_FILE")]
     tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM), with --tls-ca.
     #[arg(long, global = true, env = "HANGAR_RPC_TLS_KEY_FILE")]
     tls_key: Option<PathBuf>,
     #[command(subcommand)]
@@ -42,7 +57,7 @@ enum Command {
     /// Stage, review and apply cluster layout changes.
     #[command(subcommand)]
     Layout(admin::LayoutCommand),
-    /// Show the cluster's nodes and layout.
+    /// Show the cluster: the control plane, every node, its zone, capacity and health.
     Status,
     /// Manage access keys.
     #[command(subcommand)]
@@ -54,16 +69,53 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServiceArgs {
-    /// The service's TOML config (see docs/configuration.md); HANGAR_* variables override it.
+    /// The service's TOML config (see docs/configuration.md), here or before the command
+    /// with -c; HANGAR_* variables override it.
     #[arg(long)]
-    config: PathBuf,
+    config: Option<PathBuf>,
 }
 
 type BoxError = Box<dyn std::error::Error>;
 
-fn load(args: &ServiceArgs) -> Result<hangar_common::config::Config, BoxError> {
+fn load(args: &ServiceArgs, top: &Option<PathBuf>) -> Result<hangar_common::config::Config, BoxError> {
     hangar_common::telemetry::init_tracing();
-    Ok(hangar_common::config::Config::load(&args.config)?)
+    let path = args.config.as_ref().or(top.as_ref()).ok_or("give the service's config with --config FILE")?;
+    Ok(hangar_common::config::Config::load(path)?)
+}
+
+/// Where admin commands find the control plane and its token: flags and variables first,
+/// then the config file, then the server's data directory.
+fn admin_target(
+    config: &Option<PathBuf>,
+    rpc_addr: Option<SocketAddr>,
+    data_dir: &Path,
+) -> Result<admin::Target, BoxError> {
+    let cfg = match config {
+        Some(p) => Some(hangar_common::config::Config::load(p)?),
+        None => None,
+    };
+    let addr = match (rpc_addr, &cfg) {
+        (Some(a), _) => a,
+        (None, Some(c)) => {
+            let mut a = c.rpc_bind_addr;
+            // A server listening on every interface is reached on loopback.
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            a
+        }
+        (None, None) => SocketAddr::from(([127, 0, 0, 1], 3901)),
+    };
+    let token = match (admin::token_from_env()?, &cfg) {
+        (Some(t), _) => t,
+        (None, Some(c)) => match &c.admin.admin_token {
+            Some(t) => t.clone(),
+            None => admin::token_from(&c.metadata_dir.parent().map(Path::to_path_buf).unwrap_or_default())
+                .or_else(|_| admin::token_from(data_dir))?,
+        },
+        (None, None) => admin::token_from(data_dir)?,
+    };
+    Ok(admin::Target { addr, token })
 }
 
 fn main() -> std::process::ExitCode {
@@ -95,21 +147,26 @@ fn main() -> std::process::ExitCode {
             };
             hangar_common::tls::use_for_clients(hangar_common::tls::client_config(&cfg)?);
         }
+        let (config, rpc_addr, data_dir) = (cli.config.clone(), cli.rpc_addr, cli.data_dir.clone());
+        let target = || admin::connect(&admin_target(&config, rpc_addr, &data_dir)?);
         match cli.command {
-            Command::Server(args) => server::run(args, cli.rpc_addr, cli.data_dir).await,
+            Command::Server(args) => server::run(args, cli.config.clone(), cli.rpc_addr, cli.data_dir.clone()).await,
             Command::ControlPlane(args) => {
-                Ok(hangar_control_plane::run(load(&args)?, hangar_common::follower::shutdown_signal()).await?)
+                Ok(hangar_control_plane::run(load(&args, &cli.config)?, hangar_common::follower::shutdown_signal())
+                    .await?)
             }
             Command::DataNode(args) => {
-                Ok(hangar_data_node::run(load(&args)?, hangar_common::follower::shutdown_signal()).await?)
+                Ok(hangar_data_node::run(load(&args, &cli.config)?, hangar_common::follower::shutdown_signal()).await?)
             }
-            Command::S3Frontend(args) => {
-                Ok(hangar_s3_frontend::run_service(load(&args)?, hangar_common::follower::shutdown_signal()).await?)
-            }
-            Command::Layout(cmd) => admin::layout(&admin::connect(cli.rpc_addr, &cli.data_dir)?, cmd).await,
-            Command::Status => admin::status(&admin::connect(cli.rpc_addr, &cli.data_dir)?).await,
-            Command::Key(cmd) => admin::key(&admin::connect(cli.rpc_addr, &cli.data_dir)?, cmd).await,
-            Command::Bucket(cmd) => admin::bucket(&admin::connect(cli.rpc_addr, &cli.data_dir)?, cmd).await,
+            Command::S3Frontend(args) => Ok(hangar_s3_frontend::run_service(
+                load(&args, &cli.config)?,
+                hangar_common::follower::shutdown_signal(),
+            )
+            .await?),
+            Command::Layout(cmd) => admin::layout(&target()?, cmd).await,
+            Command::Status => admin::status(&target()?).await,
+            Command::Key(cmd) => admin::key(&target()?, cmd).await,
+            Command::Bucket(cmd) => admin::bucket(&target()?, cmd).await,
         }
     });
     match result {

@@ -19,13 +19,15 @@ use tokio::net::TcpListener;
 
 #[derive(Args)]
 pub struct ServerArgs {
-    /// A TOML config file; flags override it, and HANGAR_* variables override it too.
+    /// A TOML config file (docs/configuration.md), here or before the command with -c;
+    /// HANGAR_* variables override it, and flags override both.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// S3 API address.
+    /// S3 API address [default: 127.0.0.1:3900, or s3_api.api_bind_addr from the config].
     #[arg(long)]
     s3_addr: Option<SocketAddr>,
-    /// Admin HTTP address (/health, /metrics).
+    /// Admin HTTP address for /health and /metrics [default: 127.0.0.1:3903, or
+    /// admin.api_bind_addr from the config].
     #[arg(long)]
     admin_addr: Option<SocketAddr>,
 }
@@ -47,11 +49,22 @@ fn load_config(
         ),
         None => (String::new(), "defaults".to_string()),
     };
-    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| format!("{origin}: {}", e.message()))?;
+    let mut table = hangar_common::config::parse_toml(&text, &origin)?;
     for (key, sub) in [("metadata_dir", "meta"), ("data_dir", "blocks")] {
         table.entry(key).or_insert_with(|| toml::Value::String(data_dir.join(sub).display().to_string()));
     }
-    let mut cfg = Config::from_toml_with_overrides(&table.to_string(), &origin, env_overrides())?;
+    let factor_given =
+        table.contains_key("replication_factor") || std::env::var_os("HANGAR_REPLICATION_FACTOR").is_some();
+    let mut cfg = Config::from_table_with_overrides(table, &origin, env_overrides())?;
+    if factor_given && cfg.replication_factor != 1 {
+        return Err(format!(
+            "{origin}: replication_factor = {}: `hangar server` runs one data node, which keeps one copy of \
+             everything; remove the key or set it to 1 (a cluster's factor is set on its control plane, \
+             and changed with `hangar layout config -r N`)",
+            cfg.replication_factor
+        )
+        .into());
+    }
     if rpc_flag_given || args.config.is_none() {
         cfg.rpc_bind_addr = rpc_addr;
     }
@@ -99,17 +112,23 @@ async fn ensure_root_key(catalog: &Store, cfg: &Config) -> Result<(String, Strin
         return Ok((id, k.value.secret));
     }
     let key = match &wanted {
-        Some((id, secret)) => catalog.create_key("root", Some(id), Some(secret)).await?,
-        None => catalog.create_key("root", None, None).await?,
+        Some((id, secret)) => catalog.create_key("root", Some(id), Some(secret), true).await?,
+        None => catalog.create_key("root", None, None, true).await?,
     };
-    catalog.set_allow_create_bucket(&key.id, true).await?;
     std::fs::write(&id_file, &key.id)?;
     Ok((key.id, key.secret))
 }
 
-pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> Result<(), BoxError> {
+pub async fn run(
+    mut args: ServerArgs,
+    top_config: Option<PathBuf>,
+    rpc_addr: Option<SocketAddr>,
+    data_dir: PathBuf,
+) -> Result<(), BoxError> {
     hangar_common::telemetry::init_tracing();
-    let rpc_flag_given = std::env::args().any(|a| a.starts_with("--rpc-addr"));
+    args.config = args.config.or(top_config);
+    let rpc_flag_given = rpc_addr.is_some();
+    let rpc_addr = rpc_addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 3901)));
     let mut cfg = load_config(&args, rpc_addr, &data_dir, rpc_flag_given)?;
     std::fs::create_dir_all(&cfg.metadata_dir)?;
     std::fs::create_dir_all(&cfg.data_dir)?;
@@ -127,7 +146,9 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
 
     let rpc_listener = bind("gRPC", cfg.rpc_bind_addr).await?;
     let rpc_local = rpc_listener.local_addr()?;
-    let control = ControlPlane::open(&cfg.metadata_dir, 1, admin_token, secret.clone())?;
+    let mut control = ControlPlane::open(&cfg.metadata_dir, 1, admin_token, secret.clone())?;
+    control.info.id = format!("{node_id}-cp");
+    control.info.rpc_addr = rpc_local.to_string();
     control.layout.init_single_node(NodeAssignment {
         node_id: node_id.clone(),
         zone: "dc1".into(),
@@ -184,10 +205,11 @@ pub async fn run(args: ServerArgs, rpc_addr: SocketAddr, data_dir: PathBuf) -> R
     let s3_listener = bind("S3", cfg.s3_api.api_bind_addr).await?;
     let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr, cfg.admin.limits()).await?;
     let s3_local = s3_listener.local_addr()?;
-    println!("AWS_ACCESS_KEY_ID={root_id}");
-    println!("AWS_SECRET_ACCESS_KEY={root_secret}");
-    println!("AWS_DEFAULT_REGION={}", cfg.s3_api.s3_region);
-    println!("S3_ENDPOINT=http://{s3_local}");
+    // Shell lines, so they can be pasted (or eval'd) as printed.
+    println!("export AWS_ACCESS_KEY_ID={root_id}");
+    println!("export AWS_SECRET_ACCESS_KEY={root_secret}");
+    println!("export AWS_DEFAULT_REGION={}", cfg.s3_api.s3_region);
+    println!("export S3_ENDPOINT=http://{s3_local}");
     tracing::info!(s3 = %s3_local, rpc = %rpc_local, admin = %cfg.admin.api_bind_addr, "hangar server ready");
 
     let (s3_stop, s3_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -12,14 +12,35 @@ use std::sync::{Arc, OnceLock};
 /// s3s stays quiet unless the filter names it: it logs every client error as an error,
 /// and some with the whole request body (a malformed XML body of megabytes in one line);
 /// the frontend logs each failed request itself, with bounded client data.
+/// Colours only when stderr is a terminal (and `NO_COLOR` is unset): never in files or journals.
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let mut filter =
-        std::env::var("HANGAR_LOG").ok().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "info".into());
+    use std::io::IsTerminal;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = log_filter(std::env::var("HANGAR_LOG").ok(), std::env::var("RUST_LOG").ok());
+    let colour = use_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
+    let _ = subscriber(filter, colour, std::io::stderr).try_init();
+}
+
+/// The filter: `HANGAR_LOG`, else `RUST_LOG`, else `info`; s3s off unless named.
+fn log_filter(hangar_log: Option<String>, rust_log: Option<String>) -> String {
+    let mut filter = hangar_log.or(rust_log).unwrap_or_else(|| "info".into());
     if !filter.contains("s3s") {
         filter.push_str(",s3s=off");
     }
-    let _ = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(filter)).with_writer(std::io::stderr).try_init();
+    filter
+}
+
+/// ANSI colours: on a terminal only, and not when `NO_COLOR` is set (to anything but "").
+fn use_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+fn subscriber<W>(filter: String, colour: bool, writer: W) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::EnvFilter;
+    tracing_subscriber::fmt().with_env_filter(EnvFilter::new(filter)).with_ansi(colour).with_writer(writer).finish()
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -191,4 +212,50 @@ impl Metrics {
 pub fn metrics() -> Arc<Metrics> {
     static M: OnceLock<Arc<Metrics>> = OnceLock::new();
     M.get_or_init(|| Arc::new(Metrics::new())).clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(colour: bool) -> String {
+        let buf = Buffer::default();
+        let writer = buf.clone();
+        let sub = subscriber(log_filter(None, None), colour, move || writer.clone());
+        tracing::subscriber::with_default(sub, || tracing::warn!(bucket = "b", "hello"));
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn no_colour_codes_unless_stderr_is_a_terminal() {
+        assert!(!use_colour(false, None));
+        assert!(use_colour(true, None));
+        assert!(!use_colour(true, Some(std::ffi::OsStr::new("1"))));
+        assert!(use_colour(true, Some(std::ffi::OsStr::new(""))));
+        let plain = logged(false);
+        assert!(plain.contains("hello") && !plain.contains('\x1b'), "{plain:?}");
+        assert!(logged(true).contains('\x1b'));
+    }
+
+    #[test]
+    fn filter_keeps_s3s_off_unless_named() {
+        assert_eq!(log_filter(None, None), "info,s3s=off");
+        assert_eq!(log_filter(Some("debug".into()), Some("trace".into())), "debug,s3s=off");
+        assert_eq!(log_filter(None, Some("warn".into())), "warn,s3s=off");
+        assert_eq!(log_filter(Some("info,s3s=debug".into()), None), "info,s3s=debug");
+    }
 }

@@ -18,6 +18,8 @@ pub struct AdminRpc {
     pub store: Store,
     pub layout: Arc<LayoutManager>,
     pub members: Arc<Members>,
+    /// This control plane, as `hangar status` lists it.
+    pub info: NodeInfo,
 }
 
 fn status(e: Error) -> Status {
@@ -50,6 +52,7 @@ impl AdminRpc {
             allow_create_bucket: key.allow_create_bucket,
             created_ms: key.created_ms,
             buckets,
+            root: key.root,
         })
     }
 
@@ -60,7 +63,19 @@ impl AdminRpc {
             keys.push(KeyGrant { access_key_id: key_id, key_name: name, read: r.read, write: r.write, owner: r.owner });
         }
         let (objects, bytes) = if with_usage { self.store.bucket_usage(&b.id).await? } else { (0, 0) };
-        Ok(BucketInfo { id: hex::encode(&b.id), name: b.name.clone(), created_ms: b.created_ms, keys, objects, bytes })
+        let uploads = if with_usage { self.store.upload_count(&b.id).await? } else { 0 };
+        Ok(BucketInfo {
+            id: hex::encode(&b.id),
+            name: b.name.clone(),
+            created_ms: b.created_ms,
+            keys,
+            objects,
+            bytes,
+            aliases: self.store.aliases_of(&b.id).await?,
+            max_size: b.max_size,
+            max_objects: b.max_objects,
+            uploads,
+        })
     }
 }
 
@@ -107,6 +122,7 @@ impl AdminService for AdminRpc {
                 last_seen_ms: m.map(|m| m.last_seen_ms).unwrap_or(0),
                 zone: a.zone.clone(),
                 capacity: a.capacity,
+                tags: a.tags.clone(),
                 partitions: held.get(&a.node_id).copied().unwrap_or(0),
                 acked_version,
                 synced_version,
@@ -128,6 +144,7 @@ impl AdminService for AdminRpc {
             }
         }
         Ok(Response::new(StatusReply {
+            control_plane: Some(self.info.clone()),
             layout_version: layout.version,
             nodes,
             replication_factor: layout.replication_factor,
@@ -140,7 +157,7 @@ impl AdminService for AdminRpc {
         let r = req.into_inner();
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
         let (id, secret) = (opt(&r.access_key_id), opt(&r.secret_access_key));
-        let key = self.store.create_key(&r.name, id.as_deref(), secret.as_deref()).await.map_err(status)?;
+        let key = self.store.create_key(&r.name, id.as_deref(), secret.as_deref(), false).await.map_err(status)?;
         Ok(Response::new(self.key_info(&key, true).await.map_err(status)?))
     }
 
@@ -211,6 +228,57 @@ impl AdminService for AdminRpc {
         let which = Rights { read: r.read, write: r.write, owner: r.owner };
         self.store.set_rights(&key.value.id, &b.id, which, r.allow).await.map_err(status)?;
         Ok(Response::new(self.bucket_info(&b, false).await.map_err(status)?))
+    }
+
+    async fn rename_key(&self, req: Request<RenameKeyRequest>) -> Result<Response<KeyInfo>, Status> {
+        let r = req.get_ref();
+        let key = self.store.rename_key(&r.key, &r.new_name).await.map_err(status)?;
+        Ok(Response::new(self.key_info(&key, false).await.map_err(status)?))
+    }
+
+    async fn rotate_key_secret(&self, req: Request<KeyRef>) -> Result<Response<KeyInfo>, Status> {
+        let key = self.store.rotate_secret(&req.get_ref().key, None).await.map_err(status)?;
+        Ok(Response::new(self.key_info(&key, true).await.map_err(status)?))
+    }
+
+    async fn set_bucket_alias(&self, req: Request<SetBucketAliasRequest>) -> Result<Response<BucketInfo>, Status> {
+        let r = req.get_ref();
+        let b = self.store.resolve_bucket(&r.bucket).await.map_err(status)?;
+        if r.add {
+            self.store.add_alias(&b, &r.alias).await.map_err(status)?;
+        } else {
+            self.store.remove_alias(&b, &r.alias).await.map_err(status)?;
+        }
+        Ok(Response::new(self.bucket_info(&b, false).await.map_err(status)?))
+    }
+
+    async fn set_bucket_quotas(&self, req: Request<SetBucketQuotasRequest>) -> Result<Response<BucketInfo>, Status> {
+        let r = req.get_ref();
+        let b = self.store.resolve_bucket(&r.bucket).await.map_err(status)?;
+        let b = self.store.set_quotas(&b, Some(r.max_size), Some(r.max_objects)).await.map_err(status)?;
+        Ok(Response::new(self.bucket_info(&b, true).await.map_err(status)?))
+    }
+
+    async fn cleanup_incomplete_uploads(
+        &self,
+        req: Request<CleanupUploadsRequest>,
+    ) -> Result<Response<CleanupUploadsReply>, Status> {
+        let r = req.get_ref();
+        let b = self.store.resolve_bucket(&r.bucket).await.map_err(status)?;
+        let aborted = self.store.abort_uploads_before(&b.id, r.older_than_ms).await.map_err(status)?;
+        Ok(Response::new(CleanupUploadsReply { aborted }))
+    }
+
+    async fn stage_replication_factor(
+        &self,
+        req: Request<StageReplicationFactorRequest>,
+    ) -> Result<Response<LayoutPlan>, Status> {
+        self.layout.stage_replication_factor(req.get_ref().replication_factor).map_err(control_status)?;
+        Ok(Response::new(self.plan()?))
+    }
+
+    async fn layout_versions(&self, _: Request<ShowLayoutRequest>) -> Result<Response<LayoutVersionsReply>, Status> {
+        Ok(Response::new(LayoutVersionsReply { versions: self.layout.versions().map_err(control_status)? }))
     }
 
     async fn stage_layout_change(&self, req: Request<StagedRole>) -> Result<Response<LayoutPlan>, Status> {

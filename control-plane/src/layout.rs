@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use futures::Stream;
 use hangar_proto::control::layout_service_server::LayoutService;
 use hangar_proto::control::{
-    GetLayoutRequest, Layout, LayoutHistory, LayoutPlan, NodeAssignment, NodePlan, PartitionReplicas, StagedRole,
-    StagedRoles,
+    GetLayoutRequest, Layout, LayoutHistory, LayoutPlan, LayoutVersionInfo, NodeAssignment, NodePlan,
+    PartitionReplicas, StagedRole, StagedRoles,
 };
 use prost::Message;
 use tokio::sync::watch;
@@ -29,6 +29,8 @@ const HISTORY_KEY: &[u8] = b"history";
 
 pub struct LayoutManager {
     state: sled::Tree,
+    /// Every version applied: version (big-endian) -> LayoutVersionInfo.
+    log: sled::Tree,
     db: sled::Db,
     current: watch::Sender<Arc<LayoutHistory>>,
     replication_factor: u32,
@@ -67,7 +69,15 @@ impl LayoutManager {
                 None => LayoutHistory::default(),
             },
         };
-        Ok(Self { state, db, current: watch::channel(Arc::new(history)).0, replication_factor, edit: Mutex::new(()) })
+        let log = db.open_tree("layout_log")?;
+        Ok(Self {
+            state,
+            log,
+            db,
+            current: watch::channel(Arc::new(history)).0,
+            replication_factor,
+            edit: Mutex::new(()),
+        })
     }
 
     /// The current (newest) layout version; an empty layout before the first.
@@ -164,17 +174,85 @@ impl LayoutManager {
             )));
         }
         self.state.remove(STAGED_KEY)?;
+        let mut zones: Vec<&str> = layout.nodes.iter().map(|n| n.zone.as_str()).collect();
+        zones.sort();
+        zones.dedup();
+        let info = LayoutVersionInfo {
+            version: layout.version,
+            replication_factor: layout.replication_factor,
+            nodes: layout.nodes.len() as u32,
+            applied_ms: hangar_common::ids::now_ms(),
+            zones: zones.join(","),
+            ..Default::default()
+        };
+        self.log.insert(layout.version.to_be_bytes(), info.encode_to_vec())?;
         let mut h = self.history().as_ref().clone();
         h.versions.push(layout);
         retire(&mut h);
         self.store_and_send(h)
     }
 
-    fn staged(&self) -> Result<Vec<StagedRole>, ControlError> {
+    fn staged(&self) -> Result<StagedRoles, ControlError> {
         Ok(match self.state.get(STAGED_KEY)? {
-            Some(v) => StagedRoles::decode(v.as_ref())?.roles,
-            None => Vec::new(),
+            Some(v) => StagedRoles::decode(v.as_ref())?,
+            None => StagedRoles::default(),
         })
+    }
+
+    fn store_staged(&self, staged: &StagedRoles) -> Result<(), ControlError> {
+        self.state.insert(STAGED_KEY, staged.encode_to_vec())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The replication factor of the current layout (the configured one before the first).
+    fn current_factor(&self) -> u32 {
+        let cur = self.current();
+        if cur.version > 0 { cur.replication_factor } else { self.replication_factor }
+    }
+
+    /// Stages a new replication factor for the next version.
+    pub fn stage_replication_factor(&self, factor: u32) -> Result<(), ControlError> {
+        let _guard = self.lock()?;
+        if !(1..=7).contains(&factor) {
+            return Err(ControlError::Invalid(format!("replication factor {factor} is outside 1..=7")));
+        }
+        let mut staged = self.staged()?;
+        staged.replication_factor = if factor == self.current_factor() { 0 } else { factor };
+        self.store_staged(&staged)
+    }
+
+    /// Every version applied, oldest first, with its state now.
+    pub fn versions(&self) -> Result<Vec<LayoutVersionInfo>, ControlError> {
+        let h = self.history();
+        let current = h.versions.last().map(|l| l.version).unwrap_or(0);
+        let mut out = Vec::new();
+        for item in self.log.iter() {
+            let (_, v) = item?;
+            let mut info = LayoutVersionInfo::decode(v.as_ref())?;
+            info.state = if info.version == current {
+                "current"
+            } else if h.versions.iter().any(|l| l.version == info.version) {
+                "live"
+            } else {
+                "retired"
+            }
+            .into();
+            out.push(info);
+        }
+        // Live versions applied before versions were logged.
+        let logged: Vec<u64> = out.iter().map(|i| i.version).collect();
+        for l in h.versions.iter().filter(|l| !logged.contains(&l.version)) {
+            out.push(LayoutVersionInfo {
+                version: l.version,
+                replication_factor: l.replication_factor,
+                nodes: l.nodes.len() as u32,
+                state: if l.version == current { "current" } else { "live" }.into(),
+                ..Default::default()
+            });
+        }
+        out.sort_by_key(|i| i.version);
+        Ok(out)
     }
 
     /// Stages a change; `known` are the node ids that may be named (members and layout nodes).
@@ -207,11 +285,9 @@ impl LayoutManager {
             return Err(ControlError::Invalid(format!("node {} has no role to remove", change.node_id)));
         }
         let mut staged = self.staged()?;
-        staged.retain(|s| s.node_id != change.node_id);
-        staged.push(change);
-        self.state.insert(STAGED_KEY, StagedRoles { roles: staged }.encode_to_vec())?;
-        self.db.flush()?;
-        Ok(())
+        staged.roles.retain(|s| s.node_id != change.node_id);
+        staged.roles.push(change);
+        self.store_staged(&staged)
     }
 
     pub fn revert(&self) -> Result<(), ControlError> {
@@ -240,17 +316,18 @@ impl LayoutManager {
     }
 
     /// What applying the staged changes would give: the new layout, or why it cannot be.
-    fn propose(&self, cur: &Layout, staged: &[StagedRole]) -> Result<Layout, ControlError> {
-        let nodes = self.proposed_roles(cur, staged);
+    fn propose(&self, cur: &Layout, staged: &StagedRoles) -> Result<Layout, ControlError> {
+        let nodes = self.proposed_roles(cur, &staged.roles);
+        let factor = if staged.replication_factor > 0 { staged.replication_factor } else { self.current_factor() };
         let roles: Vec<NodeRole> = nodes
             .iter()
             .map(|n| NodeRole { id: n.node_id.clone(), zone: n.zone.clone(), capacity: n.capacity })
             .collect();
-        let r = self.replication_factor as usize;
-        let parts = assign::assign(&roles, r, &partition_ids(cur)).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let parts = assign::assign(&roles, factor as usize, &partition_ids(cur))
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
         Ok(Layout {
             version: cur.version + 1,
-            replication_factor: self.replication_factor,
+            replication_factor: factor,
             nodes,
             partitions: parts
                 .into_iter()
@@ -259,12 +336,14 @@ impl LayoutManager {
         })
     }
 
-    /// The plan for review (`hangar layout show`).
+    /// The plan for review (`hangar layout show`): the current roles, the staged changes
+    /// and the roles after them.
     pub fn plan(&self) -> Result<LayoutPlan, ControlError> {
         let cur = self.current();
         let staged = self.staged()?;
+        let has_changes = !staged.roles.is_empty() || staged.replication_factor > 0;
         let now = counts(&cur);
-        let (next, error) = if staged.is_empty() {
+        let (next, error) = if !has_changes {
             (None, String::new())
         } else {
             match self.propose(&cur, &staged) {
@@ -272,53 +351,55 @@ impl LayoutManager {
                 Err(e) => (None, e.to_string()),
             }
         };
-        let after = next.as_ref().map(counts).unwrap_or_else(|| now.clone());
-        let shown = next.as_ref().map(|l| l.nodes.clone()).unwrap_or_else(|| self.proposed_roles(&cur, &staged));
-        let mut nodes: Vec<NodePlan> = shown
+        let h = self.history();
+        let addr_of = |id: &str| cur.nodes.iter().find(|c| c.node_id == id).map(|c| c.rpc_addr.clone());
+        let node_plan = |n: &NodeAssignment, partitions_now: u32, partitions_after: u32| NodePlan {
+            node_id: n.node_id.clone(),
+            zone: n.zone.clone(),
+            capacity: n.capacity,
+            tags: n.tags.clone(),
+            partitions_now,
+            partitions_after,
+            rpc_addr: addr_of(&n.node_id).unwrap_or_default(),
+            synced_version: h.synced.get(&n.node_id).copied().unwrap_or(0),
+            ..Default::default()
+        };
+        let after_counts = next.as_ref().map(counts).unwrap_or_default();
+        let nodes = cur
+            .nodes
             .iter()
-            .map(|n| NodePlan {
-                node_id: n.node_id.clone(),
-                zone: n.zone.clone(),
-                capacity: n.capacity,
-                tags: n.tags.clone(),
-                partitions_now: now.get(&n.node_id).copied().unwrap_or(0),
-                partitions_after: after.get(&n.node_id).copied().unwrap_or(0),
-                rpc_addr: cur
-                    .nodes
-                    .iter()
-                    .find(|c| c.node_id == n.node_id)
-                    .map(|c| c.rpc_addr.clone())
-                    .unwrap_or_default(),
-                ..Default::default()
+            .map(|n| {
+                let now = now.get(&n.node_id).copied().unwrap_or(0);
+                node_plan(n, now, if has_changes { after_counts.get(&n.node_id).copied().unwrap_or(0) } else { now })
             })
             .collect();
-        for c in &cur.nodes {
-            if !nodes.iter().any(|n| n.node_id == c.node_id) {
-                nodes.push(NodePlan {
-                    node_id: c.node_id.clone(),
-                    zone: c.zone.clone(),
-                    capacity: c.capacity,
-                    tags: c.tags.clone(),
-                    partitions_now: now.get(&c.node_id).copied().unwrap_or(0),
-                    partitions_after: 0,
-                    rpc_addr: c.rpc_addr.clone(),
-                    ..Default::default()
-                });
-            }
-        }
+        let after = if has_changes {
+            let roles =
+                next.as_ref().map(|l| l.nodes.clone()).unwrap_or_else(|| self.proposed_roles(&cur, &staged.roles));
+            roles
+                .iter()
+                .map(|n| {
+                    node_plan(
+                        n,
+                        now.get(&n.node_id).copied().unwrap_or(0),
+                        after_counts.get(&n.node_id).copied().unwrap_or(0),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let moving = next.as_ref().map(|l| assign::moved(&partition_ids(&cur), &partition_ids(l))).unwrap_or(0);
-        let h = self.history();
-        for n in &mut nodes {
-            n.synced_version = h.synced.get(&n.node_id).copied().unwrap_or(0);
-        }
         Ok(LayoutPlan {
             version: cur.version,
-            replication_factor: self.replication_factor,
-            staged,
+            replication_factor: self.current_factor(),
+            staged: staged.roles,
             nodes,
             partitions_moving: moving as u32,
             error,
             live_versions: h.versions.iter().map(|l| l.version).collect(),
+            after,
+            staged_replication_factor: staged.replication_factor,
         })
     }
 
@@ -333,7 +414,7 @@ impl LayoutManager {
             )));
         }
         let staged = self.staged()?;
-        if staged.is_empty() {
+        if staged.roles.is_empty() && staged.replication_factor == 0 {
             return Err(ControlError::Invalid("no staged changes to apply".into()));
         }
         let mut next = self.propose(&cur, &staged)?;
@@ -432,7 +513,8 @@ mod tests {
         let plan = m.plan().unwrap();
         assert!(plan.error.is_empty(), "{}", plan.error);
         assert_eq!(plan.partitions_moving, 768);
-        assert!(plan.nodes.iter().all(|n| n.partitions_after == 256));
+        assert!(plan.after.iter().all(|n| n.partitions_after == 256));
+        assert!(plan.nodes.is_empty(), "no current roles before the first version");
         assert!(m.apply(2, addr).is_err(), "wrong version is refused");
         let l = m.apply(1, addr).unwrap();
         assert_eq!(l.version, 1);

@@ -36,6 +36,8 @@ pub struct ControlPlane {
     pub members: Arc<membership::Members>,
     admin_token: String,
     rpc_secret: String,
+    /// How this control plane names itself in `hangar status`.
+    pub info: hangar_proto::control::NodeInfo,
 }
 
 impl ControlPlane {
@@ -47,13 +49,24 @@ impl ControlPlane {
     ) -> Result<Self, ControlError> {
         let db = sled::open(metadata_dir.join("control"))?;
         let layout = Arc::new(layout::LayoutManager::open(db, replication_factor)?);
-        Ok(Self { layout, members: Arc::new(membership::Members::default()), admin_token, rpc_secret })
+        let info = hangar_proto::control::NodeInfo {
+            id: "control-plane".into(),
+            hostname: hangar_common::ids::hostname(),
+            role: hangar_proto::control::NodeRole::Control as i32,
+            ..Default::default()
+        };
+        Ok(Self { layout, members: Arc::new(membership::Members::default()), admin_token, rpc_secret, info })
     }
 
     /// Admin calls need the admin token; layout and membership calls the cluster secret.
     /// `store` reaches buckets and keys on the data nodes (through the layout).
     pub fn services(&self, store: Store) -> (AdminServer, LayoutServer, MembershipServer) {
-        let admin = admin::AdminRpc { store, layout: self.layout.clone(), members: self.members.clone() };
+        let admin = admin::AdminRpc {
+            store,
+            layout: self.layout.clone(),
+            members: self.members.clone(),
+            info: self.info.clone(),
+        };
         (
             InterceptedService::new(AdminServiceServer::new(admin), require_admin_token(&self.admin_token)),
             InterceptedService::new(
@@ -91,7 +104,8 @@ pub async fn run(
             .map_err(|e| ControlError::Invalid(e.to_string()))?,
     };
     let secret = cfg.rpc_secret.clone().unwrap_or_default();
-    let control = ControlPlane::open(&cfg.metadata_dir, cfg.replication_factor, token, secret.clone())?;
+    let mut control = ControlPlane::open(&cfg.metadata_dir, cfg.replication_factor, token, secret.clone())?;
+    control.info.rpc_addr = cfg.rpc_bind_addr.to_string();
     let cluster = Cluster::new(control.layout.subscribe(), cfg.rpc_options())
         .map_err(|e| ControlError::Invalid(e.to_string()))?;
     let (admin_svc, layout_svc, member_svc) = control.services(Store::new(cluster, &cfg));

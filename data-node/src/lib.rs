@@ -108,9 +108,20 @@ impl DataNode {
         let (v, oldest) = bounds(&cluster.watch().borrow());
         self.gate.advance(v, oldest);
         let (gate, acked, nudge, mut rx) = (self.gate.clone(), self.acked.clone(), self.nudge.clone(), cluster.watch());
+        let offload_state = self.meta.db.open_tree("offload_state")?;
+        let me = node_id.clone();
         tokio::spawn(async move {
             loop {
-                let (v, oldest) = bounds(&rx.borrow_and_update());
+                let history = rx.borrow_and_update().clone();
+                let (v, oldest) = bounds(&history);
+                // The offload worker learns every partition this node was given, also by a
+                // version retired before its next step.
+                let view = hangar_common::cluster::View::new(history);
+                if view.version() > 0
+                    && let Err(e) = work::offload::note_held(&offload_state, &work::held_by(&me, &view))
+                {
+                    tracing::warn!(error = %e, "could not record the partitions this node holds");
+                }
                 gate.advance(v, oldest);
                 gate.drained_below(v).await;
                 if acked.fetch_max(v, Ordering::SeqCst) < v {

@@ -6,95 +6,11 @@
 # Binary: $HANGAR_BIN, or <workspace>/target/debug/hangar.
 set -uo pipefail
 
-ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-HANGAR_BIN="${HANGAR_BIN:-$ROOT/target/debug/hangar}"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/hangar-smoke.XXXXXX")"
-PASS=0
-FAIL=0
-SERVER_PID=""
-
-cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -KILL "$SERVER_PID" 2>/dev/null
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-die() {
-    echo "smoke.sh: $*" >&2
-    [ -f "$WORK/server.log" ] && tail -n 40 "$WORK/server.log" >&2
-    echo "$PASS passed, $((FAIL + 1)) failed"
-    exit 1
-}
-
-# check DESCRIPTION COMMAND...: runs the command, counts and reports the result.
-check() {
-    local desc="$1"
-    shift
-    if "$@" >"$WORK/check.out" 2>"$WORK/check.err"; then
-        PASS=$((PASS + 1))
-        echo "ok   - $desc"
-    else
-        FAIL=$((FAIL + 1))
-        echo "FAIL - $desc"
-        cat "$WORK/check.out" "$WORK/check.err" | tail -n 20 | sed 's/^/     | /'
-    fi
-}
-
-# check_eq DESCRIPTION EXPECTED COMMAND...: the command's stdout must equal EXPECTED.
-check_eq() {
-    local desc="$1" expected="$2"
-    shift 2
-    local actual
-    actual="$("$@" 2>"$WORK/check.err")"
-    if [ "$actual" = "$expected" ]; then
-        PASS=$((PASS + 1))
-        echo "ok   - $desc"
-    else
-        FAIL=$((FAIL + 1))
-        echo "FAIL - $desc"
-        echo "     | expected: $expected"
-        echo "     | actual:   $actual"
-        tail -n 10 "$WORK/check.err" | sed 's/^/     | /'
-    fi
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-[ -x "$HANGAR_BIN" ] || die "hangar binary not found at $HANGAR_BIN (build it or set HANGAR_BIN)"
-command -v aws >/dev/null || die "aws CLI not installed (pip install awscli)"
-
-# ---- start the server -------------------------------------------------------
-S3_PORT="$(free_port)"
-RPC_PORT="$(free_port)"
-ADMIN_PORT="$(free_port)"
-DATA="$WORK/data"
-mkdir -p "$DATA"
-# Keep a developer's HANGAR_* settings away from the server.
-for var in $(env | sed -n 's/^\(HANGAR_[A-Z_]*\)=.*/\1/p'); do
-    [ "$var" = HANGAR_BIN ] || unset "$var"
-done
-"$HANGAR_BIN" server --data-dir "$DATA" \
-    --s3-addr "127.0.0.1:$S3_PORT" --rpc-addr "127.0.0.1:$RPC_PORT" --admin-addr "127.0.0.1:$ADMIN_PORT" \
-    >"$WORK/server.out" 2>"$WORK/server.log" </dev/null &
-SERVER_PID=$!
-
-for _ in $(seq 1 600); do
-    grep -q '^S3_ENDPOINT=' "$WORK/server.out" && break
-    kill -0 "$SERVER_PID" 2>/dev/null || die "server exited during startup"
-    sleep 0.1
-done
-grep -q '^S3_ENDPOINT=' "$WORK/server.out" || die "server did not print S3_ENDPOINT within 60 s"
-while IFS='=' read -r key value; do
-    case "$key" in
-    AWS_ACCESS_KEY_ID | AWS_SECRET_ACCESS_KEY | AWS_DEFAULT_REGION | S3_ENDPOINT) export "$key=$value" ;;
-    esac
-done <"$WORK/server.out"
-[ "$S3_ENDPOINT" = "http://127.0.0.1:$S3_PORT" ] || die "unexpected S3_ENDPOINT $S3_ENDPOINT"
-echo "# hangar server pid $SERVER_PID at $S3_ENDPOINT"
+SMOKE_NAME=smoke
+. "$(dirname "$0")/lib.sh"
+require_tool aws "pip install awscli"
+start_server
+export AWS_ACCESS_KEY_ID="$ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$SECRET_KEY" AWS_DEFAULT_REGION="$REGION" S3_ENDPOINT
 
 # An isolated aws CLI configuration: path-style, SigV4, no retries.
 export AWS_CONFIG_FILE="$WORK/aws-config"
@@ -233,19 +149,4 @@ check "s3 rb" s3 rb "s3://$B"
 check "bucket is gone" bash -c "! aws --endpoint-url '$S3_ENDPOINT' s3 ls | grep -q ' $B\$'"
 
 # ---- clean shutdown --------------------------------------------------------------------------
-stop_server() {
-    kill -TERM "$SERVER_PID" || return 1
-    local rc=0
-    wait "$SERVER_PID" || rc=$?
-    SERVER_PID=""
-    echo "exit code $rc"
-    [ "$rc" -eq 0 ]
-}
-check "SIGTERM stops the server with exit code 0" stop_server
-
-if [ "$FAIL" -gt 0 ]; then
-    echo "# server log tail:"
-    tail -n 30 "$WORK/server.log" | sed 's/^/# /'
-fi
-echo "$PASS passed, $FAIL failed"
-[ "$FAIL" -eq 0 ]
+finish

@@ -68,7 +68,10 @@ class Server:
             if line is None:
                 self.proc.kill()
                 raise RuntimeError("server did not print S3_ENDPOINT:\n" + self.log_tail())
-            key, sep, value = line.strip().partition("=")
+            line = line.strip()
+            if line.startswith("export "):
+                line = line[len("export "):]
+            key, sep, value = line.partition("=")
             if sep:
                 self.vars[key] = value
         self.endpoint = self.vars["S3_ENDPOINT"]

@@ -739,26 +739,37 @@ pub struct ClusterStatus {
 #[derive(Clone, Debug)]
 pub struct NodeStatus {
     pub id: String,
+    /// Partitions held (0 for nodes that hold none, and for non-data nodes).
     pub partitions: u32,
     pub healthy: bool,
-    /// `data` or `frontend`.
+    /// `control`, `data` or `s3`.
     pub role: String,
 }
 
 impl ClusterStatus {
+    /// Parses the table under the `ID  ROLE ...` header: columns are separated by at least
+    /// two spaces, cells never hold two in a row.
     pub fn parse(out: &str) -> Option<ClusterStatus> {
         let mut lines = out.lines();
         let version = lines.next()?.strip_prefix("Layout version:")?.split_whitespace().next()?.parse().ok()?;
+        let cells = |l: &str| -> Vec<String> {
+            l.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_string).collect()
+        };
+        let mut lines = lines.skip_while(|l| !l.starts_with("ID "));
+        let header = cells(lines.next()?);
+        let col = |name: &str| header.iter().position(|h| h == name);
+        let (id, role, partitions, health) = (col("ID")?, col("ROLE")?, col("PARTITIONS")?, col("HEALTH")?);
         let mut nodes = Vec::new();
-        for line in lines.skip(1) {
-            let tokens: Vec<&str> = line.split_whitespace().collect();
-            // The hostname column may be empty, so find the health column instead of counting.
-            let Some(h) = tokens.iter().position(|t| *t == "healthy" || *t == "failed") else { continue };
+        for line in lines.take_while(|l| !l.starts_with('(')) {
+            let c = cells(line);
+            if c.len() != header.len() {
+                return None;
+            }
             nodes.push(NodeStatus {
-                id: tokens.first()?.to_string(),
-                partitions: tokens.get(h.checked_sub(1)?)?.parse().ok()?,
-                healthy: tokens[h] == "healthy",
-                role: tokens.last()?.to_string(),
+                id: c[id].clone(),
+                partitions: c[partitions].parse().unwrap_or(0),
+                healthy: c[health] == "healthy",
+                role: c[role].clone(),
             });
         }
         Some(ClusterStatus { layout_version: version, nodes, raw: out.to_string() })

@@ -191,7 +191,8 @@ async fn try_start(builder: &ServerBuilder, data_dir: &Path, log_path: &Path) ->
         let remaining = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(remaining, rx.recv()).await {
             Ok(Some(line)) => {
-                if let Some((k, v)) = line.trim().split_once('=') {
+                let line = line.trim();
+                if let Some((k, v)) = line.strip_prefix("export ").unwrap_or(line).split_once('=') {
                     vars.insert(k.to_string(), v.to_string());
                 }
             }

@@ -68,13 +68,13 @@ async fn key_lifecycle() {
     assert_ne!(second.id, key.id);
     assert_ne!(second.secret, key.secret);
 
-    server.cli_ok(["key", "delete", "alice"]).await;
+    server.cli_ok(["key", "delete", "alice", "--yes"]).await;
     let list = server.cli_ok(["key", "list"]).await;
     assert!(!list.contains(&key.id), "deleted key still listed:\n{list}");
     assert!(list.contains(&second.id), "other key vanished:\n{list}");
     expect_s3_error(s3.list_buckets().send().await, 403, Some("InvalidAccessKeyId"));
     assert_cli_error(&server.cli(["key", "info", "alice"]).await, "key info of a deleted key");
-    assert_cli_error(&server.cli(["key", "delete", "alice"]).await, "deleting a deleted key");
+    assert_cli_error(&server.cli(["key", "delete", "alice", "--yes"]).await, "deleting a deleted key");
 }
 
 #[tokio::test]
@@ -102,15 +102,15 @@ async fn bucket_lifecycle() {
     let s3 = server.s3_client_for_key(&key);
     s3.put_object().bucket("cli-bucket").key("k").body(ByteStream::from_static(b"x")).send().await.expect("put");
 
-    assert_cli_error(&server.cli(["bucket", "delete", "cli-bucket"]).await, "deleting a non-empty bucket");
+    assert_cli_error(&server.cli(["bucket", "delete", "cli-bucket", "--yes"]).await, "deleting a non-empty bucket");
     s3.delete_object().bucket("cli-bucket").key("k").send().await.expect("delete object");
-    server.cli_ok(["bucket", "delete", "cli-bucket"]).await;
+    server.cli_ok(["bucket", "delete", "cli-bucket", "--yes"]).await;
     let list = server.cli_ok(["bucket", "list"]).await;
     assert!(!list.contains("cli-bucket"), "deleted bucket still listed:\n{list}");
     expect_s3_error(s3.head_bucket().bucket("cli-bucket").send().await, 404, None);
 
     assert_cli_error(&server.cli(["bucket", "info", "cli-bucket"]).await, "info of a deleted bucket");
-    assert_cli_error(&server.cli(["bucket", "delete", "never-existed"]).await, "deleting a missing bucket");
+    assert_cli_error(&server.cli(["bucket", "delete", "never-existed", "--yes"]).await, "deleting a missing bucket");
     assert_cli_error(
         &server.cli(["bucket", "allow", "--read", "never-existed", "--key", "writer"]).await,
         "allow on a missing bucket",

@@ -123,3 +123,14 @@ async fn configured_region_is_used() {
     let loc = s3.get_bucket_location().bucket(&bucket).send().await.expect("get bucket location");
     assert_eq!(loc.location_constraint().map(|c| c.as_str()), Some("hangar-test-1"), "location constraint");
 }
+
+#[tokio::test]
+async fn versioning_reads_as_never_enabled() {
+    let (server, s3, bucket) = Server::start_with_bucket("vers").await;
+    let out = s3.get_bucket_versioning().bucket(&bucket).send().await.expect("GetBucketVersioning");
+    assert!(out.status().is_none() && out.mfa_delete().is_none(), "{out:?}");
+    expect_s3_error(s3.get_bucket_versioning().bucket("no-such-bucket-here").send().await, 404, Some("NoSuchBucket"));
+    let stranger = server.create_key("stranger").await;
+    let other = server.s3_client_for_key(&stranger);
+    expect_s3_error(other.get_bucket_versioning().bucket(&bucket).send().await, 403, Some("AccessDenied"));
+}

@@ -5,7 +5,10 @@
 //!   table is a projection of the register, written after each change with the register's
 //!   sequence number as timestamp, so an older projection never overwrites a newer one.
 //!   A lookup that misses the alias asks the register and repairs the projection.
-//! - Imported access key ids are claimed the same way (generated ones are random).
+//! - Imported access key ids are claimed the same way (generated ones are random), and so
+//!   are key names: no two keys share a name.
+//! - A bucket may have several names (aliases): each is a register of its own.
+//! - The root key holds every right on every bucket and cannot be deleted.
 //! - A key's settings merge field by field; its rights are one entry per (bucket, key), each
 //!   right a register of its own. Granting or revoking writes only what changes, without
 //!   reading first, so concurrent grants never drop one another.
@@ -21,8 +24,8 @@ use crate::cas::Change;
 use crate::client::{Found, entry, stamp, tombstone};
 use crate::keys::{KeyBuf, prefix_end};
 use crate::schema::{
-    AccessKeys, BucketAliases, BucketGrants, Buckets, ID_LEN, Objects, access_key_key, alias_key, bucket_key,
-    grant_key, name_register, object_prefix, parse_grant_key,
+    AccessKeys, BucketAliases, BucketGrants, Buckets, ID_LEN, MultipartUploads, Objects, access_key_key, alias_key,
+    bucket_key, grant_key, name_register, object_prefix, parse_alias_key, parse_grant_key,
 };
 
 /// Checks a bucket name against the S3 naming rules (the ones AWS enforces for new buckets).
@@ -80,6 +83,33 @@ fn key_register(id: &str) -> Vec<u8> {
     KeyBuf::new().str("access-key-id").str(id).finish()
 }
 
+fn key_name_register(name: &str) -> Vec<u8> {
+    KeyBuf::new().str("access-key-name").str(name).finish()
+}
+
+/// Checks a key name: 1 to 128 printable characters (spaces allowed inside).
+pub fn validate_key_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) || name.trim() != name {
+        return Err(Error::Invalid(format!(
+            "invalid key name `{}`: use 1 to 128 printable characters without leading or trailing spaces",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+fn validate_secret(secret: &str) -> Result<()> {
+    if secret.len() < 8 || secret.len() > 128 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::Invalid("secret key must be 8 to 128 printable characters".into()));
+    }
+    Ok(())
+}
+
+/// A name register's value as the id it names (bucket id bytes, or key id text).
+fn claimed(c: &NameClaim) -> Option<&[u8]> {
+    (!c.bucket_id.is_empty()).then_some(c.bucket_id.as_ref())
+}
+
 /// The alias projection of a name's register value.
 fn alias_entry(name: &str, claim: &NameClaim) -> Entry {
     let mut e = if claim.bucket_id.is_empty() {
@@ -106,7 +136,6 @@ impl Store {
     pub async fn bucket_by_name(&self, name: &str) -> Result<Option<Bucket>> {
         if let Some(alias) = self.tables.get::<BucketAliases>(&alias_key(name)).await?
             && let Some(b) = self.bucket_by_id(&alias.value.bucket_id).await?
-            && b.name == name
         {
             return Ok(Some(b));
         }
@@ -117,7 +146,7 @@ impl Store {
         }
         match self.registers.peek::<NameClaim>(&name_register(name)).await {
             Ok(Some(claim)) if !claim.bucket_id.is_empty() => {
-                let found = self.bucket_by_id(&claim.bucket_id).await?.filter(|b| b.name == name);
+                let found = self.bucket_by_id(&claim.bucket_id).await?;
                 if found.is_some() {
                     self.tables.insert(Table::BucketAlias, vec![alias_entry(name, &claim)]).await?;
                 }
@@ -151,7 +180,8 @@ impl Store {
     /// right on a new bucket. Two creations of one name racing anywhere: exactly one wins.
     pub async fn create_bucket(&self, name: &str, owner: Option<&str>) -> Result<Created> {
         validate_bucket_name(name)?;
-        let bucket = Bucket { id: random_id().into(), name: name.to_string(), created_ms: now_ms() };
+        let bucket =
+            Bucket { id: random_id().into(), name: name.to_string(), created_ms: now_ms(), ..Default::default() };
         // The bucket entry and its owner's rights go first: a name never points at a bucket
         // that does not exist, and a creator never wins a name without its rights on it.
         self.tables.put::<Buckets>(bucket_key(&bucket.id), &bucket, None).await?;
@@ -231,25 +261,18 @@ impl Store {
         Ok(page.is_empty())
     }
 
-    /// Deletes an empty bucket, frees its name, and drops every grant on it. Conflict when
+    /// Deletes an empty bucket, frees its names, and drops every grant on it. Conflict when
     /// it holds objects.
     pub async fn delete_bucket(&self, bucket: &Bucket) -> Result<()> {
         if !self.bucket_is_empty(&bucket.id).await? {
             return Err(Error::Conflict(format!("bucket `{}` is not empty", bucket.name)));
         }
-        let ours = bucket.id.clone();
-        let claim = self
-            .registers
-            .update::<NameClaim, _>(&name_register(&bucket.name), |cur| match cur {
-                Some(c) if c.bucket_id == ours => {
-                    let next = NameClaim { bucket_id: Default::default(), seq: c.seq + 1 };
-                    (Change::Set(next.clone()), Some(next))
-                }
-                _ => (Change::Keep, None),
-            })
-            .await?;
-        if let Some(c) = claim {
-            self.tables.insert(Table::BucketAlias, vec![alias_entry(&bucket.name, &c)]).await?;
+        let mut names = self.aliases_of(&bucket.id).await?;
+        if !names.contains(&bucket.name) {
+            names.push(bucket.name.clone());
+        }
+        for name in names {
+            self.release_name(&name, &bucket.id).await?;
         }
         self.tables.delete::<Buckets>(bucket_key(&bucket.id), None).await?;
         let grants = self.tables.scan_prefix::<BucketGrants>(&bucket.id).await?;
@@ -258,6 +281,104 @@ impl Store {
             self.tables.insert(Table::BucketGrant, tombs).await?;
         }
         Ok(())
+    }
+
+    /// Frees `name` if it points at bucket `id`, and projects the change.
+    async fn release_name(&self, name: &str, id: &[u8]) -> Result<()> {
+        let claim = self
+            .registers
+            .update::<NameClaim, _>(&name_register(name), |cur| match cur {
+                Some(c) if c.bucket_id == id => {
+                    let next = NameClaim { bucket_id: Default::default(), seq: c.seq + 1 };
+                    (Change::Set(next.clone()), Some(next))
+                }
+                _ => (Change::Keep, None),
+            })
+            .await?;
+        if let Some(c) = claim {
+            self.tables.insert(Table::BucketAlias, vec![alias_entry(name, &c)]).await?;
+        }
+        Ok(())
+    }
+
+    /// Every name of a bucket (an admin call: scans the name table).
+    pub async fn aliases_of(&self, id: &[u8]) -> Result<Vec<String>> {
+        Ok(self.all_aliases().await?.into_iter().filter(|(_, b)| b == id).map(|(n, _)| n).collect())
+    }
+
+    /// Every bucket name and the bucket it points at, in name order.
+    pub async fn all_aliases(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(self
+            .tables
+            .scan_prefix::<BucketAliases>(b"")
+            .await?
+            .into_iter()
+            .filter_map(|f| Some((parse_alias_key(&f.key)?, f.value.bucket_id.to_vec())))
+            .collect())
+    }
+
+    /// Gives a bucket one more name. Conflict when another bucket holds it.
+    pub async fn add_alias(&self, bucket: &Bucket, name: &str) -> Result<()> {
+        validate_bucket_name(name)?;
+        let mut claim = self.claim_name(name, &bucket.id, None).await?;
+        if claim.bucket_id != bucket.id && self.bucket_by_id(&claim.bucket_id).await?.is_none() {
+            claim = self.claim_name(name, &bucket.id, Some(claim.bucket_id.to_vec())).await?;
+        }
+        self.tables.insert(Table::BucketAlias, vec![alias_entry(name, &claim)]).await?;
+        if claim.bucket_id != bucket.id {
+            return Err(Error::Conflict(format!("the name `{name}` belongs to another bucket")));
+        }
+        Ok(())
+    }
+
+    /// Takes a name from a bucket; the last name of a bucket stays (delete the bucket
+    /// instead).
+    pub async fn remove_alias(&self, bucket: &Bucket, name: &str) -> Result<()> {
+        let names = self.aliases_of(&bucket.id).await?;
+        if !names.iter().any(|n| n == name) {
+            return Err(Error::NotFound(format!("bucket `{}` has no name `{name}`", bucket.name)));
+        }
+        if names.len() < 2 {
+            return Err(Error::Invalid(format!(
+                "`{name}` is the last name of its bucket; a bucket keeps at least one (delete the bucket instead)"
+            )));
+        }
+        self.release_name(name, &bucket.id).await
+    }
+
+    /// Sets a bucket's quotas (0: no limit); each one a register of its own.
+    pub async fn set_quotas(&self, bucket: &Bucket, max_size: Option<u64>, max_objects: Option<u64>) -> Result<Bucket> {
+        let cur = self.tables.get::<Buckets>(&bucket_key(&bucket.id)).await?;
+        let Some(cur) = cur else { return Err(Error::NotFound(format!("bucket `{}`", bucket.name))) };
+        let mut b = cur.value;
+        if let Some(v) = max_size {
+            b.max_size = v;
+            b.max_size_ts = stamp(Some(b.max_size_ts));
+        }
+        if let Some(v) = max_objects {
+            b.max_objects = v;
+            b.max_objects_ts = stamp(Some(b.max_objects_ts));
+        }
+        self.tables.put::<Buckets>(cur.key, &b, Some(cur.timestamp)).await?;
+        Ok(b)
+    }
+
+    /// Aborts the multipart uploads of a bucket started before `before_ms`; how many.
+    pub async fn abort_uploads_before(&self, bucket_id: &[u8], before_ms: u64) -> Result<u64> {
+        let uploads = self.tables.scan_prefix::<MultipartUploads>(bucket_id).await?;
+        let mut aborted = 0;
+        for u in uploads.into_iter().filter(|u| u.value.initiated_ms < before_ms) {
+            let Some(id) = crate::multipart::parse_upload_id(&u.value.upload_id) else { continue };
+            if matches!(self.abort_upload(bucket_id, &u.value.key, &id).await?, crate::multipart::Outcome::Aborted) {
+                aborted += 1;
+            }
+        }
+        Ok(aborted)
+    }
+
+    /// Multipart uploads in progress in a bucket.
+    pub async fn upload_count(&self, bucket_id: &[u8]) -> Result<u64> {
+        Ok(self.tables.scan_prefix::<MultipartUploads>(bucket_id).await?.len() as u64)
     }
 
     /// Objects and bytes in a bucket (a full scan: an admin call, not a hot path).
@@ -276,30 +397,43 @@ impl Store {
         self.tables.scan_prefix::<AccessKeys>(b"").await
     }
 
-    /// A key by id, or by a name no other key has.
+    /// A key by id, or by its name.
     pub async fn find_key(&self, id_or_name: &str) -> Result<Found<AccessKey>> {
         if let Some(k) = self.get_key(id_or_name).await? {
             return Ok(k);
         }
-        let mut named: Vec<_> = self.list_keys().await?.into_iter().filter(|k| k.value.name == id_or_name).collect();
-        match named.len() {
-            1 => Ok(named.remove(0)),
-            0 => Err(Error::NotFound(format!("access key `{id_or_name}`"))),
-            n => Err(Error::Invalid(format!("{n} keys are named `{id_or_name}`; give the key id"))),
+        let claim = match self.registers.peek::<NameClaim>(&key_name_register(id_or_name)).await {
+            Ok(c) => c,
+            Err(Error::Conflict(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(c) = claim
+            && let Some(id) = claimed(&c)
+            && let Some(k) = self.get_key(&String::from_utf8_lossy(id)).await?
+            && k.value.name == id_or_name
+        {
+            return Ok(k);
         }
+        Err(Error::NotFound(format!("access key `{id_or_name}` (no key has this id or name)")))
     }
 
-    /// Creates a key with the given or fresh credentials.
-    pub async fn create_key(&self, name: &str, id: Option<&str>, secret: Option<&str>) -> Result<AccessKey> {
+    /// Creates a key with the given or fresh credentials, named `name` (unique among keys).
+    /// A root key holds every right on every bucket and cannot be deleted.
+    pub async fn create_key(
+        &self,
+        name: &str,
+        id: Option<&str>,
+        secret: Option<&str>,
+        root: bool,
+    ) -> Result<AccessKey> {
+        validate_key_name(name)?;
         let imported = id.is_some();
         let id = id.map(str::to_string).unwrap_or_else(new_access_key_id);
         let secret = secret.map(str::to_string).unwrap_or_else(new_secret_key);
         if id.len() < 3 || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(Error::Invalid(format!("access key id `{id}` must be 3 to 128 letters or digits")));
         }
-        if secret.len() < 8 || secret.len() > 128 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::Invalid("secret key must be 8 to 128 printable characters".into()));
-        }
+        validate_secret(&secret)?;
         if imported {
             // An imported id may be given twice at once: one claim wins.
             let won = self
@@ -323,16 +457,86 @@ impl Store {
             created_ms: now_ms(),
             name: name.to_string(),
             name_ts: ts,
-            allow_create_bucket: false,
+            allow_create_bucket: root,
             allow_create_bucket_ts: ts,
+            secret_ts: ts,
+            root,
         };
+        // The entry goes first, then the name: a name never points at a key that does not
+        // exist, so a claim whose key is gone (or renamed) may be taken over.
         self.tables.put::<AccessKeys>(access_key_key(&id), &key, None).await?;
+        if let Err(e) = self.claim_key_name(name, &id).await {
+            if let Err(e) = self.tables.delete::<AccessKeys>(access_key_key(&id), None).await {
+                tracing::warn!(error = %e, "could not remove a key that lost its name");
+            }
+            if imported {
+                self.release_key_id(&id).await?;
+            }
+            return Err(e);
+        }
         Ok(key)
     }
 
-    /// Deletes a key and its grants, and frees its id.
+    /// Claims key name `name` for key `id`. Conflict when another live key holds it.
+    async fn claim_key_name(&self, name: &str, id: &str) -> Result<()> {
+        let ours = id.as_bytes().to_vec();
+        let mut dead: Option<Vec<u8>> = None;
+        loop {
+            let c = self
+                .registers
+                .update::<NameClaim, _>(&key_name_register(name), |cur| match cur {
+                    Some(c) if claimed(c).is_some_and(|h| h != ours && Some(h) != dead.as_deref()) => {
+                        (Change::Keep, c.clone())
+                    }
+                    cur => {
+                        let next =
+                            NameClaim { bucket_id: ours.clone().into(), seq: cur.map(|c| c.seq).unwrap_or(0) + 1 };
+                        (Change::Set(next.clone()), next)
+                    }
+                })
+                .await?;
+            let Some(holder) = claimed(&c).filter(|h| *h != ours) else { return Ok(()) };
+            let holder = String::from_utf8_lossy(holder).to_string();
+            let alive = self.get_key(&holder).await?.is_some_and(|k| k.value.name == name);
+            if alive || dead.is_some() {
+                return Err(Error::Conflict(format!("a key named `{name}` exists already ({holder})")));
+            }
+            dead = Some(holder.into_bytes());
+        }
+    }
+
+    /// Frees key name `name` if key `id` holds it.
+    async fn release_key_name(&self, name: &str, id: &str) -> Result<()> {
+        self.registers
+            .update::<NameClaim, _>(&key_name_register(name), |cur| match cur {
+                Some(c) if claimed(c) == Some(id.as_bytes()) => {
+                    (Change::Set(NameClaim { bucket_id: Default::default(), seq: c.seq + 1 }), ())
+                }
+                _ => (Change::Keep, ()),
+            })
+            .await
+    }
+
+    async fn release_key_id(&self, id: &str) -> Result<()> {
+        self.registers
+            .update::<NameClaim, _>(&key_register(id), |cur| match cur {
+                Some(c) if !c.bucket_id.is_empty() => {
+                    (Change::Set(NameClaim { bucket_id: Default::default(), seq: c.seq + 1 }), ())
+                }
+                _ => (Change::Keep, ()),
+            })
+            .await
+    }
+
+    /// Deletes a key and its grants, and frees its id and name. The root key stays.
     pub async fn delete_key(&self, id_or_name: &str) -> Result<()> {
         let k = self.find_key(id_or_name).await?;
+        if k.value.root {
+            return Err(Error::Invalid(format!(
+                "{} is the root key and cannot be deleted (give it a new secret with `hangar key rotate {}`)",
+                k.value.id, k.value.id
+            )));
+        }
         let id = k.value.id.clone();
         self.tables.delete::<AccessKeys>(k.key, Some(k.timestamp)).await?;
         let tombs: Vec<Entry> = self
@@ -345,14 +549,37 @@ impl Store {
         if !tombs.is_empty() {
             self.tables.insert(Table::BucketGrant, tombs).await?;
         }
-        self.registers
-            .update::<NameClaim, _>(&key_register(&id), |cur| match cur {
-                Some(c) if !c.bucket_id.is_empty() => {
-                    (Change::Set(NameClaim { bucket_id: Default::default(), seq: c.seq + 1 }), ())
-                }
-                _ => (Change::Keep, ()),
-            })
-            .await
+        self.release_key_name(&k.value.name, &id).await?;
+        self.release_key_id(&id).await
+    }
+
+    /// Gives a key a new name; the old one is freed.
+    pub async fn rename_key(&self, id_or_name: &str, new_name: &str) -> Result<AccessKey> {
+        validate_key_name(new_name)?;
+        let k = self.find_key(id_or_name).await?;
+        let old = k.value.name.clone();
+        if old == new_name {
+            return Ok(k.value);
+        }
+        self.claim_key_name(new_name, &k.value.id).await?;
+        let mut key = k.value;
+        key.name = new_name.to_string();
+        key.name_ts = stamp(Some(key.name_ts));
+        self.tables.put::<AccessKeys>(k.key, &key, Some(k.timestamp)).await?;
+        self.release_key_name(&old, &key.id).await?;
+        Ok(key)
+    }
+
+    /// Gives a key a new secret (generated, or the one given).
+    pub async fn rotate_secret(&self, id_or_name: &str, secret: Option<&str>) -> Result<AccessKey> {
+        let k = self.find_key(id_or_name).await?;
+        let secret = secret.map(str::to_string).unwrap_or_else(new_secret_key);
+        validate_secret(&secret)?;
+        let mut key = k.value;
+        key.secret = secret;
+        key.secret_ts = stamp(Some(key.secret_ts));
+        self.tables.put::<AccessKeys>(k.key, &key, Some(k.timestamp)).await?;
+        Ok(key)
     }
 
     /// Sets the create-bucket setting (only that field: concurrent changes of other settings
@@ -368,7 +595,15 @@ impl Store {
 
     // ---- grants --------------------------------------------------------------------------
 
-    /// The rights of a key on a bucket.
+    /// The rights of a key on a bucket: every right for the root key.
+    pub async fn key_rights(&self, key: &AccessKey, bucket_id: &[u8]) -> Result<Rights> {
+        if key.root {
+            return Ok(Rights::ALL);
+        }
+        self.rights(&key.id, bucket_id).await
+    }
+
+    /// The rights granted to a key on a bucket.
     pub async fn rights(&self, key_id: &str, bucket_id: &[u8]) -> Result<Rights> {
         Ok(self
             .tables

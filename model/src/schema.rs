@@ -88,8 +88,9 @@ macro_rules! table {
 }
 
 table!(
-    /// Buckets by id: written once at creation, deleted by a tombstone.
-    Buckets, Table::Bucket, model::Bucket
+    /// Buckets by id: written at creation, deleted by a tombstone; each quota merges on
+    /// its own.
+    Buckets, Table::Bucket, model::Bucket, merge = merge_bucket
 );
 table!(
     /// Bucket names: the projection of each name's register.
@@ -194,6 +195,13 @@ pub fn bucket_key(id: &[u8]) -> Vec<u8> {
 
 pub fn alias_key(name: &str) -> Vec<u8> {
     KeyBuf::new().str(name).finish()
+}
+
+/// The name of an alias entry.
+pub fn parse_alias_key(k: &[u8]) -> Option<String> {
+    let mut r = KeyReader::new(k);
+    let name = r.str()?;
+    r.done().then_some(name)
 }
 
 pub fn access_key_key(id: &str) -> Vec<u8> {
@@ -380,7 +388,23 @@ fn merge_access_key(a: &model::AccessKey, b: &model::AccessKey) -> model::Access
     let (name, name_ts) = reg((a.name.clone(), a.name_ts), (b.name.clone(), b.name_ts));
     let (allow_create_bucket, allow_create_bucket_ts) =
         reg((a.allow_create_bucket, a.allow_create_bucket_ts), (b.allow_create_bucket, b.allow_create_bucket_ts));
-    model::AccessKey { name, name_ts, allow_create_bucket, allow_create_bucket_ts, ..a.clone() }
+    let (secret, secret_ts) = reg((a.secret.clone(), a.secret_ts), (b.secret.clone(), b.secret_ts));
+    model::AccessKey {
+        name,
+        name_ts,
+        allow_create_bucket,
+        allow_create_bucket_ts,
+        secret,
+        secret_ts,
+        root: a.root || b.root,
+        ..a.clone()
+    }
+}
+
+fn merge_bucket(a: &model::Bucket, b: &model::Bucket) -> model::Bucket {
+    let (max_size, max_size_ts) = reg((a.max_size, a.max_size_ts), (b.max_size, b.max_size_ts));
+    let (max_objects, max_objects_ts) = reg((a.max_objects, a.max_objects_ts), (b.max_objects, b.max_objects_ts));
+    model::Bucket { max_size, max_size_ts, max_objects, max_objects_ts, ..a.clone() }
 }
 
 fn merge_grant(a: &model::Grant, b: &model::Grant) -> model::Grant {

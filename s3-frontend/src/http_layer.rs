@@ -43,12 +43,23 @@ pub struct OpName(pub Arc<OnceLock<String>>);
 pub struct Guard {
     max_xml_body: u64,
     root_domain: Option<RootDomain>,
+    region: String,
 }
 
 impl Guard {
     pub fn new(cfg: &FrontendConfig) -> Self {
-        Self { max_xml_body: cfg.max_xml_body, root_domain: cfg.root_domain.as_deref().map(RootDomain::new) }
+        Self {
+            max_xml_body: cfg.max_xml_body,
+            root_domain: cfg.root_domain.as_deref().map(RootDomain::new),
+            region: cfg.region.clone(),
+        }
     }
+}
+
+/// The region of a SigV4 credential scope (`AKID/20240101/us-east-1/s3/aws4_request`).
+fn scope_region(credential: &str) -> Option<&str> {
+    let mut parts = credential.split('/');
+    parts.nth(2)
 }
 
 #[derive(Clone)]
@@ -68,14 +79,46 @@ pub fn new_request_id() -> String {
     hex::encode_upper(hangar_common::ids::random_id())
 }
 
-/// Puts `<RequestId>` into an S3 error body that lacks one (errors raised inside s3s).
-fn add_request_id(body: &[u8], id: &str) -> Option<Vec<u8>> {
+/// Completes an S3 error body raised inside s3s: puts in the `<RequestId>`, and a
+/// `<Message>` when the error came without one (clients print "Unknown" otherwise).
+fn complete_error(body: &[u8], id: &str) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(body).ok()?;
-    if text.contains("<RequestId>") {
+    let has_id = text.contains("<RequestId>");
+    let has_message = text.contains("<Message>");
+    if has_id && has_message {
         return None;
     }
     let at = text.rfind("</Error>")?;
-    Some(format!("{}<RequestId>{id}</RequestId>{}", &text[..at], &text[at..]).into_bytes())
+    let mut extra = String::new();
+    if !has_message {
+        let code = text.split_once("<Code>").and_then(|(_, r)| r.split_once("</Code>")).map(|(c, _)| c).unwrap_or("");
+        extra.push_str(&format!("<Message>{}</Message>", xml_escape(&default_message(code))));
+    }
+    if !has_id {
+        extra.push_str(&format!("<RequestId>{id}</RequestId>"));
+    }
+    Some(format!("{}{extra}{}", &text[..at], &text[at..]).into_bytes())
+}
+
+/// What an error code means, for errors raised without a message.
+fn default_message(code: &str) -> String {
+    match code {
+        "SignatureDoesNotMatch" => "The request signature we calculated does not match the signature you provided. \
+            Check your secret access key and signing method."
+            .into(),
+        "InvalidAccessKeyId" => "The access key id you provided does not exist.".into(),
+        "AccessDenied" => "Access denied.".into(),
+        "NoSuchBucket" => "The specified bucket does not exist.".into(),
+        "NoSuchKey" => "The specified key does not exist.".into(),
+        "NoSuchUpload" => "The specified multipart upload does not exist.".into(),
+        "MalformedXML" => "The XML you provided was not well-formed or did not validate.".into(),
+        "NotImplemented" => "This operation is not implemented.".into(),
+        "InvalidRequest" => "The request is not valid.".into(),
+        "InvalidArgument" => "An argument of the request is not valid.".into(),
+        "RequestTimeTooSkewed" => "The difference between the request time and the server's time is too large.".into(),
+        "" => "The request failed.".into(),
+        other => format!("The request failed with {other}."),
+    }
 }
 
 /// At most the first 200 characters of client-supplied text, for logs.
@@ -191,6 +234,30 @@ impl Guard {
         if has("Signature") || has("AWSAccessKeyId") {
             return Some((StatusCode::BAD_REQUEST, "InvalidRequest", sigv2.into()));
         }
+        // A request signed for another region is refused, as AWS does, naming the region
+        // to sign for.
+        let auth = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let header_scope = auth
+            .strip_prefix("AWS4-HMAC-SHA256")
+            .and_then(|rest| rest.split(',').find_map(|p| p.trim().strip_prefix("Credential=")))
+            .map(str::to_string);
+        let signed_region = header_scope.or_else(|| query_value(req.uri(), "X-Amz-Credential"));
+        if let Some(credential) = &signed_region
+            && let Some(region) = scope_region(credential)
+            && region != self.region
+        {
+            let code =
+                if auth.is_empty() { "AuthorizationQueryParametersError" } else { "AuthorizationHeaderMalformed" };
+            return Some((
+                StatusCode::BAD_REQUEST,
+                code,
+                format!(
+                    "the authorization header is malformed; the region '{}' is wrong; expecting '{}'",
+                    bounded(region),
+                    self.region
+                ),
+            ));
+        }
         if let Some(expires) = query_value(req.uri(), "X-Amz-Expires") {
             match expires.parse::<u64>() {
                 Ok(s) if s <= MAX_PRESIGNED_EXPIRY_SECS => {}
@@ -262,11 +329,14 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
                 };
                 let status = resp.status();
                 if status.is_client_error() || status.is_server_error() {
-                    if let Some(new) = resp.body().bytes().and_then(|b| add_request_id(&b, &id)) {
+                    if let Some(new) = resp.body().bytes().and_then(|b| complete_error(&b, &id)) {
                         resp.headers_mut().remove(http::header::CONTENT_LENGTH);
                         *resp.body_mut() = Body::from(new);
                     }
-                    if status.is_server_error() {
+                    if status == StatusCode::NOT_IMPLEMENTED {
+                        // The client asked for something Hangar does not do: not a failure.
+                        tracing::info!(status = status.as_u16(), "request refused: not implemented");
+                    } else if status.is_server_error() {
                         tracing::warn!(status = status.as_u16(), "request failed");
                     } else {
                         tracing::info!(status = status.as_u16(), "request refused");
@@ -440,11 +510,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn credential_scopes_name_their_region() {
+        assert_eq!(super::scope_region("AKID/20240101/eu-west-1/s3/aws4_request"), Some("eu-west-1"));
+        assert_eq!(super::scope_region("garbage"), None);
+    }
+
+    #[test]
     fn request_id_goes_inside_the_error() {
         let body = b"<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code></Error>";
-        let out = String::from_utf8(add_request_id(body, "ABC").unwrap()).unwrap();
-        assert!(out.ends_with("<Code>NoSuchKey</Code><RequestId>ABC</RequestId></Error>"), "{out}");
-        assert!(add_request_id(out.as_bytes(), "X").is_none());
+        let out = String::from_utf8(complete_error(body, "ABC").unwrap()).unwrap();
+        assert!(
+            out.ends_with(
+                "<Code>NoSuchKey</Code><Message>The specified key does not exist.</Message><RequestId>ABC</RequestId></Error>"
+            ),
+            "{out}"
+        );
+        assert!(complete_error(out.as_bytes(), "X").is_none());
     }
 
     fn framing(pieces: &[&[u8]]) -> ChunkFraming {

@@ -11,6 +11,7 @@ pub mod handlers;
 pub mod host;
 pub mod http_layer;
 pub mod listing;
+pub mod quota;
 pub mod read_pipeline;
 pub mod write_pipeline;
 

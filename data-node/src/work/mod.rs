@@ -86,6 +86,11 @@ impl Ctx {
 
     /// The partitions this node holds in some live version, as a 256-bit map.
     pub fn held(&self, view: &View) -> Vec<bool> {
-        (0..PARTITIONS).map(|p| self.holds(view, p)).collect()
+        held_by(&self.node_id, view)
     }
+}
+
+/// The partitions node `id` holds in some live version of `view`.
+pub fn held_by(id: &str, view: &View) -> Vec<bool> {
+    (0..PARTITIONS).map(|p| view.holders(p).iter().any(|n| &*n.id == id)).collect()
 }

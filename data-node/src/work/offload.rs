@@ -4,9 +4,11 @@
 //! readers that still use the older view) and then deletes its copy: every table's entries
 //! of that partition and the block files of that block partition.
 //!
-//! Only a loss this node has seen happen counts: the partitions it held are recorded after
-//! every history, so a node that starts with no layout, or one loaded from an old file,
-//! never deletes what it was not seen to lose.
+//! Only a loss this node has seen happen counts: every partition it held in some history it
+//! saw is recorded (on every layout change, and at each step), and stays recorded until it
+//! is dropped or held again, so a node that starts with no layout never deletes what it
+//! was not seen to hold, and one that saw a version only briefly (applied, then retired
+//! between two steps) still drops what that version gave it.
 
 use std::time::Duration;
 
@@ -21,7 +23,8 @@ use super::release::sled_err;
 pub struct Offload {
     pub ctx: Ctx,
     pub delay: Duration,
-    /// `held` -> 256 bytes (1 when held); `lost/<p>` -> when the loss was seen (ms).
+    /// `held` -> 256 bytes (1: held in some history seen, not dropped since); `lost/<p>` ->
+    /// when the loss was seen (ms).
     pub state: sled::Tree,
     pub dropped: u64,
 }
@@ -32,26 +35,51 @@ fn lost_key(p: usize) -> Vec<u8> {
     [b"lost/".as_slice(), &[p as u8]].concat()
 }
 
+/// Adds the partitions this node holds in `view` to those recorded as held (called on
+/// every layout change, so a version seen only briefly is not missed).
+pub fn note_held(state: &sled::Tree, held: &[bool]) -> Result<(), hangar_common::Error> {
+    let mut ever = state.get(HELD).map_err(sled_err)?.map(|v| v.to_vec()).unwrap_or_default();
+    ever.resize(held.len(), 0);
+    let before = ever.clone();
+    for (p, &h) in held.iter().enumerate() {
+        if h {
+            ever[p] = 1;
+        }
+    }
+    if ever != before {
+        state.insert(HELD, ever).map_err(sled_err)?;
+    }
+    Ok(())
+}
+
 impl Offload {
-    /// Records partitions lost since the last history seen.
+    /// Records the partitions held in no live version any more, among those ever held.
     fn observe(&self) -> Result<(), hangar_common::Error> {
         let view = self.ctx.cluster.view();
         if view.version() == 0 {
             return Ok(());
         }
-        let now: Vec<u8> = self.ctx.held(&view).into_iter().map(u8::from).collect();
-        if let Some(before) = self.state.get(HELD).map_err(sled_err)? {
-            for (p, &held) in now.iter().enumerate() {
-                if before.get(p) == Some(&1) && held == 0 {
-                    self.state.insert(lost_key(p), &now_ms().to_be_bytes()).map_err(sled_err)?;
-                }
-                if held == 1 {
-                    // Gained back: nothing to drop.
-                    self.state.remove(lost_key(p)).map_err(sled_err)?;
-                }
+        let now = self.ctx.held(&view);
+        note_held(&self.state, &now)?;
+        let ever = self.state.get(HELD).map_err(sled_err)?.map(|v| v.to_vec()).unwrap_or_default();
+        for (p, &held) in now.iter().enumerate() {
+            if held {
+                // Gained back: nothing to drop.
+                self.state.remove(lost_key(p)).map_err(sled_err)?;
+            } else if ever.get(p) == Some(&1) && !self.state.contains_key(lost_key(p)).map_err(sled_err)? {
+                self.state.insert(lost_key(p), &now_ms().to_be_bytes()).map_err(sled_err)?;
             }
         }
-        self.state.insert(HELD, now).map_err(sled_err)?;
+        Ok(())
+    }
+
+    /// Forgets that partition `p` was held (its copy is gone).
+    fn forget_held(&self, p: usize) -> Result<(), hangar_common::Error> {
+        let mut ever = self.state.get(HELD).map_err(sled_err)?.map(|v| v.to_vec()).unwrap_or_default();
+        if let Some(b) = ever.get_mut(p) {
+            *b = 0;
+        }
+        self.state.insert(HELD, ever).map_err(sled_err)?;
         Ok(())
     }
 
@@ -97,6 +125,7 @@ impl Worker for Offload {
         let view = self.ctx.cluster.view();
         if !self.ctx.holds(&view, p as usize) {
             self.drop_partition(p as usize).await?;
+            self.forget_held(p as usize)?;
         }
         self.state.remove(lost_key(p as usize)).map_err(sled_err)?;
         Ok(Step::Busy)

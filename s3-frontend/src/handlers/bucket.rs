@@ -12,11 +12,21 @@ use crate::errors::OrS3;
 
 pub async fn list_buckets(h: &Hangar, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
     let key = h.caller(req.credentials.as_ref()).await?;
+    // Every name of every bucket the key may use (the root key: every bucket); a bucket
+    // with several names is listed once per name, as each is a bucket to S3 clients.
+    let visible: std::collections::HashSet<Vec<u8>> = if key.root {
+        h.store.list_buckets().await.or_s3()?.into_iter().map(|b| b.id.to_vec()).collect()
+    } else {
+        h.store.grants_of(&key.id).await.or_s3()?.into_iter().map(|(id, _)| id).collect()
+    };
     let mut buckets = Vec::new();
-    for (id, _) in h.store.grants_of(&key.id).await.or_s3()? {
+    for (name, id) in h.store.all_aliases().await.or_s3()? {
+        if !visible.contains(&id) {
+            continue;
+        }
         if let Some(b) = h.store.bucket_by_id(&id).await.or_s3()? {
             buckets.push(Bucket {
-                name: Some(b.name),
+                name: Some(name),
                 creation_date: Some(timestamp_ms(b.created_ms)),
                 bucket_region: Some(h.cfg.region.clone()),
             });
@@ -41,7 +51,7 @@ pub async fn create_bucket(h: &Hangar, req: S3Request<CreateBucketInput>) -> S3R
     }
     let taken = |owned: bool| if owned { s3_error!(BucketAlreadyOwnedByYou) } else { s3_error!(BucketAlreadyExists) };
     if let Some(existing) = h.store.bucket_by_name(name).await.or_s3()? {
-        let owned = Right::Owner.held(h.store.rights(&key.id, &existing.id).await.or_s3()?);
+        let owned = Right::Owner.held(h.store.key_rights(&key, &existing.id).await.or_s3()?);
         return Err(taken(owned));
     }
     if !key.allow_create_bucket {
@@ -50,7 +60,7 @@ pub async fn create_bucket(h: &Hangar, req: S3Request<CreateBucketInput>) -> S3R
     match h.store.create_bucket(name, Some(&key.id)).await {
         Ok(Created::New(_)) => Ok(S3Response::new(CreateBucketOutput { location: Some(format!("/{name}")) })),
         Ok(Created::Taken(winner)) => {
-            let owned = Right::Owner.held(h.store.rights(&key.id, &winner.id).await.or_s3()?);
+            let owned = Right::Owner.held(h.store.key_rights(&key, &winner.id).await.or_s3()?);
             Err(taken(owned))
         }
         Err(Error::Invalid(m)) => Err(S3Error::with_message(S3ErrorCode::InvalidBucketName, m)),
@@ -62,7 +72,7 @@ pub async fn create_bucket(h: &Hangar, req: S3Request<CreateBucketInput>) -> S3R
 async fn visible(h: &Hangar, creds: Option<&s3s::auth::Credentials>, name: &str) -> S3Result<()> {
     let key = h.caller(creds).await?;
     let bucket = h.store.bucket_by_name(name).await.or_s3()?.ok_or_else(|| s3_error!(NoSuchBucket))?;
-    if !h.store.rights(&key.id, &bucket.id).await.or_s3()?.any() {
+    if !h.store.key_rights(&key, &bucket.id).await.or_s3()?.any() {
         return Err(s3_error!(AccessDenied));
     }
     Ok(())
@@ -80,6 +90,16 @@ pub async fn delete_bucket(h: &Hangar, req: S3Request<DeleteBucketInput>) -> S3R
         Err(Error::Conflict(_)) => Err(s3_error!(BucketNotEmpty)),
         Err(e) => Err(crate::errors::internal(e)),
     }
+}
+
+/// Versioning was never enabled on any bucket: an empty configuration, as S3 answers for a
+/// bucket that never had it (clients such as rclone and s3fs ask before deleting).
+pub async fn get_bucket_versioning(
+    h: &Hangar,
+    req: S3Request<GetBucketVersioningInput>,
+) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+    visible(h, req.credentials.as_ref(), &req.input.bucket).await?;
+    Ok(S3Response::new(GetBucketVersioningOutput::default()))
 }
 
 pub async fn get_bucket_location(

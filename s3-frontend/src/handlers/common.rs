@@ -68,7 +68,7 @@ impl Hangar {
         let bucket = self.store.bucket_by_name(name).await.or_s3()?.ok_or_else(|| {
             S3Error::with_message(s3s::S3ErrorCode::NoSuchBucket, format!("bucket `{name}` does not exist"))
         })?;
-        if !right.held(self.store.rights(&key.id, &bucket.id).await.or_s3()?) {
+        if !right.held(self.store.key_rights(&key, &bucket.id).await.or_s3()?) {
             return Err(s3_error!(AccessDenied, "the key has no {right:?} right on this bucket"));
         }
         Ok((key, bucket))

@@ -16,11 +16,12 @@ use hangar_model::Store;
 pub struct Hangar {
     store: Store,
     cfg: FrontendConfig,
+    quotas: crate::quota::Quotas,
 }
 
 impl Hangar {
     pub fn new(store: Store, cfg: FrontendConfig) -> Self {
-        Self { store, cfg }
+        Self { store, cfg, quotas: Default::default() }
     }
 }
 
@@ -43,6 +44,12 @@ impl S3 for Hangar {
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
         bucket::get_bucket_location(self, req).await
+    }
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+        bucket::get_bucket_versioning(self, req).await
     }
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         object::put_object(self, req).await

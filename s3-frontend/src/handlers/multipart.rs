@@ -20,6 +20,7 @@ use super::object::{DeclaredChecksums, body_claims, copy_source, receive, verify
 use crate::access::Right;
 use crate::conditions::Conditions;
 use crate::errors::OrS3;
+use crate::quota::Change;
 use crate::read_pipeline::object_body;
 use crate::write_pipeline::{BodyHashes, StoredData, discard, store};
 
@@ -268,12 +269,15 @@ pub async fn complete(
         checksums: vec![],
     };
     let prev = h.get_object_entry(&bucket, &i.key).await?;
+    let change = Change { new_size: obj.size, replaced: prev.as_ref().map(|p| p.value.size) };
+    h.quotas.check(&h.store, &bucket, change).await?;
     let timestamp = hangar_model::client::stamp(prev.map(|p| p.timestamp));
     // Complete and Abort race on the upload's register: exactly one wins.
     let done = match h.store.complete_upload(&bucket.id, &i.key, &upload_id, obj, timestamp).await.or_s3()? {
         Outcome::Completed(o, _) => o,
         Outcome::Aborted => return Err(no_such_upload()),
     };
+    h.quotas.record(&bucket, change);
     Ok(S3Response::new(CompleteMultipartUploadOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),

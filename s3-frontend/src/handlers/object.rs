@@ -18,6 +18,7 @@ use crate::access::Right;
 use crate::conditions::Conditions;
 use crate::errors::{OrS3, custom_error};
 use crate::http_layer::ChunkFraming;
+use crate::quota::Change;
 use crate::read_pipeline::object_body;
 use crate::write_pipeline::{BodyHashes, Stored, StoredData, discard, store};
 
@@ -236,6 +237,9 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
     }
     let prev = h.get_object_entry(&bucket, &input.key).await?;
     check_write_conditions(input.if_match.as_ref(), input.if_none_match.as_ref(), prev.as_ref().map(|p| &p.value))?;
+    let replaced = prev.as_ref().map(|p| p.value.size);
+    let announced = input.content_length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0);
+    h.quotas.check(&h.store, &bucket, Change { new_size: announced, replaced }).await?;
     let claims = body_claims!(input, headers, extensions, trailing_headers);
     let owner = Owner::Object { bucket_id: bucket.id.to_vec(), key: input.key.clone() };
     let (stored, Verified { md5, checksums }) = receive(h, owner, input.body, true, claims).await?;
@@ -270,6 +274,7 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
         }),
     }
     h.store.put_object(&bucket.id, &input.key, &obj, prev.map(|p| p.timestamp)).await.or_s3()?;
+    h.quotas.record(&bucket, Change { new_size: obj.size, replaced });
     let mut out = PutObjectOutput { e_tag: Some(etag(&etag_hex)), ..Default::default() };
     for c in checksums {
         let v = Some(c.value);
@@ -538,6 +543,9 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
         src.value.headers.clone()
     };
     let s = &src.value;
+    let prev = h.get_object_entry(&bucket, &i.key).await?;
+    let change = Change { new_size: s.size, replaced: prev.as_ref().map(|p| p.value.size) };
+    h.quotas.check(&h.store, &bucket, change).await?;
     // Blocks are content-addressed: the copy shares them under data versions of its own
     // and moves no data.
     let owner = Owner::Object { bucket_id: bucket.id.to_vec(), key: i.key.clone() };
@@ -567,8 +575,8 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
         parts,
         checksums: s.checksums.clone(),
     };
-    let prev = h.get_object_entry(&bucket, &i.key).await?;
     h.store.put_object(&bucket.id, &i.key, &obj, prev.map(|p| p.timestamp)).await.or_s3()?;
+    h.quotas.record(&bucket, change);
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(etag(&obj.etag)),
