@@ -18,12 +18,15 @@ dir=$2
 node=${3:-}
 
 # Stops the process whose PID is in file $1 (SIGTERM, SIGKILL after 10 s); 0 if it ran.
+# The PID counts only while its command line still names this cluster's directory: after
+# a crash the number may belong to another process.
 stop_pid_file() {
     local f=$1 pid
     [ -e "$f" ] || return 1
     pid=$(cat "$f")
     rm -f "$f"
     kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dir/" || return 1
     kill -TERM "$pid"
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
@@ -59,7 +62,13 @@ service_of() {
 }
 
 case "$cmd" in
-    down) [ $# -eq 2 ] || usage; down; exit 0 ;;
+    down)
+        [ $# -eq 2 ] || usage
+        [ -d "$dir" ] || { echo "no cluster in $dir" >&2; exit 0; }
+        dir=$(cd "$dir" && pwd)
+        down
+        exit 0
+        ;;
     stop | restart)
         [ $# -eq 3 ] || usage
         dir=$(cd "$dir" && pwd)
@@ -150,6 +159,8 @@ cli layout apply --version 1 >/dev/null
 # The frontends need the layout before they can create the key.
 for _ in $(seq 50); do
     out=$(cli key create demo 2>/dev/null) && break
+    # A creation that went through although the answer was lost: the key is there.
+    out=$(cli key info demo --show-secret 2>/dev/null) && break
     sleep 0.2
 done
 key_id=$(echo "$out" | awk '/^Key ID:/ {print $3}')

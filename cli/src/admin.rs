@@ -278,8 +278,12 @@ pub fn token_from_env() -> Result<Option<String>, Box<dyn std::error::Error>> {
 
 /// The admin token a server keeps in its data directory.
 pub fn token_from(data_dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
-    let path = data_dir.join("meta").join("admin_token");
-    Ok(std::fs::read_to_string(&path)
+    token_in(&data_dir.join("meta").join("admin_token"))
+}
+
+/// The admin token in a file a control plane generated.
+pub fn token_in(path: &Path) -> Result<String, Box<dyn std::error::Error>> {
+    Ok(std::fs::read_to_string(path)
         .map_err(|e| {
             format!(
                 "no admin token: set HANGAR_ADMIN_TOKEN (or HANGAR_ADMIN_TOKEN_FILE), give the server's config \
@@ -640,14 +644,9 @@ pub async fn bucket(c: &Admin, cmd: BucketCommand) -> CliResult {
             if max_size.is_none() && max_objects.is_none() {
                 return Err("name a quota to set: --max-size SIZE|none, --max-objects N|none".into());
             }
-            // Unnamed quotas keep their value.
-            let cur = g.get_bucket(BucketRef { bucket: bucket.clone() }).await.map_err(|e| c.err(e))?.into_inner();
-            let req = SetBucketQuotasRequest {
-                bucket,
-                max_size: max_size.unwrap_or(cur.max_size),
-                max_objects: max_objects.unwrap_or(cur.max_objects),
-            };
-            print_bucket(&g.set_bucket_quotas(req).await.map_err(|e| c.err(e))?.into_inner(), true)
+            // Quotas not named keep their value.
+            let req = SetBucketQuotasRequest { bucket, max_size, max_objects };
+            print_bucket(&g.set_bucket_quotas(req).await.map_err(|e| c.err(e))?.into_inner(), false)
         }
         BucketCommand::CleanupIncompleteUploads { older_than, buckets, yes } => {
             if !yes {

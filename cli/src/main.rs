@@ -69,9 +69,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServiceArgs {
-    /// The service's TOML config (see docs/configuration.md), here or before the command
-    /// with -c; HANGAR_* variables override it.
-    #[arg(long)]
+    /// The service's TOML config (see docs/configuration.md), here or before the command;
+    /// HANGAR_* variables override it.
+    #[arg(short, long)]
     config: Option<PathBuf>,
 }
 
@@ -110,8 +110,8 @@ fn admin_target(
         (Some(t), _) => t,
         (None, Some(c)) => match &c.admin.admin_token {
             Some(t) => t.clone(),
-            None => admin::token_from(&c.metadata_dir.parent().map(Path::to_path_buf).unwrap_or_default())
-                .or_else(|_| admin::token_from(data_dir))?,
+            // The token the control plane generated in its metadata directory.
+            None => admin::token_in(&c.metadata_dir.join("admin_token"))?,
         },
         (None, None) => admin::token_from(data_dir)?,
     };

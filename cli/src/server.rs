@@ -19,9 +19,9 @@ use tokio::net::TcpListener;
 
 #[derive(Args)]
 pub struct ServerArgs {
-    /// A TOML config file (docs/configuration.md), here or before the command with -c;
-    /// HANGAR_* variables override it, and flags override both.
-    #[arg(long)]
+    /// A TOML config file (docs/configuration.md), here or before the command; HANGAR_*
+    /// variables override it, and flags override both.
+    #[arg(short, long)]
     config: Option<PathBuf>,
     /// S3 API address [default: 127.0.0.1:3900, or s3_api.api_bind_addr from the config].
     #[arg(long)]
@@ -87,36 +87,64 @@ fn disk_capacity(dir: &Path) -> u64 {
 }
 
 /// Makes sure the root key exists: the one the environment names, or the one made on the
-/// first start (its id kept in `root_key`), or a new one.
+/// first start (its id kept in `root_key`, or found by its name when that file was lost),
+/// or a new one.
 async fn ensure_root_key(catalog: &Store, cfg: &Config) -> Result<(String, String), BoxError> {
     let id_file = cfg.metadata_dir.join("root_key");
     let wanted = match (&cfg.root_access_key_id, &cfg.root_secret_access_key) {
         (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
         _ => None,
     };
-    let existing_id = match &wanted {
-        Some((id, _)) => Some(id.clone()),
-        None => std::fs::read_to_string(&id_file).ok().map(|s| s.trim().to_string()),
+    let recorded = std::fs::read_to_string(&id_file).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let known = match recorded {
+        Some(id) => catalog.get_key(&id).await?,
+        // A crash between creating the key and writing the file: the key is there.
+        None => catalog.find_key("root").await.ok().filter(|k| k.value.root),
     };
-    if let Some(id) = existing_id
-        && let Some(k) = catalog.get_key(&id).await?
-    {
-        if let Some((_, secret)) = &wanted
-            && *secret != k.value.secret
-        {
-            return Err(format!("root key {id} exists with another secret than HANGAR_ROOT_SECRET_ACCESS_KEY").into());
+    if let Some(k) = known {
+        let id = k.value.id.clone();
+        if let Some((wanted_id, secret)) = &wanted {
+            if *wanted_id != id {
+                return Err(format!(
+                    "this data directory's root key is {id}, not HANGAR_ROOT_ACCESS_KEY_ID {wanted_id}; \
+                     unset HANGAR_ROOT_ACCESS_KEY_ID and HANGAR_ROOT_SECRET_ACCESS_KEY, or import that key \
+                     with `hangar key import`"
+                )
+                .into());
+            }
+            if *secret != k.value.secret {
+                return Err(
+                    format!("root key {id} exists with another secret than HANGAR_ROOT_SECRET_ACCESS_KEY").into()
+                );
+            }
         }
-        if !k.value.allow_create_bucket {
-            catalog.set_allow_create_bucket(&id, true).await?;
+        if !k.value.root {
+            // A root key made before keys were marked.
+            catalog.mark_root(&id).await?;
         }
+        write_file_durably(&id_file, &id)?;
         return Ok((id, k.value.secret));
     }
     let key = match &wanted {
         Some((id, secret)) => catalog.create_key("root", Some(id), Some(secret), true).await?,
         None => catalog.create_key("root", None, None, true).await?,
     };
-    std::fs::write(&id_file, &key.id)?;
+    write_file_durably(&id_file, &key.id)?;
     Ok((key.id, key.secret))
+}
+
+/// Writes `path` so that a crash leaves the old content or the new one, never a part.
+fn write_file_durably(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 pub async fn run(

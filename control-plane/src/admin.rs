@@ -57,6 +57,13 @@ impl AdminRpc {
     }
 
     async fn bucket_info(&self, b: &Bucket, with_usage: bool) -> Result<BucketInfo, Error> {
+        let aliases = self.store.aliases_of(&b.id).await?;
+        self.bucket_info_named(b, with_usage, aliases).await
+    }
+
+    /// A bucket's info, its names given. It is shown under the name it was created with
+    /// while that name is still one of its names, else under its first name.
+    async fn bucket_info_named(&self, b: &Bucket, with_usage: bool, aliases: Vec<String>) -> Result<BucketInfo, Error> {
         let mut keys = Vec::new();
         for (key_id, r) in self.store.grants_on(&b.id).await? {
             let name = self.store.get_key(&key_id).await?.map(|k| k.value.name).unwrap_or_default();
@@ -64,14 +71,15 @@ impl AdminRpc {
         }
         let (objects, bytes) = if with_usage { self.store.bucket_usage(&b.id).await? } else { (0, 0) };
         let uploads = if with_usage { self.store.upload_count(&b.id).await? } else { 0 };
+        let name = if aliases.is_empty() || aliases.contains(&b.name) { b.name.clone() } else { aliases[0].clone() };
         Ok(BucketInfo {
             id: hex::encode(&b.id),
-            name: b.name.clone(),
+            name,
             created_ms: b.created_ms,
             keys,
             objects,
             bytes,
-            aliases: self.store.aliases_of(&b.id).await?,
+            aliases,
             max_size: b.max_size,
             max_objects: b.max_objects,
             uploads,
@@ -197,9 +205,14 @@ impl AdminService for AdminRpc {
     }
 
     async fn list_buckets(&self, _: Request<ListBucketsRequest>) -> Result<Response<ListBucketsReply>, Status> {
+        let mut names: std::collections::HashMap<Vec<u8>, Vec<String>> = Default::default();
+        for (name, id) in self.store.all_aliases().await.map_err(status)? {
+            names.entry(id).or_default().push(name);
+        }
         let mut buckets = Vec::new();
         for b in self.store.list_buckets().await.map_err(status)? {
-            buckets.push(self.bucket_info(&b, false).await.map_err(status)?);
+            let aliases = names.remove(b.id.as_ref()).unwrap_or_default();
+            buckets.push(self.bucket_info_named(&b, false, aliases).await.map_err(status)?);
         }
         Ok(Response::new(ListBucketsReply { buckets }))
     }
@@ -255,8 +268,8 @@ impl AdminService for AdminRpc {
     async fn set_bucket_quotas(&self, req: Request<SetBucketQuotasRequest>) -> Result<Response<BucketInfo>, Status> {
         let r = req.get_ref();
         let b = self.store.resolve_bucket(&r.bucket).await.map_err(status)?;
-        let b = self.store.set_quotas(&b, Some(r.max_size), Some(r.max_objects)).await.map_err(status)?;
-        Ok(Response::new(self.bucket_info(&b, true).await.map_err(status)?))
+        let b = self.store.set_quotas(&b, r.max_size, r.max_objects).await.map_err(status)?;
+        Ok(Response::new(self.bucket_info(&b, false).await.map_err(status)?))
     }
 
     async fn cleanup_incomplete_uploads(

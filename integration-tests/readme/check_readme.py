@@ -14,11 +14,13 @@ Needs the aws CLI and ports 3900-3903 free; refuses to run over an existing ./ha
 """
 
 import os
+import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -82,16 +84,20 @@ def main():
             ["bash", "-c", server_blocks[0]], stdout=subprocess.PIPE, stderr=log, text=True, env=env,
             start_new_session=True,
         )
+        # A reader thread, so a server that hangs silently cannot block the check.
+        lines = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(l) for l in server.stdout] + [lines.put(None)], daemon=True).start()
         exports = []
         deadline = time.monotonic() + 1800  # includes the release build
         while len(exports) < 4:
-            line = server.stdout.readline()
-            if not line:
+            try:
+                line = lines.get(timeout=max(1, deadline - time.monotonic()))
+            except queue.Empty:
+                fail("the server printed no export lines within 30 minutes")
+            if line is None:
                 fail("the server exited before printing its export lines; see target/readme-server.log")
             if line.startswith("export "):
                 exports.append(line.strip())
-            if time.monotonic() > deadline:
-                fail("the server printed no export lines within 30 minutes")
         print(f"ok   - the server printed {len(exports)} export lines", flush=True)
 
         session = ["set -euo pipefail", "set -x", *exports]

@@ -60,6 +60,12 @@ async fn the_root_key_reaches_every_bucket_and_stays() {
     assert_eq!((server.access_key.as_str(), server.secret_key.as_str()), (new.id.as_str(), new.secret.as_str()));
     let keys = server.cli_ok(["key", "list"]).await;
     assert_eq!(keys.lines().filter(|l| l.contains("root")).count(), 1, "one root key:\n{keys}");
+
+    // The file naming the root key lost (a crash right after creating it): the key is found.
+    let stopped = server.stop().await;
+    std::fs::remove_file(stopped.data_dir.join("meta").join("root_key")).expect("remove root_key");
+    let server = stopped.start().await;
+    assert_eq!(server.access_key, new.id, "a new root key replaced the lost one");
 }
 
 #[tokio::test]
@@ -109,6 +115,25 @@ async fn racing_creations_of_one_key_name_leave_one_key() {
     }
     let list = server.cli_ok(["key", "list"]).await;
     assert_eq!(list.lines().filter(|l| l.contains("racer-")).count(), 100, "{list}");
+
+    // A rename racing a creation of the name it renames to: one key ends with the name.
+    for round in 0..100 {
+        let (from, to) = (format!("racer-{round}"), format!("taken-{round}"));
+        let (a, b) = tokio::join!(server.cli(["key", "rename", &from, &to]), server.cli(["key", "create", &to]));
+        let won = [&a, &b].iter().filter(|o| o.status.success()).count();
+        assert_eq!(
+            won,
+            1,
+            "round {round}: {won} of rename and create succeeded\n{}\n{}",
+            text(&a.stderr),
+            text(&b.stderr)
+        );
+    }
+    let list = server.cli_ok(["key", "list"]).await;
+    for round in 0..100 {
+        let named = list.lines().filter(|l| l.split_whitespace().nth(1) == Some(&format!("taken-{round}"))).count();
+        assert_eq!(named, 1, "round {round}: {named} keys named taken-{round}:\n{list}");
+    }
 }
 
 #[tokio::test]
@@ -240,6 +265,9 @@ async fn errors_say_where_and_what() {
     let err = expect_s3_error(other.list_buckets().send().await, 400, Some("AuthorizationHeaderMalformed"));
     let message = err.as_service_error().and_then(|e| e.meta().message()).unwrap_or_default().to_string();
     assert!(message.contains("us-east-1") && message.contains("eu-west-1"), "{message}");
+    // GetBucketLocation is how clients find the region: it answers whatever it was signed for.
+    server.s3_client().create_bucket().bucket("located").send().await.expect("create bucket");
+    other.get_bucket_location().bucket("located").send().await.expect("GetBucketLocation signed for another region");
 
     // A config error names its file.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -330,7 +358,27 @@ async fn quotas_are_enforced_on_writes() {
     assert!(big.contains("QuotaExceeded"), "{big}");
     let copy = s3.copy_object().bucket("quota").key("copy").copy_source("quota/a").send().await;
     copy.expect("a small copy fits");
-    server.cli_ok(["bucket", "set-quotas", "quota", "--max-size", "none"]).await;
+    // Parts count against the size quota as they come.
+    let upload = s3.create_multipart_upload().bucket("quota").key("parts").send().await.expect("create upload");
+    let part = s3
+        .upload_part()
+        .bucket("quota")
+        .key("parts")
+        .upload_id(upload.upload_id().expect("id"))
+        .part_number(1)
+        .body(ByteStream::from(vec![1u8; 20_000]))
+        .send()
+        .await;
+    let err = expect_s3_error(part, 403, Some("QuotaExceeded"));
+    drop(err);
+    // Deleting makes room at once.
+    // a, b and copy are there.
+    server.cli_ok(["bucket", "set-quotas", "quota", "--max-objects", "4"]).await;
+    put(&s3, "quota", "c", 10).await.expect("a fourth object within the new quota");
+    put(&s3, "quota", "d", 10).await.expect_err("a fifth object passes the quota");
+    s3.delete_object().bucket("quota").key("c").send().await.expect("delete");
+    put(&s3, "quota", "d", 10).await.expect("room after a delete");
+    server.cli_ok(["bucket", "set-quotas", "quota", "--max-size", "none", "--max-objects", "none"]).await;
     put(&s3, "quota", "big", 20_000).await.expect("no quota left");
 }
 
@@ -348,6 +396,13 @@ async fn buckets_take_several_names_and_old_uploads_are_cleaned_up() {
     assert_fails_with(&server.cli(["bucket", "alias", "other", "secondary"]).await, "secondary");
     server.cli_ok(["bucket", "unalias", "primary", "primary"]).await;
     expect_s3_error(s3.head_bucket().bucket("primary").send().await, 404, None);
+    let info = server.cli_ok(["bucket", "info", "secondary"]).await;
+    assert!(info.starts_with("Bucket: secondary"), "shown under a name it no longer has:\n{info}");
+    // S3 DeleteBucket of one of several names removes that name; the objects stay.
+    server.cli_ok(["bucket", "alias", "secondary", "third"]).await;
+    s3.delete_bucket().bucket("third").send().await.expect("DeleteBucket of an alias");
+    expect_s3_error(s3.head_bucket().bucket("third").send().await, 404, None);
+    assert_eq!(get_bytes(&s3, "secondary", "k").await, vec![7u8; 5]);
     assert_fails_with(&server.cli(["bucket", "unalias", "secondary", "secondary"]).await, "last name");
 
     let upload = s3.create_multipart_upload().bucket("secondary").key("big").send().await.expect("create upload");

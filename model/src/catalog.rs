@@ -123,6 +123,16 @@ fn alias_entry(name: &str, claim: &NameClaim) -> Entry {
 }
 
 impl Store {
+    /// Writes an entry read at `timestamp` whose changed fields carry newer field
+    /// timestamps, at that same entry timestamp: the field registers win by their own
+    /// timestamps when merged, and a deletion made meanwhile (a newer tombstone) still
+    /// wins, so a settings change never brings a deleted key or bucket back.
+    async fn update_fields<T: Message>(&self, table: Table, key: Vec<u8>, timestamp: u64, value: &T) -> Result<()> {
+        let mut e = entry(key, value, None);
+        e.timestamp = timestamp;
+        self.tables.insert(table, vec![e]).await
+    }
+
     // ---- buckets -------------------------------------------------------------------------
 
     pub async fn bucket_by_id(&self, id: &[u8]) -> Result<Option<Bucket>> {
@@ -283,7 +293,8 @@ impl Store {
         Ok(())
     }
 
-    /// Frees `name` if it points at bucket `id`, and projects the change.
+    /// Frees `name` if it points at bucket `id`, and projects the register's value (also
+    /// when it was free already: a retry repairs a projection a crash left behind).
     async fn release_name(&self, name: &str, id: &[u8]) -> Result<()> {
         let claim = self
             .registers
@@ -292,7 +303,7 @@ impl Store {
                     let next = NameClaim { bucket_id: Default::default(), seq: c.seq + 1 };
                     (Change::Set(next.clone()), Some(next))
                 }
-                _ => (Change::Keep, None),
+                cur => (Change::Keep, cur.cloned()),
             })
             .await?;
         if let Some(c) = claim {
@@ -359,7 +370,7 @@ impl Store {
             b.max_objects = v;
             b.max_objects_ts = stamp(Some(b.max_objects_ts));
         }
-        self.tables.put::<Buckets>(cur.key, &b, Some(cur.timestamp)).await?;
+        self.update_fields(Table::Bucket, cur.key, cur.timestamp, &b).await?;
         Ok(b)
     }
 
@@ -407,12 +418,21 @@ impl Store {
             Err(Error::Conflict(_)) => None,
             Err(e) => return Err(e),
         };
-        if let Some(c) = claim
-            && let Some(id) = claimed(&c)
+        if let Some(c) = &claim
+            && let Some(id) = claimed(c)
             && let Some(k) = self.get_key(&String::from_utf8_lossy(id)).await?
             && k.value.name == id_or_name
         {
             return Ok(k);
+        }
+        // A key whose name was never claimed (made before names were registered): by its
+        // name when no other key has it.
+        if claim.as_ref().and_then(claimed).is_none() {
+            let mut named: Vec<_> =
+                self.list_keys().await?.into_iter().filter(|k| k.value.name == id_or_name).collect();
+            if named.len() == 1 {
+                return Ok(named.remove(0));
+            }
         }
         Err(Error::NotFound(format!("access key `{id_or_name}` (no key has this id or name)")))
     }
@@ -561,12 +581,33 @@ impl Store {
         if old == new_name {
             return Ok(k.value);
         }
-        self.claim_key_name(new_name, &k.value.id).await?;
+        // As at creation, the entry shows the name before the name is claimed: a claim is
+        // only ever taken over from a key whose entry no longer shows the name.
         let mut key = k.value;
         key.name = new_name.to_string();
         key.name_ts = stamp(Some(key.name_ts));
-        self.tables.put::<AccessKeys>(k.key, &key, Some(k.timestamp)).await?;
+        self.update_fields(Table::AccessKey, k.key.clone(), k.timestamp, &key).await?;
+        if let Err(e) = self.claim_key_name(new_name, &key.id).await {
+            // Back to the old name, claimed again: while the entry showed the new one, a
+            // racing creation may have taken the old name over; then the key keeps its
+            // id as its name.
+            key.name = if self.claim_key_name(&old, &key.id).await.is_ok() { old } else { key.id.clone() };
+            key.name_ts = stamp(Some(key.name_ts));
+            self.update_fields(Table::AccessKey, k.key, k.timestamp, &key).await?;
+            return Err(e);
+        }
         self.release_key_name(&old, &key.id).await?;
+        Ok(key)
+    }
+
+    /// Marks a key as the root key (for a root key made before keys were marked).
+    pub async fn mark_root(&self, id_or_name: &str) -> Result<AccessKey> {
+        let k = self.find_key(id_or_name).await?;
+        let mut key = k.value;
+        key.root = true;
+        key.allow_create_bucket = true;
+        key.allow_create_bucket_ts = stamp(Some(key.allow_create_bucket_ts));
+        self.update_fields(Table::AccessKey, k.key, k.timestamp, &key).await?;
         Ok(key)
     }
 
@@ -578,7 +619,7 @@ impl Store {
         let mut key = k.value;
         key.secret = secret;
         key.secret_ts = stamp(Some(key.secret_ts));
-        self.tables.put::<AccessKeys>(k.key, &key, Some(k.timestamp)).await?;
+        self.update_fields(Table::AccessKey, k.key, k.timestamp, &key).await?;
         Ok(key)
     }
 
@@ -589,7 +630,7 @@ impl Store {
         let mut key = k.value;
         key.allow_create_bucket = allow;
         key.allow_create_bucket_ts = stamp(Some(key.allow_create_bucket_ts));
-        self.tables.put::<AccessKeys>(k.key, &key, Some(k.timestamp)).await?;
+        self.update_fields(Table::AccessKey, k.key, k.timestamp, &key).await?;
         Ok(key)
     }
 

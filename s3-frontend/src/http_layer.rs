@@ -133,10 +133,11 @@ fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// An S3 error response written here (s3s never saw the request).
-fn refuse(status: StatusCode, code: &str, message: &str, id: &str) -> HttpResponse {
+/// An S3 error response written here (s3s never saw the request); `extra` goes inside
+/// `<Error>`.
+fn error_response(status: StatusCode, code: &str, message: &str, id: &str, extra: &str) -> HttpResponse {
     let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{}</Message><RequestId>{id}</RequestId></Error>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{}</Message>{extra}<RequestId>{id}</RequestId></Error>",
         xml_escape(message)
     );
     let mut resp = HttpResponse::new(Body::from(body));
@@ -216,10 +217,14 @@ impl Guard {
     }
 
     /// Why the request must not reach s3s, if it must not.
-    fn check(&self, req: &http::Request<Incoming>) -> Option<(StatusCode, &'static str, String)> {
+    fn check(&self, req: &http::Request<Incoming>) -> Option<Refusal> {
         let headers = req.headers();
         if headers.get(http::header::HOST).is_none() && req.uri().authority().is_none() {
-            return Some((StatusCode::BAD_REQUEST, "InvalidRequest", "the request has no Host header".into()));
+            return Some(Refusal::from((
+                StatusCode::BAD_REQUEST,
+                "InvalidRequest",
+                "the request has no Host header".into(),
+            )));
         }
         let sigv2 = "the authorization mechanism you have provided is not supported; use AWS4-HMAC-SHA256 (SigV4)";
         if headers
@@ -227,12 +232,12 @@ impl Guard {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("AWS ") || v == "AWS")
         {
-            return Some((StatusCode::BAD_REQUEST, "InvalidRequest", sigv2.into()));
+            return Some(Refusal::from((StatusCode::BAD_REQUEST, "InvalidRequest", sigv2.into())));
         }
         let names = query_names(req.uri());
         let has = |n: &str| names.iter().any(|m| m == n);
         if has("Signature") || has("AWSAccessKeyId") {
-            return Some((StatusCode::BAD_REQUEST, "InvalidRequest", sigv2.into()));
+            return Some(Refusal::from((StatusCode::BAD_REQUEST, "InvalidRequest", sigv2.into())));
         }
         // A request signed for another region is refused, as AWS does, naming the region
         // to sign for.
@@ -242,31 +247,38 @@ impl Guard {
             .and_then(|rest| rest.split(',').find_map(|p| p.trim().strip_prefix("Credential=")))
             .map(str::to_string);
         let signed_region = header_scope.or_else(|| query_value(req.uri(), "X-Amz-Credential"));
+        // GetBucketLocation is how clients (minio-go, mc) find the region: they sign it for
+        // us-east-1 whatever the region is, as AWS allows.
+        let locating = req.method() == http::Method::GET && names.iter().any(|n| n == "location");
         if let Some(credential) = &signed_region
+            && !locating
             && let Some(region) = scope_region(credential)
             && region != self.region
         {
             let code =
                 if auth.is_empty() { "AuthorizationQueryParametersError" } else { "AuthorizationHeaderMalformed" };
-            return Some((
-                StatusCode::BAD_REQUEST,
-                code,
-                format!(
-                    "the authorization header is malformed; the region '{}' is wrong; expecting '{}'",
-                    bounded(region),
-                    self.region
+            return Some(Refusal::in_region(
+                (
+                    StatusCode::BAD_REQUEST,
+                    code,
+                    format!(
+                        "the authorization header is malformed; the region '{}' is wrong; expecting '{}'",
+                        bounded(region),
+                        self.region
+                    ),
                 ),
+                &self.region,
             ));
         }
         if let Some(expires) = query_value(req.uri(), "X-Amz-Expires") {
             match expires.parse::<u64>() {
                 Ok(s) if s <= MAX_PRESIGNED_EXPIRY_SECS => {}
                 _ => {
-                    return Some((
+                    return Some(Refusal::from((
                         StatusCode::BAD_REQUEST,
                         "AuthorizationQueryParametersError",
                         "X-Amz-Expires must be a number of seconds of at most 604800 (7 days)".into(),
-                    ));
+                    )));
                 }
             }
         }
@@ -274,11 +286,11 @@ impl Guard {
         if req.method() == http::Method::POST
             && content_type.trim_start().to_ascii_lowercase().starts_with("multipart/form-data")
         {
-            return Some((
+            return Some(Refusal::from((
                 StatusCode::NOT_IMPLEMENTED,
                 "NotImplemented",
                 "POST Object (browser form uploads) is not supported; use PutObject or a presigned PUT URL".into(),
-            ));
+            )));
         }
         if self.xml_body(req) {
             let len = headers
@@ -286,14 +298,45 @@ impl Guard {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
             if len.is_some_and(|l| l > self.max_xml_body) {
-                return Some((
+                return Some(Refusal::from((
                     StatusCode::BAD_REQUEST,
                     "MaxMessageLengthExceeded",
                     format!("your request was too big: XML bodies may hold at most {} bytes", self.max_xml_body),
-                ));
+                )));
             }
         }
         None
+    }
+}
+
+/// Why a request must not reach s3s: the S3 error to answer.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// Set for a request signed for another region: the one to sign for.
+    region: Option<String>,
+}
+
+impl From<(StatusCode, &'static str, String)> for Refusal {
+    fn from((status, code, message): (StatusCode, &'static str, String)) -> Self {
+        Refusal { status, code, message, region: None }
+    }
+}
+
+impl Refusal {
+    fn in_region((status, code, message): (StatusCode, &'static str, String), region: &str) -> Self {
+        Refusal { status, code, message, region: Some(region.to_string()) }
+    }
+
+    fn response(&self, id: &str) -> HttpResponse {
+        let extra = self.region.as_deref().map(|r| format!("<Region>{}</Region>", xml_escape(r))).unwrap_or_default();
+        let mut resp = error_response(self.status, self.code, &self.message, id, &extra);
+        // Clients that follow region redirects read the region from here.
+        if let Some(v) = self.region.as_deref().and_then(|r| HeaderValue::from_str(r).ok()) {
+            resp.headers_mut().insert("x-amz-bucket-region", v);
+        }
+        resp
     }
 }
 
@@ -313,7 +356,7 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
                 let start = Instant::now();
                 let op = OpName::default();
                 let mut resp = match refused {
-                    Some((status, code, message)) => refuse(status, code, &message, &id),
+                    Some(r) => r.response(&id),
                     None => {
                         let (mut parts, body) = req.into_parts();
                         parts.extensions.insert(op.clone());

@@ -4,7 +4,10 @@
 //! and advanced by this frontend's own writes, so a bucket's usage is not recounted on
 //! every PUT. A quota is therefore enforced within what other frontends wrote in the
 //! last few seconds: a burst through several frontends at once can overshoot it by that
-//! much (as with Garage's quotas, which also count asynchronously).
+//! much (as with Garage's quotas, which also count asynchronously), and so can requests
+//! racing through one frontend, which are each checked before either is counted.
+//! Multipart parts are checked against the size quota as they arrive (an upload cannot
+//! fill a full bucket), and the whole object again at completion.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -78,6 +81,17 @@ impl Quotas {
         {
             u.objects += u64::from(change.replaced.is_none());
             u.bytes = (u.bytes + change.new_size).saturating_sub(change.replaced.unwrap_or(0));
+        }
+    }
+
+    /// Forgets the counted usage of a bucket (objects were deleted): the next check
+    /// recounts, so a bucket at its quota takes writes again at once.
+    pub fn forget(&self, bucket: &Bucket) {
+        if bucket.max_size == 0 && bucket.max_objects == 0 {
+            return;
+        }
+        if let Ok(mut m) = self.usage.lock() {
+            m.remove(bucket.id.as_ref());
         }
     }
 

@@ -36,19 +36,21 @@ fn lost_key(p: usize) -> Vec<u8> {
 }
 
 /// Adds the partitions this node holds in `view` to those recorded as held (called on
-/// every layout change, so a version seen only briefly is not missed).
+/// every layout change, so a version seen only briefly is not missed). Atomic in sled: the
+/// layout watcher and the worker both change the record.
 pub fn note_held(state: &sled::Tree, held: &[bool]) -> Result<(), hangar_common::Error> {
-    let mut ever = state.get(HELD).map_err(sled_err)?.map(|v| v.to_vec()).unwrap_or_default();
-    ever.resize(held.len(), 0);
-    let before = ever.clone();
-    for (p, &h) in held.iter().enumerate() {
-        if h {
-            ever[p] = 1;
-        }
-    }
-    if ever != before {
-        state.insert(HELD, ever).map_err(sled_err)?;
-    }
+    state
+        .update_and_fetch(HELD, |old| {
+            let mut ever = old.map(<[u8]>::to_vec).unwrap_or_default();
+            ever.resize(held.len().max(ever.len()), 0);
+            for (p, &h) in held.iter().enumerate() {
+                if h {
+                    ever[p] = 1;
+                }
+            }
+            Some(ever)
+        })
+        .map_err(sled_err)?;
     Ok(())
 }
 
@@ -73,13 +75,22 @@ impl Offload {
         Ok(())
     }
 
-    /// Forgets that partition `p` was held (its copy is gone).
+    /// Forgets that partition `p` was held (its copy is gone), unless a newer view gives
+    /// it back.
     fn forget_held(&self, p: usize) -> Result<(), hangar_common::Error> {
-        let mut ever = self.state.get(HELD).map_err(sled_err)?.map(|v| v.to_vec()).unwrap_or_default();
-        if let Some(b) = ever.get_mut(p) {
-            *b = 0;
+        let view = self.ctx.cluster.view();
+        if self.ctx.holds(&view, p) {
+            return Ok(());
         }
-        self.state.insert(HELD, ever).map_err(sled_err)?;
+        self.state
+            .update_and_fetch(HELD, |old| {
+                let mut ever = old.map(<[u8]>::to_vec).unwrap_or_default();
+                if let Some(b) = ever.get_mut(p) {
+                    *b = 0;
+                }
+                Some(ever)
+            })
+            .map_err(sled_err)?;
         Ok(())
     }
 

@@ -85,6 +85,14 @@ pub async fn head_bucket(h: &Hangar, req: S3Request<HeadBucketInput>) -> S3Resul
 
 pub async fn delete_bucket(h: &Hangar, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
     let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Owner).await?;
+    // S3 clients see each name of a bucket as a bucket: deleting one of several names
+    // removes that name only (as Garage does), and the objects stay under the others.
+    if h.store.aliases_of(&bucket.id).await.or_s3()?.len() > 1 {
+        return match h.store.remove_alias(&bucket, &req.input.bucket).await {
+            Ok(()) => Ok(S3Response::new(DeleteBucketOutput {})),
+            Err(e) => Err(crate::errors::internal(e)),
+        };
+    }
     match h.store.delete_bucket(&bucket).await {
         Ok(()) => Ok(S3Response::new(DeleteBucketOutput {})),
         Err(Error::Conflict(_)) => Err(s3_error!(BucketNotEmpty)),

@@ -153,6 +153,8 @@ pub async fn upload_part(h: &Hangar, req: S3Request<UploadPartInput>) -> S3Resul
         return Err(s3_error!(EntityTooLarge, "a part may hold at most 5 GiB"));
     }
     let (upload_id, _) = get_upload(h, &bucket, &input.key, &input.upload_id).await?;
+    let announced = input.content_length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0);
+    h.quotas.check(&h.store, &bucket, Change { new_size: announced, replaced: Some(0) }).await?;
     let claims = body_claims!(input, headers, extensions, trailing_headers);
     let owner = Owner::Part { upload_id: upload_id.clone(), part_number: n };
     let (stored, verified) = receive(h, owner, input.body, false, claims).await?;

@@ -243,6 +243,13 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
     let claims = body_claims!(input, headers, extensions, trailing_headers);
     let owner = Owner::Object { bucket_id: bucket.id.to_vec(), key: input.key.clone() };
     let (stored, Verified { md5, checksums }) = receive(h, owner, input.body, true, claims).await?;
+    if stored.size > announced {
+        // No length was announced (or a smaller one): check what actually came.
+        if let Err(e) = h.quotas.check(&h.store, &bucket, Change { new_size: stored.size, replaced }).await {
+            discard(&h.store, &stored).await;
+            return Err(e);
+        }
+    }
     let headers = StoredHeaders {
         content_type: input.content_type.as_deref(),
         content_encoding: input.content_encoding.as_deref(),
@@ -449,6 +456,7 @@ async fn delete_one(h: &Hangar, bucket: &hangar_proto::model::Bucket, key: &str)
 pub async fn delete_object(h: &Hangar, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
     let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
     delete_one(h, &bucket, &req.input.key).await?;
+    h.quotas.forget(&bucket);
     Ok(S3Response::new(DeleteObjectOutput::default()))
 }
 
@@ -478,6 +486,7 @@ pub async fn delete_objects(
             }),
         }
     }
+    h.quotas.forget(&bucket);
     Ok(S3Response::new(DeleteObjectsOutput { deleted: Some(deleted), errors: Some(errors), ..Default::default() }))
 }
 
