@@ -106,6 +106,16 @@ pub async fn run(
     let secret = cfg.rpc_secret.clone().unwrap_or_default();
     let mut control = ControlPlane::open(&cfg.metadata_dir, cfg.replication_factor, token, secret.clone())?;
     control.info.rpc_addr = cfg.rpc_bind_addr.to_string();
+    let current = control.layout.current();
+    if current.version > 0 && current.replication_factor != cfg.replication_factor {
+        // The config's factor is the first layout's; a layout change alters it.
+        tracing::warn!(
+            config = cfg.replication_factor,
+            layout = current.replication_factor,
+            "replication_factor in the config differs from the current layout's; the layout's holds \
+             (change it with `hangar layout config -r N`)"
+        );
+    }
     let cluster = Cluster::new(control.layout.subscribe(), cfg.rpc_options())
         .map_err(|e| ControlError::Invalid(e.to_string()))?;
     let (admin_svc, layout_svc, member_svc) = control.services(Store::new(cluster, &cfg));

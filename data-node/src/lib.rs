@@ -118,7 +118,7 @@ impl DataNode {
                 // version retired before its next step.
                 let view = hangar_common::cluster::View::new(history);
                 if view.version() > 0
-                    && let Err(e) = work::offload::note_held(&offload_state, &work::held_by(&me, &view))
+                    && let Err(e) = work::offload::note_held(&offload_state, view.version(), &work::held_by(&me, &view))
                 {
                     tracing::warn!(error = %e, "could not record the partitions this node holds");
                 }

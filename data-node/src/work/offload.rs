@@ -30,15 +30,24 @@ pub struct Offload {
 }
 
 const HELD: &[u8] = b"held";
+/// The newest layout version seen (big-endian u64).
+const SEEN: &[u8] = b"seen";
 
 fn lost_key(p: usize) -> Vec<u8> {
     [b"lost/".as_slice(), &[p as u8]].concat()
 }
 
-/// Adds the partitions this node holds in `view` to those recorded as held (called on
-/// every layout change, so a version seen only briefly is not missed). Atomic in sled: the
-/// layout watcher and the worker both change the record.
-pub fn note_held(state: &sled::Tree, held: &[bool]) -> Result<(), hangar_common::Error> {
+/// Adds the partitions this node holds in a view of layout `version` to those recorded as
+/// held (called on every layout change, so a version seen only briefly is not missed), and
+/// records the newest version seen. Atomic in sled: the layout watcher and the worker both
+/// change the record.
+pub fn note_held(state: &sled::Tree, version: u64, held: &[bool]) -> Result<(), hangar_common::Error> {
+    state
+        .update_and_fetch(SEEN, |old| {
+            let seen = old.and_then(|v| <[u8; 8]>::try_from(v).ok()).map(u64::from_be_bytes).unwrap_or(0);
+            Some(seen.max(version).to_be_bytes().to_vec())
+        })
+        .map_err(sled_err)?;
     state
         .update_and_fetch(HELD, |old| {
             let mut ever = old.map(<[u8]>::to_vec).unwrap_or_default();
@@ -55,14 +64,23 @@ pub fn note_held(state: &sled::Tree, held: &[bool]) -> Result<(), hangar_common:
 }
 
 impl Offload {
+    /// The newest layout version this node has seen, across restarts.
+    fn seen(&self) -> Result<u64, hangar_common::Error> {
+        let v = self.state.get(SEEN).map_err(sled_err)?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map(u64::from_be_bytes).unwrap_or(0))
+    }
+
     /// Records the partitions held in no live version any more, among those ever held.
-    fn observe(&self) -> Result<(), hangar_common::Error> {
+    /// Nothing is decided on a view older than one seen before (a node restarted with an
+    /// old layout file while the control plane is away): false; true when the view is
+    /// current.
+    fn observe(&self) -> Result<bool, hangar_common::Error> {
         let view = self.ctx.cluster.view();
-        if view.version() == 0 {
-            return Ok(());
+        if view.version() == 0 || view.version() < self.seen()? {
+            return Ok(false);
         }
         let now = self.ctx.held(&view);
-        note_held(&self.state, &now)?;
+        note_held(&self.state, view.version(), &now)?;
         let ever = self.state.get(HELD).map_err(sled_err)?.map(|v| v.to_vec()).unwrap_or_default();
         for (p, &held) in now.iter().enumerate() {
             if held {
@@ -72,7 +90,7 @@ impl Offload {
                 self.state.insert(lost_key(p), &now_ms().to_be_bytes()).map_err(sled_err)?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Forgets that partition `p` was held (its copy is gone), unless a newer view gives
@@ -126,7 +144,9 @@ impl Worker for Offload {
     }
 
     async fn step(&mut self) -> Result<Step, hangar_common::Error> {
-        self.observe()?;
+        if !self.observe()? {
+            return Ok(Step::Idle(Duration::from_secs(5)));
+        }
         let due = self.state.scan_prefix(b"lost/").find_map(|r| {
             let (k, v) = r.ok()?;
             let at = <[u8; 8]>::try_from(v.as_ref()).map(u64::from_be_bytes).ok()?;
