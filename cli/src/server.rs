@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use hangar_common::cluster::Cluster;
-use hangar_common::config::{Config, env_overrides, load_or_create_secret};
+use hangar_common::config::{Config, env_overrides, load_or_create_secret, write_private};
 use hangar_common::ids::{new_secret_key, random_string};
 use hangar_control_plane::ControlPlane;
 use hangar_data_node::DataNode;
@@ -122,29 +122,15 @@ async fn ensure_root_key(catalog: &Store, cfg: &Config) -> Result<(String, Strin
             // A root key made before keys were marked.
             catalog.mark_root(&id).await?;
         }
-        write_file_durably(&id_file, &id)?;
+        write_private(&id_file, &id)?;
         return Ok((id, k.value.secret));
     }
     let key = match &wanted {
         Some((id, secret)) => catalog.create_key("root", Some(id), Some(secret), true).await?,
         None => catalog.create_key("root", None, None, true).await?,
     };
-    write_file_durably(&id_file, &key.id)?;
+    write_private(&id_file, &key.id)?;
     Ok((key.id, key.secret))
-}
-
-/// Writes `path` so that a crash leaves the old content or the new one, never a part.
-fn write_file_durably(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(content.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 pub async fn run(

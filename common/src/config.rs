@@ -813,7 +813,9 @@ pub fn load_or_create_secret(path: &Path, make: impl FnOnce() -> String) -> Resu
     }
 }
 
-fn write_private(path: &Path, content: &str) -> Result<(), Error> {
+/// Writes `path` (mode 0600) so that a crash leaves the old content or the new one, never
+/// a part, and the new one survives once this returns.
+pub fn write_private(path: &Path, content: &str) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -821,6 +823,9 @@ fn write_private(path: &Path, content: &str) -> Result<(), Error> {
     f.write_all(content.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 

@@ -490,7 +490,7 @@ impl Store {
                 tracing::warn!(error = %e, "could not remove a key that lost its name");
             }
             if imported {
-                self.release_key_id(&id).await?;
+                self.release_key_claim(&key_register(&id), &id).await?;
             }
             return Err(e);
         }
@@ -525,22 +525,11 @@ impl Store {
         }
     }
 
-    /// Frees key name `name` if key `id` holds it.
-    async fn release_key_name(&self, name: &str, id: &str) -> Result<()> {
+    /// Frees a key's claim (its imported id, or a name) if the register names key `id`.
+    async fn release_key_claim(&self, register: &[u8], id: &str) -> Result<()> {
         self.registers
-            .update::<NameClaim, _>(&key_name_register(name), |cur| match cur {
+            .update::<NameClaim, _>(register, |cur| match cur {
                 Some(c) if claimed(c) == Some(id.as_bytes()) => {
-                    (Change::Set(NameClaim { bucket_id: Default::default(), seq: c.seq + 1 }), ())
-                }
-                _ => (Change::Keep, ()),
-            })
-            .await
-    }
-
-    async fn release_key_id(&self, id: &str) -> Result<()> {
-        self.registers
-            .update::<NameClaim, _>(&key_register(id), |cur| match cur {
-                Some(c) if !c.bucket_id.is_empty() => {
                     (Change::Set(NameClaim { bucket_id: Default::default(), seq: c.seq + 1 }), ())
                 }
                 _ => (Change::Keep, ()),
@@ -569,8 +558,8 @@ impl Store {
         if !tombs.is_empty() {
             self.tables.insert(Table::BucketGrant, tombs).await?;
         }
-        self.release_key_name(&k.value.name, &id).await?;
-        self.release_key_id(&id).await
+        self.release_key_claim(&key_name_register(&k.value.name), &id).await?;
+        self.release_key_claim(&key_register(&id), &id).await
     }
 
     /// Gives a key a new name; the old one is freed.
@@ -596,7 +585,7 @@ impl Store {
             self.update_fields(Table::AccessKey, k.key, k.timestamp, &key).await?;
             return Err(e);
         }
-        self.release_key_name(&old, &key.id).await?;
+        self.release_key_claim(&key_name_register(&old), &key.id).await?;
         Ok(key)
     }
 

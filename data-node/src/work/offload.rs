@@ -42,6 +42,12 @@ fn lost_key(p: usize) -> Vec<u8> {
 /// records the newest version seen. Atomic in sled: the layout watcher and the worker both
 /// change the record.
 pub fn note_held(state: &sled::Tree, version: u64, held: &[bool]) -> Result<(), hangar_common::Error> {
+    // Most calls add nothing (a heartbeat's new revision, a worker step): no write then.
+    let ever = state.get(HELD).map_err(sled_err)?;
+    let news = held.iter().enumerate().any(|(p, &h)| h && ever.as_ref().and_then(|e| e.get(p)) != Some(&1));
+    if seen_version(state)? >= version && !news {
+        return Ok(());
+    }
     state
         .update_and_fetch(SEEN, |old| {
             let seen = old.and_then(|v| <[u8; 8]>::try_from(v).ok()).map(u64::from_be_bytes).unwrap_or(0);
@@ -63,20 +69,27 @@ pub fn note_held(state: &sled::Tree, version: u64, held: &[bool]) -> Result<(), 
     Ok(())
 }
 
-impl Offload {
-    /// The newest layout version this node has seen, across restarts.
-    fn seen(&self) -> Result<u64, hangar_common::Error> {
-        let v = self.state.get(SEEN).map_err(sled_err)?;
-        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map(u64::from_be_bytes).unwrap_or(0))
-    }
+/// The newest layout version recorded in `state` (0 before any).
+fn seen_version(state: &sled::Tree) -> Result<u64, hangar_common::Error> {
+    let v = state.get(SEEN).map_err(sled_err)?;
+    Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).map(u64::from_be_bytes).unwrap_or(0))
+}
 
+/// Whether losses may be decided on a view of layout `version`: one exists, and it is not
+/// older than the newest seen before (a node restarted with an old layout file while the
+/// control plane is away waits for it).
+fn decides_on(state: &sled::Tree, version: u64) -> Result<bool, hangar_common::Error> {
+    Ok(version > 0 && version >= seen_version(state)?)
+}
+
+impl Offload {
     /// Records the partitions held in no live version any more, among those ever held.
     /// Nothing is decided on a view older than one seen before (a node restarted with an
     /// old layout file while the control plane is away): false; true when the view is
     /// current.
     fn observe(&self) -> Result<bool, hangar_common::Error> {
         let view = self.ctx.cluster.view();
-        if view.version() == 0 || view.version() < self.seen()? {
+        if !decides_on(&self.state, view.version())? {
             return Ok(false);
         }
         let now = self.ctx.held(&view);
@@ -165,5 +178,31 @@ impl Worker for Offload {
     fn progress(&self) -> (String, u64) {
         let waiting = self.state.scan_prefix(b"lost/").count() as u64;
         (format!("{} partitions dropped", self.dropped), waiting)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_seen_held_stay_recorded_and_old_views_decide_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = sled::open(dir.path()).unwrap().open_tree("offload_state").unwrap();
+        assert!(!decides_on(&state, 0).unwrap(), "no layout yet");
+        let mut v1 = vec![false; 4];
+        v1[0] = true;
+        let mut v2 = vec![false; 4];
+        v2[1] = true;
+        note_held(&state, 1, &v1).unwrap();
+        note_held(&state, 2, &v2).unwrap();
+        // A brief version's partitions stay recorded once a later one no longer has them.
+        assert_eq!(state.get(HELD).unwrap().unwrap().as_ref(), &[1, 1, 0, 0]);
+        assert_eq!(seen_version(&state).unwrap(), 2);
+        // An older view (version 1 from an old file) is noted but decides nothing.
+        note_held(&state, 1, &v1).unwrap();
+        assert_eq!(seen_version(&state).unwrap(), 2);
+        assert!(!decides_on(&state, 1).unwrap());
+        assert!(decides_on(&state, 2).unwrap() && decides_on(&state, 3).unwrap());
     }
 }
