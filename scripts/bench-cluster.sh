@@ -4,13 +4,7 @@
 # and 1 MiB objects, and a 1 GiB multipart upload, through frontend 1.
 # Usage: scripts/bench-cluster.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
-cargo build --release -q -p hangar -p hangar-integration-tests --bin hangar --bin hangar-load
-DIR=$(mktemp -d)
-trap 'scripts/local-cluster.sh down "$DIR" >/dev/null 2>&1 || true; rm -rf "$DIR"' EXIT
-HANGAR_LOG=warn HANGAR_BIN=target/release/hangar scripts/local-cluster.sh up "$DIR" >"$DIR/env"
-. "$DIR/env"
-LOAD="target/release/hangar-load --endpoint $S3_ENDPOINT --bucket demo"
+. "$(dirname "$0")/bench-env.sh"
 
 echo "## 4 KiB objects, 4000 ops, 16 concurrent"
 $LOAD --size 4KiB --count 4000 --concurrency 16 --op both

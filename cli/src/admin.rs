@@ -302,11 +302,11 @@ pub struct Admin {
 }
 
 impl Admin {
-    fn client(&self) -> AdminGrpc {
+    pub(crate) fn client(&self) -> AdminGrpc {
         self.grpc.clone()
     }
 
-    fn err(&self, s: tonic::Status) -> Box<dyn std::error::Error> {
+    pub(crate) fn err(&self, s: tonic::Status) -> Box<dyn std::error::Error> {
         match s.code() {
             tonic::Code::Unavailable => format!(
                 "cannot reach the control plane at {}: {} (is it running? give its address with --rpc-addr, \
@@ -327,7 +327,7 @@ impl Admin {
     }
 }
 
-fn ms_to_date(ms: u64) -> String {
+pub(crate) fn ms_to_date(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
     let days = secs.div_euclid(86_400);
     // Civil date from days since the epoch (Howard Hinnant's algorithm).
@@ -365,7 +365,7 @@ fn limit(v: u64, f: impl Fn(u64) -> String) -> String {
 }
 
 /// Prints rows under headers, each column as wide as its widest cell.
-fn table(headers: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -437,7 +437,7 @@ fn versions(v: &[u64]) -> String {
     v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }
 
-fn role_name(role: i32) -> &'static str {
+pub(crate) fn role_name(role: i32) -> &'static str {
     match NodeRole::try_from(role) {
         Ok(NodeRole::Data) => "data",
         Ok(NodeRole::Frontend) => "s3",
@@ -682,7 +682,7 @@ fn node_rows(nodes: &[NodePlan], partitions: impl Fn(&NodePlan) -> String) -> Ve
 
 const NODE_HEADERS: [&str; 7] = ["NODE", "ZONE", "CAPACITY", "TAGS", "PARTITIONS", "SYNCED", "ADDRESS"];
 
-fn print_plan(p: &LayoutPlan) {
+pub(crate) fn print_plan(p: &LayoutPlan) {
     println!("== Current layout: version {}  (replication factor {}) ==", p.version, p.replication_factor);
     if p.live_versions.len() > 1 {
         println!("Live layout versions: {} (data is moving)", versions(&p.live_versions));

@@ -2,6 +2,7 @@
 //! (`server` runs them all in one process) or to the admin API (every other verb).
 
 mod admin;
+mod repair;
 mod server;
 
 use std::net::SocketAddr;
@@ -65,6 +66,18 @@ enum Command {
     /// Manage buckets and who may use them.
     #[command(subcommand)]
     Bucket(admin::BucketCommand),
+    /// Start repairs on the data nodes: tables (anti-entropy), blocks, scrub.
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
+    /// The background workers of every node, and their variables.
+    #[command(subcommand)]
+    Worker(repair::WorkerCommand),
+    /// Blocks: where one is and what uses it; blocks that cannot be fetched.
+    #[command(subcommand)]
+    Block(repair::BlockCommand),
+    /// Nodes gone for good.
+    #[command(subcommand)]
+    Node(repair::NodeCommand),
 }
 
 #[derive(clap::Args)]
@@ -167,6 +180,10 @@ fn main() -> std::process::ExitCode {
             Command::Status => admin::status(&target()?).await,
             Command::Key(cmd) => admin::key(&target()?, cmd).await,
             Command::Bucket(cmd) => admin::bucket(&target()?, cmd).await,
+            Command::Repair(cmd) => repair::repair(&target()?, cmd).await,
+            Command::Worker(cmd) => repair::worker(&target()?, cmd).await,
+            Command::Block(cmd) => repair::block(&target()?, cmd).await,
+            Command::Node(cmd) => repair::node(&target()?, cmd).await,
         }
     });
     match result {

@@ -182,6 +182,7 @@ pub async fn run(
     let router = hangar_common::tls::configure(cfg.rpc_tls.as_ref())?
         .add_service(block_svc)
         .add_service(meta_svc)
+        .add_service(data_node.admin_service()?)
         .add_service(admin_svc)
         .add_service(layout_svc)
         .add_service(member_svc);

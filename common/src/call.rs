@@ -30,6 +30,12 @@ pub enum Method {
     PutBlock,
     GetBlock,
     HasBlocks,
+    MerkleRoots,
+    MerkleLeaves,
+    LeafEntries,
+    DropTombstones,
+    /// A repair or worker command to a data node.
+    NodeAdmin,
 }
 
 impl Method {
@@ -44,13 +50,18 @@ impl Method {
             Method::PutBlock => "PutBlock",
             Method::GetBlock => "GetBlock",
             Method::HasBlocks => "HasBlocks",
+            Method::MerkleRoots => "MerkleRoots",
+            Method::MerkleLeaves => "MerkleLeaves",
+            Method::LeafEntries => "LeafEntries",
+            Method::DropTombstones => "DropTombstones",
+            Method::NodeAdmin => "NodeAdmin",
         }
     }
 
     /// Writes are refused by nodes that know a newer layout than the one they were made
     /// with; reads only by nodes that retired it.
     pub fn writes(self) -> bool {
-        matches!(self, Method::Insert | Method::Prepare | Method::Accept | Method::PutBlock)
+        matches!(self, Method::Insert | Method::Prepare | Method::Accept | Method::PutBlock | Method::DropTombstones)
     }
 }
 

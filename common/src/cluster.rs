@@ -250,6 +250,14 @@ impl Cluster {
     pub fn blocks(&self, node: &NodeRef) -> Result<BlockGrpc, crate::Error> {
         Ok(block_client(self.channel(&node.addr)?, self.auth.clone()))
     }
+
+    /// The repair and worker commands of a data node (cluster secret).
+    pub fn node_admin(&self, node: &NodeRef) -> Result<crate::rpc::NodeAdminGrpc, crate::Error> {
+        Ok(hangar_proto::control::node_admin_service_client::NodeAdminServiceClient::with_interceptor(
+            self.channel(&node.addr)?,
+            self.auth.clone(),
+        ))
+    }
 }
 
 /// A history that never changes (receivers keep the value after the sender is gone).

@@ -63,6 +63,33 @@ pub struct Config {
     /// took (0: no rest), so moving data leaves room for client traffic.
     #[serde(default = "default_sync_tranquility")]
     pub sync_tranquility: u32,
+    /// Seconds between two anti-entropy rounds of a data node (it also runs one at start):
+    /// it compares its Merkle trees with every other replica of its partitions. 0: only on
+    /// `hangar repair tables`.
+    #[serde(default = "default_anti_entropy_interval")]
+    pub anti_entropy_interval_secs: u64,
+    /// Seconds a tombstone is kept at least; after that it is removed once every replica
+    /// of its partition holds it.
+    #[serde(default = "default_tombstone_gc_delay")]
+    pub tombstone_gc_delay_secs: u64,
+    /// Seconds after which an incomplete multipart upload is aborted and its parts'
+    /// blocks released (0: never).
+    #[serde(default = "default_multipart_max_age")]
+    pub multipart_max_age_secs: u64,
+    /// Defaults of the worker variables (`hangar worker set` changes them per node): the
+    /// scrub's rest between steps as a multiple of the step's duration, the time between
+    /// two scrubs, the resync's rest, and how many blocks it fetches at once.
+    #[serde(default = "default_scrub_tranquility")]
+    pub scrub_tranquility: u32,
+    #[serde(default = "default_scrub_interval")]
+    pub scrub_interval_secs: u64,
+    #[serde(default = "default_resync_tranquility")]
+    pub resync_tranquility: u32,
+    #[serde(default = "default_resync_worker_count")]
+    pub resync_worker_count: u32,
+    /// No scrub on schedule (as Garage's key); `hangar repair scrub start` still runs one.
+    #[serde(default)]
+    pub disable_scrub: bool,
     /// Credentials of the root key made on first start (generated when unset).
     #[serde(default)]
     pub root_access_key_id: Option<String>,
@@ -210,6 +237,27 @@ fn default_offload_delay() -> u64 {
 fn default_sync_tranquility() -> u32 {
     2
 }
+fn default_anti_entropy_interval() -> u64 {
+    600
+}
+fn default_tombstone_gc_delay() -> u64 {
+    24 * 3600
+}
+fn default_multipart_max_age() -> u64 {
+    7 * 24 * 3600
+}
+fn default_scrub_tranquility() -> u32 {
+    4
+}
+fn default_scrub_interval() -> u64 {
+    30 * 24 * 3600
+}
+fn default_resync_tranquility() -> u32 {
+    0
+}
+fn default_resync_worker_count() -> u32 {
+    4
+}
 fn default_max_connections() -> usize {
     4096
 }
@@ -271,6 +319,14 @@ pub const ENV_KEYS: &[(&str, Option<&str>, &str)] = &[
     ("HANGAR_PENDING_WRITE_GRACE_SECS", None, "pending_write_grace_secs"),
     ("HANGAR_OFFLOAD_DELAY_SECS", None, "offload_delay_secs"),
     ("HANGAR_SYNC_TRANQUILITY", None, "sync_tranquility"),
+    ("HANGAR_ANTI_ENTROPY_INTERVAL_SECS", None, "anti_entropy_interval_secs"),
+    ("HANGAR_TOMBSTONE_GC_DELAY_SECS", None, "tombstone_gc_delay_secs"),
+    ("HANGAR_MULTIPART_MAX_AGE_SECS", None, "multipart_max_age_secs"),
+    ("HANGAR_SCRUB_TRANQUILITY", None, "scrub_tranquility"),
+    ("HANGAR_SCRUB_INTERVAL_SECS", None, "scrub_interval_secs"),
+    ("HANGAR_RESYNC_TRANQUILITY", None, "resync_tranquility"),
+    ("HANGAR_RESYNC_WORKER_COUNT", None, "resync_worker_count"),
+    ("HANGAR_DISABLE_SCRUB", None, "disable_scrub"),
     ("HANGAR_ROOT_ACCESS_KEY_ID", None, "root_access_key_id"),
     ("HANGAR_ROOT_SECRET_ACCESS_KEY", None, "root_secret_access_key"),
     ("HANGAR_S3_REGION", Some("s3_api"), "s3_region"),
@@ -307,6 +363,13 @@ const NUMERIC_KEYS: &[&str] = &[
     "pending_write_grace_secs",
     "offload_delay_secs",
     "sync_tranquility",
+    "anti_entropy_interval_secs",
+    "tombstone_gc_delay_secs",
+    "multipart_max_age_secs",
+    "scrub_tranquility",
+    "scrub_interval_secs",
+    "resync_tranquility",
+    "resync_worker_count",
     "max_connections",
     "header_timeout_secs",
     "idle_timeout_secs",
@@ -336,7 +399,6 @@ const GARAGE_ONLY_KEYS: &[(Option<&str>, &str, &str)] = &[
     (None, "rpc_public_addr_subnet", "set rpc_public_addr"),
     (None, "allow_world_readable_secrets", "Hangar reads secret files whatever their permissions"),
     (None, "use_local_tz", "logs are in UTC"),
-    (None, "disable_scrub", "Hangar has no background scrub; every read checks the block's hash"),
     (None, "allow_punycode", "Hangar's bucket-name rules have no such option"),
     (Some("admin"), "trace_sink", "Hangar logs to stderr and exports no traces"),
     (Some("admin"), "metrics_require_token", "set metrics_token or metrics_token_file"),
@@ -494,7 +556,7 @@ impl Config {
             let value = if *key == "bootstrap_peers" {
                 // A comma-separated list.
                 toml::Value::Array(value.split(',').map(|p| toml::Value::String(p.trim().to_string())).collect())
-            } else if *key == "require_client_cert" {
+            } else if *key == "require_client_cert" || *key == "disable_scrub" {
                 toml::Value::Boolean(
                     value
                         .parse()

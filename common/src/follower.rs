@@ -110,6 +110,44 @@ pub fn spawn_heartbeat(
     })
 }
 
+/// How long a data node starting without an id waits for the control plane to say
+/// whether it is a node that lost its directories (longer than the control plane takes to
+/// see a node stop heartbeating).
+const IDENTIFY_FOR: Duration = Duration::from_secs(20);
+
+/// Asks the control plane (any of `peers`) whether the layout has a silent node at
+/// `rpc_addr` whose id this node should take back. None: start as a new node (also when no
+/// control plane answered within IDENTIFY_FOR).
+pub async fn identify(peers: &[String], secret: &str, rpc_addr: &str) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + IDENTIFY_FOR;
+    loop {
+        for peer in peers {
+            let asked = async {
+                let mut c = membership_client(lazy_channel(peer)?, secret)?;
+                let req = hangar_proto::control::IdentifyRequest { rpc_addr: rpc_addr.to_string() };
+                Ok::<_, crate::Error>(c.identify(req).await?.into_inner())
+            };
+            match tokio::time::timeout(HEARTBEAT_EVERY, asked).await {
+                Ok(Ok(r)) if r.wait => {
+                    tracing::info!(
+                        "a node of the layout had this address moments ago; waiting to learn whether it is gone"
+                    );
+                }
+                Ok(Ok(r)) => return (!r.node_id.is_empty()).then_some(r.node_id),
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "cannot ask the control plane who this node is")
+                }
+                Err(_) => tracing::debug!(peer = %peer, "the control plane did not say who this node is in time"),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("no control plane answered; starting as a new node");
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let term = async {

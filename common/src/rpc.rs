@@ -110,6 +110,7 @@ pub type BlockGrpc = BlockServiceClient<AuthChannel>;
 pub type AdminGrpc = AdminServiceClient<AuthChannel>;
 pub type LayoutGrpc = LayoutServiceClient<AuthChannel>;
 pub type MembershipGrpc = MembershipServiceClient<AuthChannel>;
+pub type NodeAdminGrpc = hangar_proto::control::node_admin_service_client::NodeAdminServiceClient<AuthChannel>;
 
 pub fn layout_client(ch: Channel, secret: &str) -> Result<LayoutGrpc, crate::Error> {
     Ok(LayoutServiceClient::with_interceptor(ch, add_secret(secret)?).max_decoding_message_size(MAX_MESSAGE))

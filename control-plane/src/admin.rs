@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::layout::LayoutManager;
 use crate::membership::Members;
+use crate::repair;
 
 pub struct AdminRpc {
     pub store: Store,
@@ -322,6 +323,143 @@ impl AdminService for AdminRpc {
 
     async fn revert_layout(&self, _: Request<ShowLayoutRequest>) -> Result<Response<LayoutPlan>, Status> {
         self.layout.revert().map_err(control_status)?;
+        Ok(Response::new(self.plan()?))
+    }
+
+    async fn repair(&self, req: Request<RepairRequest>) -> Result<Response<RepairReply>, Status> {
+        let r = req.into_inner();
+        let nodes = repair::data_nodes(&self.members, &self.layout, &r.node)?;
+        let answers = repair::fan_out(&self.store, &nodes, r, |mut c, r| async move { c.repair(r).await }).await;
+        let results = answers
+            .into_iter()
+            .map(|(n, a)| match a {
+                Ok(reply) => format!("{}: {}", n.id, reply.results.join("; ")),
+                Err(e) => format!("{}: failed: {e}", n.id),
+            })
+            .collect();
+        Ok(Response::new(RepairReply { results }))
+    }
+
+    async fn list_workers(&self, req: Request<ListWorkersRequest>) -> Result<Response<ListWorkersReply>, Status> {
+        let node = req.into_inner().node;
+        let nodes = self
+            .members
+            .list()
+            .into_iter()
+            .filter(|m| m.node.id.starts_with(&node))
+            .map(|m| NodeWorkers { node: m.node.id.clone(), role: m.node.role, healthy: m.healthy, workers: m.workers })
+            .collect();
+        Ok(Response::new(ListWorkersReply { nodes }))
+    }
+
+    async fn set_worker_variable(
+        &self,
+        req: Request<WorkerVariableRequest>,
+    ) -> Result<Response<WorkerVariablesReply>, Status> {
+        let r = req.into_inner();
+        let nodes = repair::data_nodes(&self.members, &self.layout, &r.node)?;
+        let answers =
+            repair::fan_out(&self.store, &nodes, r, |mut c, r| async move { c.set_worker_variable(r).await }).await;
+        let mut variables = Vec::new();
+        for (n, a) in answers {
+            match a {
+                Ok(reply) => variables
+                    .extend(reply.variables.into_iter().map(|v| WorkerVariable { node: n.id.to_string(), ..v })),
+                // A refused value is refused everywhere alike: say why once.
+                Err(hangar_common::Error::Rpc(s)) if s.code() == tonic::Code::InvalidArgument => {
+                    return Err(Status::invalid_argument(s.message()));
+                }
+                Err(e) => variables.push(WorkerVariable {
+                    node: n.id.to_string(),
+                    name: "error".into(),
+                    value: e.to_string(),
+                }),
+            }
+        }
+        Ok(Response::new(WorkerVariablesReply { variables }))
+    }
+
+    async fn block_info(&self, req: Request<BlockInfoRequest>) -> Result<Response<BlockInfoReply>, Status> {
+        let info = repair::block_info(&self.store, &self.members, &self.layout, &req.get_ref().hash).await?;
+        Ok(Response::new(info))
+    }
+
+    async fn list_block_errors(&self, req: Request<BlockErrorsRequest>) -> Result<Response<BlockErrorsReply>, Status> {
+        let r = req.into_inner();
+        let nodes = repair::data_nodes(&self.members, &self.layout, &r.node)?;
+        let answers = repair::fan_out(&self.store, &nodes, r, |mut c, r| async move { c.block_errors(r).await }).await;
+        let mut errors = Vec::new();
+        for (n, a) in answers {
+            match a {
+                Ok(reply) => {
+                    errors.extend(reply.errors.into_iter().map(|e| BlockError { node: n.id.to_string(), ..e }))
+                }
+                Err(e) => errors.push(BlockError {
+                    node: n.id.to_string(),
+                    last_error: format!("cannot ask: {e}"),
+                    ..Default::default()
+                }),
+            }
+        }
+        Ok(Response::new(BlockErrorsReply { errors }))
+    }
+
+    async fn retry_blocks(&self, req: Request<RetryBlocksRequest>) -> Result<Response<RetryBlocksReply>, Status> {
+        let r = req.into_inner();
+        if !r.all && r.hashes.is_empty() {
+            return Err(Status::invalid_argument("name the blocks to retry, or --all"));
+        }
+        let nodes = repair::data_nodes(&self.members, &self.layout, &r.node)?;
+        let answers = repair::fan_out(&self.store, &nodes, r, |mut c, r| async move { c.retry_blocks(r).await }).await;
+        let mut queued = 0;
+        for (n, a) in answers {
+            match a {
+                Ok(reply) => queued += reply.queued,
+                Err(e) => tracing::warn!(node = %n.id, error = %e, "cannot retry blocks on a node"),
+            }
+        }
+        Ok(Response::new(RetryBlocksReply { queued }))
+    }
+
+    async fn remove_node(&self, req: Request<RemoveNodeRequest>) -> Result<Response<LayoutPlan>, Status> {
+        let r = req.into_inner();
+        let staged = self.layout.staged().map_err(control_status)?;
+        if !staged.roles.is_empty() || staged.replication_factor != 0 {
+            return Err(Status::failed_precondition(
+                "other layout changes are staged; apply or revert them first (hangar layout show)",
+            ));
+        }
+        let layout_ids: Vec<String> = self.layout.current().nodes.into_iter().map(|n| n.node_id).collect();
+        let matching: Vec<&String> = layout_ids.iter().filter(|id| id.starts_with(&r.node)).collect();
+        let id = match matching.as_slice() {
+            [one] if !r.node.is_empty() => (*one).clone(),
+            [] | [_] => {
+                return Err(Status::not_found(format!("no node of the layout has an id starting with `{}`", r.node)));
+            }
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "`{}` names more than one node; give more of the id",
+                    r.node
+                )));
+            }
+        };
+        if !r.force && self.members.list().iter().any(|m| m.node.id == id && m.healthy) {
+            return Err(Status::failed_precondition(format!(
+                "node {id} is still heartbeating: stop it first, or use `hangar layout remove` to move its data away while it runs (--force removes it anyway)"
+            )));
+        }
+        let version = self.layout.current().version + 1;
+        self.layout
+            .stage(StagedRole { node_id: id.clone(), remove: true, ..Default::default() }, &layout_ids)
+            .map_err(control_status)?;
+        let members = self.members.list();
+        let addr_of = |n: &str| members.iter().find(|m| m.node.id == n).map(|m| m.node.rpc_addr.clone());
+        if let Err(e) = self.layout.apply(version, addr_of) {
+            let _ = self.layout.revert();
+            return Err(control_status(e));
+        }
+        self.members.forget(&id);
+        tracing::warn!(node = %id, version, "node removed for good; its partitions are rebuilt from the survivors");
         Ok(Response::new(self.plan()?))
     }
 }

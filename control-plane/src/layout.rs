@@ -192,7 +192,7 @@ impl LayoutManager {
         self.store_and_send(h)
     }
 
-    fn staged(&self) -> Result<StagedRoles, ControlError> {
+    pub fn staged(&self) -> Result<StagedRoles, ControlError> {
         Ok(match self.state.get(STAGED_KEY)? {
             Some(v) => StagedRoles::decode(v.as_ref())?,
             None => StagedRoles::default(),

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod assign;
 pub mod layout;
 pub mod membership;
+pub mod repair;
 
 use std::sync::Arc;
 

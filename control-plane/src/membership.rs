@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hangar_common::ids::now_ms;
 use hangar_proto::control::membership_service_server::MembershipService;
-use hangar_proto::control::{HeartbeatReply, HeartbeatRequest, NodeInfo, WorkerStatus};
+use hangar_proto::control::{HeartbeatReply, HeartbeatRequest, IdentifyReply, IdentifyRequest, NodeInfo, WorkerStatus};
 use tonic::{Request, Response, Status};
 
 use crate::layout::LayoutManager;
@@ -33,6 +33,13 @@ impl Members {
         let Some(id) = hb.node.as_ref().map(|n| n.id.clone()) else { return };
         if let Ok(mut m) = self.seen.lock() {
             m.insert(id, (hb, now_ms()));
+        }
+    }
+
+    /// Forgets a member (a node removed for good).
+    pub fn forget(&self, id: &str) {
+        if let Ok(mut m) = self.seen.lock() {
+            m.remove(id);
         }
     }
 
@@ -66,6 +73,11 @@ impl MembershipService for MembershipRpc {
         let hb = req.into_inner();
         Ok(Response::new(receive(&self.members, &self.layout, hb)?))
     }
+
+    async fn identify(&self, req: Request<IdentifyRequest>) -> Result<Response<IdentifyReply>, Status> {
+        let addr = req.into_inner().rpc_addr;
+        Ok(Response::new(identify(&self.members, &self.layout, &addr)))
+    }
 }
 
 /// Takes a heartbeat in: the member list, and for a data node its address and progress in
@@ -85,4 +97,19 @@ pub fn receive(members: &Members, layout: &LayoutManager, hb: HeartbeatRequest) 
     }
     members.heard_from(hb);
     Ok(HeartbeatReply { layout_version: layout.current().version })
+}
+
+/// The id a data node starting with empty directories at `addr` should take back: a node of
+/// the current layout at that address that is not heartbeating. Two live nodes cannot share
+/// an address, so a silent node's address answering again is that node, with its disks lost.
+/// While that node still counts as healthy (it stopped moments ago), the asker waits.
+pub fn identify(members: &Members, layout: &LayoutManager, addr: &str) -> IdentifyReply {
+    let Some(found) = layout.current().nodes.into_iter().find(|n| !addr.is_empty() && n.rpc_addr == addr) else {
+        return IdentifyReply::default();
+    };
+    if members.list().iter().any(|m| m.node.id == found.node_id && m.healthy) {
+        return IdentifyReply { node_id: String::new(), wait: true };
+    }
+    tracing::warn!(node = %found.node_id, addr, "a node with empty directories took back the id at its address");
+    IdentifyReply { node_id: found.node_id, wait: false }
 }

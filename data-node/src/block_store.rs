@@ -142,6 +142,10 @@ impl BlockStore {
             metrics().block_corruptions.inc();
             tracing::error!(block = %hash, "block content does not match its hash; moving it aside");
             let _ = tokio::fs::rename(&path, self.dir.join("corrupt").join(hash.to_hex())).await;
+            // A good copy is fetched from another replica.
+            if let Err(e) = self.meta.queue_resync(hash) {
+                tracing::warn!(block = %hash, error = %e, "cannot queue a corrupt block for resync");
+            }
             return Err(DataError::Corrupt(*hash));
         }
         metrics().block_bytes_read.inc_by(data.len() as u64);
@@ -203,6 +207,50 @@ impl BlockStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Up to `n` block files after `after` (from the first when None), in hash order.
+    pub fn files_after(&self, after: Option<&BlockHash>, n: usize) -> Vec<BlockHash> {
+        let after_hex = after.map(|h| h.to_hex()).unwrap_or_default();
+        let sorted_dirs = |d: &Path| -> Vec<(String, PathBuf)> {
+            let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(d)
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|e| e.file_name().to_str().map(|s| (s.to_string(), e.path())))
+                        .filter(|(s, _)| s.len() == 2 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        let mut out = Vec::new();
+        for (d1, p1) in sorted_dirs(&self.dir) {
+            if !after_hex.is_empty() && d1.as_str() < &after_hex[0..2] {
+                continue;
+            }
+            for (d2, p2) in sorted_dirs(&p1) {
+                if !after_hex.is_empty() && format!("{d1}{d2}").as_str() < &after_hex[0..4] {
+                    continue;
+                }
+                let mut files: Vec<String> = std::fs::read_dir(&p2)
+                    .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                files.sort();
+                for f in files {
+                    if f.as_str() <= after_hex.as_str() {
+                        continue;
+                    }
+                    if let Some(h) = hex::decode(&f).ok().and_then(|b| BlockHash::from_slice(&b)) {
+                        out.push(h);
+                        if out.len() == n {
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The block files whose hash starts with byte `p` (one partition).

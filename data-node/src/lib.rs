@@ -2,16 +2,18 @@
 //! serves both over gRPC (BlockService, MetadataService), enforces the layout it knows on
 //! every write, and runs the background workers that release, collect, move and drop data.
 
+pub mod admin;
 pub mod block_store;
 pub mod disk;
 pub mod error;
 pub mod gate;
+pub mod merkle;
 pub mod meta_store;
 pub mod service;
 pub mod work;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hangar_common::cluster::Cluster;
@@ -19,6 +21,7 @@ use hangar_common::config::Config;
 use hangar_common::rpc::{MAX_MESSAGE, RequireHeader, require_secret};
 use hangar_common::worker::Workers;
 use hangar_proto::block::block_service_server::BlockServiceServer;
+use hangar_proto::control::node_admin_service_server::NodeAdminServiceServer;
 use hangar_proto::control::{HeartbeatRequest, NodeInfo};
 use hangar_proto::metadata::metadata_service_server::MetadataServiceServer;
 use tokio::sync::Notify;
@@ -40,10 +43,17 @@ pub struct DataNode {
     synced: Arc<AtomicU64>,
     /// Asks for a heartbeat at once (an ack or a sync to report).
     pub nudge: Arc<Notify>,
+    /// Rebuilding after lost directories: reads refused until a full anti-entropy round.
+    pub rebuilding: Arc<AtomicBool>,
+    /// `hangar repair tables` asks the anti-entropy worker for a round.
+    force_tables: Arc<AtomicBool>,
+    pub vars: work::vars::Vars,
+    node_state: sled::Tree,
 }
 
 pub type BlockServer = InterceptedService<BlockServiceServer<service::BlockRpc>, RequireHeader>;
 pub type MetadataServer = InterceptedService<MetadataServiceServer<service::MetadataRpc>, RequireHeader>;
+pub type NodeAdminServer = InterceptedService<NodeAdminServiceServer<admin::NodeAdminRpc>, RequireHeader>;
 
 impl DataNode {
     /// Opens (creating on first use) the block directory and the metadata database.
@@ -59,7 +69,24 @@ impl DataNode {
             cfg.free_space_reserve,
         ));
         let synced = work::sync::synced_version(&meta.db.open_tree("sync_state")?);
+        let node_state = meta.db.open_tree("node_state")?;
+        let rebuilding = node_state.contains_key(work::anti_entropy::REBUILDING)?;
+        // A data directory that is new while the database is not was lost or replaced:
+        // every block the references name is looked for.
+        let marker = cfg.data_dir.join(".hangar-data");
+        if !marker.exists() {
+            if !meta.tree(hangar_proto::metadata::Table::BlockRef as i32)?.is_empty() {
+                tracing::warn!(dir = %cfg.data_dir.display(), "the data directory is new: checking every block");
+                work::block_scan::request(&meta.db.open_tree("repair_state")?)
+                    .map_err(|e| DataError::Config(e.to_string()))?;
+            }
+            std::fs::write(&marker, b"hangar data directory\n")?;
+        }
         Ok(Self {
+            vars: work::vars::Vars::open(&meta.db, cfg)?,
+            rebuilding: Arc::new(AtomicBool::new(rebuilding)),
+            force_tables: Default::default(),
+            node_state,
             blocks,
             meta,
             gate: Default::default(),
@@ -71,6 +98,28 @@ impl DataNode {
             synced: Arc::new(AtomicU64::new(synced)),
             nudge: Default::default(),
         })
+    }
+
+    /// Marks this node as rebuilding (it took back the id of a node whose directories
+    /// were lost): it refuses reads until anti-entropy has pulled from every peer.
+    pub fn mark_rebuilding(&self) -> Result<(), DataError> {
+        self.node_state.insert(work::anti_entropy::REBUILDING, &[])?;
+        self.node_state.flush()?;
+        self.rebuilding.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The repair and worker commands (cluster secret).
+    pub fn admin_service(&self) -> Result<NodeAdminServer, DataError> {
+        let svc = NodeAdminServiceServer::new(admin::NodeAdminRpc {
+            meta: self.meta.clone(),
+            vars: self.vars.clone(),
+            workers: self.workers.clone(),
+            force_tables: self.force_tables.clone(),
+            repair_state: self.meta.db.open_tree("repair_state")?,
+            scrub_state: self.meta.db.open_tree("scrub_state")?,
+        });
+        Ok(InterceptedService::new(svc, require_secret(&self.secret)))
     }
 
     /// The gRPC services, each refusing calls without the cluster secret.
@@ -87,6 +136,7 @@ impl DataNode {
             store: self.meta.clone(),
             gate: self.gate.clone(),
             disk: self.disk.clone(),
+            rebuilding: self.rebuilding.clone(),
         })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -149,7 +199,42 @@ impl DataNode {
             cursor: Vec::new(),
             released: 0,
         });
-        w.spawn(work::janitor::Janitor { ctx: ctx.clone(), cursor: Vec::new(), finished: 0 });
+        w.spawn(work::janitor::Janitor {
+            ctx: ctx.clone(),
+            cursor: Vec::new(),
+            finished: 0,
+            max_age: (self.cfg.multipart_max_age_secs > 0)
+                .then(|| Duration::from_secs(self.cfg.multipart_max_age_secs)),
+            aborted: 0,
+        });
+        w.spawn(work::anti_entropy::AntiEntropy::new(
+            ctx.clone(),
+            (self.cfg.anti_entropy_interval_secs > 0).then(|| Duration::from_secs(self.cfg.anti_entropy_interval_secs)),
+            self.force_tables.clone(),
+            self.rebuilding.clone(),
+            self.node_state.clone(),
+        ));
+        w.spawn(work::tombstones::TombstoneGc {
+            ctx: ctx.clone(),
+            delay: Duration::from_secs(self.cfg.tombstone_gc_delay_secs),
+            table: 0,
+            cursor: Vec::new(),
+            collected: 0,
+        });
+        w.spawn(work::resync::Resync { ctx: ctx.clone(), vars: self.vars.clone(), fetched: 0, failing: 0 });
+        w.spawn(work::block_scan::BlockScan {
+            ctx: ctx.clone(),
+            state: self.meta.db.open_tree("repair_state")?,
+            missing: 0,
+            unreferenced: 0,
+            report: String::new(),
+        });
+        w.spawn(work::scrub::Scrub {
+            ctx: ctx.clone(),
+            vars: self.vars.clone(),
+            state: self.meta.db.open_tree("scrub_state")?,
+            scheduled: !self.cfg.disable_scrub,
+        });
         w.spawn(work::sync::Sync {
             ctx: ctx.clone(),
             tranquility: self.cfg.sync_tranquility,
@@ -207,11 +292,6 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
         hangar_common::tls::configure(cfg.rpc_tls.as_ref()).map_err(|e| DataError::Config(e.to_string()))?;
     std::fs::create_dir_all(&cfg.metadata_dir)?;
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let node_id = load_or_create_secret(&cfg.metadata_dir.join("node_id"), || {
-        hangar_common::ids::random_string(16, b"0123456789abcdef")
-    })
-    .map_err(|e| DataError::Config(e.to_string()))?;
-    let node = Arc::new(DataNode::open(&cfg)?);
     let listener = tokio::net::TcpListener::bind(cfg.rpc_bind_addr)
         .await
         .map_err(|e| DataError::Config(format!("rpc_bind_addr: cannot listen on {}: {e}", cfg.rpc_bind_addr)))?;
@@ -219,6 +299,24 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
         cfg.rpc_public_addr = Some(listener.local_addr()?.to_string());
     }
     let secret = cfg.rpc_secret.clone().unwrap_or_default();
+    let id_file = cfg.metadata_dir.join("node_id");
+    // A node starting without its id may be one whose directories were lost: the control
+    // plane knows whether a node of the layout at this address has gone silent.
+    let taken_back = if id_file.exists() {
+        None
+    } else {
+        hangar_common::follower::identify(&cfg.bootstrap_peers, &secret, &cfg.public_rpc_addr()).await
+    };
+    if let Some(id) = &taken_back {
+        hangar_common::config::write_private(&id_file, id).map_err(|e| DataError::Config(e.to_string()))?;
+        tracing::warn!(node = %id, "took back the id of the node that had this address; rebuilding its data");
+    }
+    let node_id = load_or_create_secret(&id_file, || hangar_common::ids::random_string(16, b"0123456789abcdef"))
+        .map_err(|e| DataError::Config(e.to_string()))?;
+    let node = Arc::new(DataNode::open(&cfg)?);
+    if taken_back.is_some() {
+        node.mark_rebuilding()?;
+    }
 
     let layout_file = cfg.metadata_dir.join("layout.pb");
     let initial =
@@ -251,7 +349,7 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     tracing::info!(node = %node_id, rpc = %cfg.public_rpc_addr(), "data node ready");
 
     let (block_svc, meta_svc) = node.services();
-    let router = rpc_server.add_service(block_svc).add_service(meta_svc);
+    let router = rpc_server.add_service(block_svc).add_service(meta_svc).add_service(node.admin_service()?);
     let served = hangar_common::rpc::serve_until(router, listener, shutdown).await;
     heartbeat.abort();
     admin.stop().await;

@@ -6,6 +6,9 @@
 //! acknowledged: an object value that lost puts its data versions on the release queue; a
 //! block whose last live reference went puts the block on the deletion queue with its
 //! deadline (and one that got a reference back leaves it).
+//!
+//! Every change of an entry also updates the Merkle index (`merkle`) in the same sled
+//! transaction, so anti-entropy compares trees that always describe the tables.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,8 +19,11 @@ use hangar_common::ids::now_ms;
 use hangar_model::schema::{Effect, TABLES, merge, merge_entries, partition_of};
 use hangar_proto::metadata::{AcceptorState, Ballot, Entry, Table};
 use prost::Message;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::DataError;
+use crate::merkle::{self, Merkle};
 
 pub struct MetaStore {
     pub db: sled::Db,
@@ -29,6 +35,10 @@ pub struct MetaStore {
     /// file may go (if no replica has a reference either).
     pub unreferenced: sled::Tree,
     gc_delay: Duration,
+    /// Blocks this node should hold and does not (block resync queue):
+    /// hash -> `ResyncItem` (next try, errors, last error).
+    pub resync: sled::Tree,
+    pub merkle: Merkle,
     /// Wakes the workers when work was queued.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -45,6 +55,8 @@ impl MetaStore {
             trees.insert(*t as i32, db.open_tree(t.as_str_name())?);
         }
         Ok(Self {
+            merkle: Merkle::open(&db)?,
+            resync: db.open_tree("block_resync_queue")?,
             release_queue: db.open_tree("release_queue")?,
             unreferenced: db.open_tree("block_unreferenced")?,
             db,
@@ -79,31 +91,75 @@ impl MetaStore {
             }
             return Ok(());
         }
-        let tree = self.tree(table)?;
         let mut effects = Vec::new();
         for e in entries {
-            let mut fx = Vec::new();
-            let mut decode_err = None;
-            tree.fetch_and_update(&e.key, |old| {
-                fx.clear();
-                let local = match old.map(Entry::decode) {
-                    None => None,
-                    Some(Ok(l)) => Some(l),
-                    Some(Err(err)) => {
-                        decode_err = Some(err);
-                        return old.map(|o| o.to_vec());
-                    }
-                };
+            let mut fx = self.update(t, &e.key, |local| {
                 let m = merge(t, local.as_ref(), &e);
-                fx = m.effects;
-                if m.changed { Some(m.entry.encode_to_vec()) } else { old.map(|o| o.to_vec()) }
+                // A value that loses has effects too (its data is released).
+                Ok((m.changed.then_some(m.entry), m.effects))
             })?;
-            if let Some(err) = decode_err {
-                return Err(err.into());
-            }
             effects.append(&mut fx);
         }
         self.apply(effects)
+    }
+
+    /// Reads the local entry of `key` in `table`; `decide` returns its replacement (None:
+    /// leave it) and a result. The entry and its Merkle index change in one transaction.
+    fn update<R>(
+        &self,
+        t: Table,
+        key: &[u8],
+        decide: impl Fn(Option<Entry>) -> Result<(Option<Entry>, R), DataError>,
+    ) -> Result<R, DataError> {
+        let tree = self.tree(t as i32)?;
+        let r = (tree, &self.merkle.index, &self.merkle.todo).transaction(|(tree, index, todo)| {
+            let local = match tree.get(key)? {
+                None => None,
+                Some(v) => Some(Entry::decode(v.as_ref()).map_err(|e| ConflictableTransactionError::Abort(e.into()))?),
+            };
+            let (new, r) = decide(local).map_err(ConflictableTransactionError::Abort)?;
+            if let Some(n) = new {
+                let bytes = n.encode_to_vec();
+                tree.insert(key, bytes.as_slice())?;
+                merkle::note(index, todo, t, key, Some(&bytes))?;
+            }
+            Ok(r)
+        });
+        r.map_err(tx_err)
+    }
+
+    /// Removes `key` of `table` if its local entry is still exactly `expected`; true when it
+    /// was removed. (Not flushed.)
+    pub fn remove_if(&self, t: Table, key: &[u8], expected: &Entry) -> Result<bool, DataError> {
+        let tree = self.tree(t as i32)?;
+        let want = expected.encode_to_vec();
+        let r = (tree, &self.merkle.index, &self.merkle.todo).transaction(|(tree, index, todo)| {
+            if tree.get(key)?.as_deref() != Some(want.as_slice()) {
+                return Ok(false);
+            }
+            tree.remove(key)?;
+            merkle::note(index, todo, t, key, None)?;
+            Ok(true)
+        });
+        r.map_err(tx_err)
+    }
+
+    /// Removes every entry of partition `p` of every table (the node no longer holds it).
+    pub fn drop_partition(&self, p: u8) -> Result<usize, DataError> {
+        let mut n = 0;
+        for &t in TABLES {
+            for key in self.merkle.partition_keys(t, p)? {
+                let tree = self.tree(t as i32)?;
+                let r = (tree, &self.merkle.index, &self.merkle.todo).transaction(|(tree, index, todo)| {
+                    tree.remove(key.as_slice())?;
+                    merkle::note(index, todo, t, &key, None)?;
+                    Ok(())
+                });
+                r.map_err(tx_err)?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     fn apply(&self, effects: Vec<Effect>) -> Result<(), DataError> {
@@ -120,10 +176,7 @@ impl MetaStore {
                 }
                 Effect::BlockRefs(hash) => {
                     if self.live_refs(&hash)? == 0 {
-                        if self.unreferenced.get(hash.0)?.is_none() {
-                            let deadline = now_ms() + self.gc_delay.as_millis() as u64;
-                            self.unreferenced.insert(hash.0, &deadline.to_be_bytes())?;
-                        }
+                        self.queue_unreferenced(&hash)?;
                     } else {
                         self.unreferenced.remove(hash.0)?;
                     }
@@ -133,6 +186,23 @@ impl MetaStore {
         if woke {
             self.wake.notify_waiters();
         }
+        Ok(())
+    }
+
+    /// Queues a block for resync (kept as it is when queued already).
+    pub fn queue_resync(&self, hash: &BlockHash) -> Result<(), DataError> {
+        let item = ResyncItem::default().encode();
+        if self.resync.compare_and_swap(hash.0, None::<&[u8]>, Some(item))?.is_ok() {
+            self.wake.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Puts a block without live references here on the deletion queue, to go after the
+    /// deletion delay (kept as it is when queued already).
+    pub fn queue_unreferenced(&self, hash: &BlockHash) -> Result<(), DataError> {
+        let deadline = now_ms() + self.gc_delay.as_millis() as u64;
+        let _ = self.unreferenced.compare_and_swap(hash.0, None::<&[u8]>, Some(&deadline.to_be_bytes()[..]))?;
         Ok(())
     }
 
@@ -206,6 +276,28 @@ impl MetaStore {
         Ok((out, false))
     }
 
+    /// Entries of `t`'s partition `p` in the leaves set in `leaves` (empty: all), in (leaf,
+    /// key) order from `start`, at most `limit`; and where the next page starts.
+    pub fn leaf_entries(
+        &self,
+        t: Table,
+        p: u8,
+        leaves: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<(Vec<Entry>, Option<Vec<u8>>), DataError> {
+        let (keys, next) = self.merkle.keys(t, p, leaves, start, limit)?;
+        let tree = self.tree(t as i32)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            // Removed since the index was read: nothing to send.
+            if let Some(v) = tree.get(&k)? {
+                out.push(Entry::decode(v.as_ref())?);
+            }
+        }
+        Ok((out, next))
+    }
+
     // ---- CASPaxos acceptor -------------------------------------------------------------------
 
     fn update_register<R>(
@@ -213,19 +305,12 @@ impl MetaStore {
         key: &[u8],
         f: impl Fn(&mut AcceptorState) -> R,
     ) -> Result<(R, AcceptorState), DataError> {
-        let tree = self.tree(Table::Register as i32)?;
-        let mut out = None;
-        tree.fetch_and_update(key, |old| {
-            let mut state = old
-                .and_then(|o| Entry::decode(o).ok())
-                .and_then(|e| AcceptorState::decode(e.value.as_ref()).ok())
-                .unwrap_or_default();
+        self.update(Table::Register, key, |old| {
+            let mut state = old.and_then(|e| AcceptorState::decode(e.value.as_ref()).ok()).unwrap_or_default();
             let r = f(&mut state);
             let entry = Entry { key: key.to_vec().into(), value: state.encode_to_vec().into(), ..Default::default() };
-            out = Some((r, state));
-            Some(entry.encode_to_vec())
-        })?;
-        out.ok_or_else(|| DataError::Invalid("register update did not run".into()))
+            Ok((Some(entry), (r, state)))
+        })
     }
 
     /// Phase 1: promises `b` if it is above every ballot promised so far. A missing ballot
@@ -272,15 +357,51 @@ impl MetaStore {
     }
 
     fn merge_register(&self, incoming: &Entry) -> Result<(), DataError> {
-        let tree = self.tree(Table::Register as i32)?;
-        tree.fetch_and_update(&incoming.key, |old| {
-            let merged = match old.and_then(|o| Entry::decode(o).ok()) {
+        self.update(Table::Register, &incoming.key, |old| {
+            let merged = match old {
                 Some(local) => merge_entries(Table::Register, &local, incoming),
                 None => incoming.clone(),
             };
-            Some(merged.encode_to_vec())
-        })?;
-        Ok(())
+            Ok((Some(merged), ()))
+        })
+    }
+}
+
+/// A block waiting in the resync queue.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResyncItem {
+    /// Not before (ms since the epoch).
+    pub next_try_ms: u64,
+    pub errors: u32,
+    pub last_try_ms: u64,
+    pub last_error: String,
+}
+
+impl ResyncItem {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(20 + self.last_error.len());
+        v.extend_from_slice(&self.next_try_ms.to_be_bytes());
+        v.extend_from_slice(&self.errors.to_be_bytes());
+        v.extend_from_slice(&self.last_try_ms.to_be_bytes());
+        v.extend_from_slice(self.last_error.as_bytes());
+        v
+    }
+
+    pub fn decode(v: &[u8]) -> Self {
+        let u64_at = |i: usize| v.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0);
+        Self {
+            next_try_ms: u64_at(0),
+            errors: v.get(8..12).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).unwrap_or(0),
+            last_try_ms: u64_at(12),
+            last_error: v.get(20..).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default(),
+        }
+    }
+}
+
+fn tx_err(e: TransactionError<DataError>) -> DataError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
     }
 }
 
@@ -368,5 +489,65 @@ mod tests {
         let (promised, state) = s.prepare(b"r", None).await.unwrap();
         assert!(!promised);
         assert_eq!(state.promised, b(6));
+    }
+
+    #[tokio::test]
+    async fn merkle_trees_agree_exactly_when_the_tables_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = MetaStore::open(&dir.path().join("a"), Duration::ZERO).unwrap();
+        let b = MetaStore::open(&dir.path().join("b"), Duration::ZERO).unwrap();
+        let t = Table::Bucket as i32;
+        let writes: Vec<Entry> = (0u32..300)
+            .map(|i| e(&i.to_be_bytes(), format!("v{i}").as_bytes(), u64::from(i) + 1, i % 7 == 0))
+            .collect();
+        a.insert(t, writes.clone()).await.unwrap();
+        b.insert(t, writes.iter().rev().cloned().collect()).await.unwrap();
+        let roots = |s: &MetaStore| s.merkle.roots(&[]).unwrap();
+        assert!(!roots(&a).is_empty());
+        assert_eq!(roots(&a), roots(&b), "same entries, any order: same trees");
+        assert_eq!(roots(&a).iter().map(|r| r.entries).sum::<u64>(), 300);
+
+        // One newer value on b: exactly one root and one of its leaves differ.
+        let key = 42u32.to_be_bytes();
+        b.insert(t, vec![e(&key, b"newer", 1000, false)]).await.unwrap();
+        let (ra, rb) = (roots(&a), roots(&b));
+        let differ: Vec<_> = ra.iter().zip(&rb).filter(|(x, y)| x != y).collect();
+        assert_eq!(differ.len(), 1);
+        let p = partition_of(Table::Bucket, &key) as u8;
+        assert_eq!(differ[0].0.partition, p as u32);
+        let (la, lb) = (a.merkle.leaves(Table::Bucket, p).unwrap(), b.merkle.leaves(Table::Bucket, p).unwrap());
+        let leaf = crate::merkle::leaf_of(&key) as u32;
+        for (x, y) in la.iter().zip(&lb) {
+            assert_eq!(x.leaf, y.leaf);
+            assert_eq!(x.hash == y.hash, x.leaf != leaf, "only the changed key's leaf differs");
+        }
+        // That leaf's entries, merged into a, make the trees equal again.
+        let mut bits = vec![0u8; 32];
+        bits[leaf as usize / 8] |= 1 << (leaf % 8);
+        let (entries, next) = b.leaf_entries(Table::Bucket, p, &bits, &[], 1000).unwrap();
+        assert!(next.is_none());
+        assert!(entries.iter().any(|x| x.key[..] == key));
+        a.insert(t, entries).await.unwrap();
+        assert_eq!(roots(&a), roots(&b));
+
+        // A removal changes the tree; removing what changed meanwhile does nothing.
+        let gone = e(&7u32.to_be_bytes(), b"v7", 8, true);
+        assert!(!a.remove_if(Table::Bucket, &gone.key, &e(&7u32.to_be_bytes(), b"", 1, true)).unwrap());
+        assert!(a.remove_if(Table::Bucket, &gone.key, &gone).unwrap());
+        assert_ne!(roots(&a), roots(&b));
+        assert!(b.remove_if(Table::Bucket, &gone.key, &gone).unwrap());
+        assert_eq!(roots(&a), roots(&b));
+
+        // A database from before the trees had them built at open, the same.
+        drop(a);
+        let db = sled::open(dir.path().join("a")).unwrap();
+        db.open_tree("merkle_meta").unwrap().clear().unwrap();
+        for name in ["merkle_index", "merkle_leaves", "merkle_roots"] {
+            db.open_tree(name).unwrap().clear().unwrap();
+        }
+        db.flush().unwrap();
+        drop(db);
+        let a = MetaStore::open(&dir.path().join("a"), Duration::ZERO).unwrap();
+        assert_eq!(roots(&a), roots(&b));
     }
 }

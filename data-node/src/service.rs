@@ -36,6 +36,30 @@ pub struct MetadataRpc {
     pub store: Arc<MetaStore>,
     pub gate: Arc<WriteGate>,
     pub disk: Arc<DiskGuard>,
+    /// Set while the node rebuilds after its directories were lost: it takes writes and
+    /// answers anti-entropy, but refuses reads and register rounds, whose answers would be
+    /// missing what it lost (the other replicas serve them).
+    pub rebuilding: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl MetadataRpc {
+    fn check_rebuilt(&self) -> Result<(), Status> {
+        if self.rebuilding.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Status::unavailable("this data node is rebuilding its data from the other replicas"));
+        }
+        Ok(())
+    }
+}
+
+fn table_arg(t: i32) -> Result<Table, Status> {
+    Table::try_from(t)
+        .ok()
+        .filter(|t| *t != Table::Unspecified)
+        .ok_or_else(|| Status::invalid_argument("unknown table"))
+}
+
+fn partition_arg(p: u32) -> Result<u8, Status> {
+    u8::try_from(p).map_err(|_| Status::invalid_argument("partition must be below 256"))
 }
 
 fn hash_arg(b: &[u8]) -> Result<BlockHash, Status> {
@@ -123,6 +147,7 @@ impl MetadataService for MetadataRpc {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
         metrics().rpc("Get");
         self.gate.check_read(layout_version_of(&req))?;
+        self.check_rebuilt()?;
         let r = req.get_ref();
         Ok(Response::new(GetReply { entry: self.store.get(r.table, &r.key)? }))
     }
@@ -130,6 +155,7 @@ impl MetadataService for MetadataRpc {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeReply>, Status> {
         metrics().rpc("Range");
         self.gate.check_read(layout_version_of(&req))?;
+        self.check_rebuilt()?;
         let r = req.get_ref();
         let limit = if r.limit == 0 { 1000 } else { (r.limit as usize).min(MAX_RANGE) };
         let (entries, more) = self.store.range(r.table, &r.start, &r.end, limit, r.include_tombstones)?;
@@ -139,6 +165,7 @@ impl MetadataService for MetadataRpc {
     async fn sync_range(&self, req: Request<SyncRangeRequest>) -> Result<Response<RangeReply>, Status> {
         metrics().rpc("SyncRange");
         self.gate.check_read(layout_version_of(&req))?;
+        self.check_rebuilt()?;
         let r = req.get_ref();
         let limit = if r.limit == 0 { 1000 } else { (r.limit as usize).min(MAX_RANGE) };
         let (entries, more) = self.store.sync_range(r.table, &r.partitions, &r.start, limit)?;
@@ -147,6 +174,7 @@ impl MetadataService for MetadataRpc {
 
     async fn prepare(&self, req: Request<PrepareRequest>) -> Result<Response<PrepareReply>, Status> {
         metrics().rpc("Prepare");
+        self.check_rebuilt()?;
         let reporting = req.get_ref().ballot.is_none_or(|b| b.round == 0 && b.proposer == 0);
         let _admitted = if reporting {
             self.gate.check_read(layout_version_of(&req))?;
@@ -169,11 +197,49 @@ impl MetadataService for MetadataRpc {
 
     async fn accept(&self, req: Request<AcceptRequest>) -> Result<Response<AcceptReply>, Status> {
         metrics().rpc("Accept");
+        self.check_rebuilt()?;
         let _admitted = self.gate.enter(layout_version_of(&req))?;
         self.disk.check_metadata().map_err(|e| storage(&self.disk, e))?;
         let r = req.into_inner();
         let (accepted, state) =
             self.store.accept(&r.key, r.ballot, &r.value).await.map_err(|e| storage(&self.disk, e))?;
         Ok(Response::new(AcceptReply { accepted, promised_ballot: state.promised }))
+    }
+
+    async fn merkle_roots(&self, req: Request<MerkleRootsRequest>) -> Result<Response<MerkleRootsReply>, Status> {
+        metrics().rpc("MerkleRoots");
+        self.gate.check_read(layout_version_of(&req))?;
+        let roots = self.store.merkle.roots(&req.get_ref().partitions)?;
+        Ok(Response::new(MerkleRootsReply { roots }))
+    }
+
+    async fn merkle_leaves(&self, req: Request<MerkleLeavesRequest>) -> Result<Response<MerkleLeavesReply>, Status> {
+        metrics().rpc("MerkleLeaves");
+        self.gate.check_read(layout_version_of(&req))?;
+        let r = req.get_ref();
+        let leaves = self.store.merkle.leaves(table_arg(r.table)?, partition_arg(r.partition)?)?;
+        Ok(Response::new(MerkleLeavesReply { leaves }))
+    }
+
+    async fn leaf_entries(&self, req: Request<LeafEntriesRequest>) -> Result<Response<LeafEntriesReply>, Status> {
+        metrics().rpc("LeafEntries");
+        self.gate.check_read(layout_version_of(&req))?;
+        let r = req.get_ref();
+        let limit = if r.limit == 0 { 1000 } else { (r.limit as usize).min(MAX_RANGE) };
+        let (entries, next) =
+            self.store.leaf_entries(table_arg(r.table)?, partition_arg(r.partition)?, &r.leaves, &r.start, limit)?;
+        Ok(Response::new(LeafEntriesReply { entries, next: next.unwrap_or_default().into() }))
+    }
+
+    async fn drop_tombstones(&self, req: Request<InsertRequest>) -> Result<Response<InsertReply>, Status> {
+        metrics().rpc("DropTombstones");
+        let _admitted = self.gate.enter(layout_version_of(&req))?;
+        let r = req.into_inner();
+        let t = table_arg(r.table)?;
+        for e in r.entries.iter().filter(|e| e.tombstone) {
+            self.store.remove_if(t, &e.key, e)?;
+        }
+        crate::error::flush(&self.store.db).await?;
+        Ok(Response::new(InsertReply {}))
     }
 }

@@ -1,7 +1,8 @@
 //! The upload janitor: finishes multipart uploads whose register was decided (Complete or
 //! Abort won) but whose entry is still there because the frontend that decided went away
 //! before finishing: writes the object a Complete decided, releases the parts it does not
-//! use, removes the records. Open uploads are left alone.
+//! use, removes the records. Open uploads are left alone, unless they are older than
+//! `multipart_max_age_secs`: those are aborted, which releases their parts' blocks.
 
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ pub struct Janitor {
     pub ctx: Ctx,
     pub cursor: Vec<u8>,
     pub finished: u64,
+    /// Open uploads older than this are aborted (None: never).
+    pub max_age: Option<Duration>,
+    pub aborted: u64,
 }
 
 impl Worker for Janitor {
@@ -34,21 +38,29 @@ impl Worker for Janitor {
         let view = self.ctx.cluster.view();
         for _ in 0..SCAN {
             let Some((k, e)) = self.ctx.next_local(Table::MultipartUpload, &mut self.cursor)? else {
-                return Ok(Step::Idle(Duration::from_secs(60)));
+                let rest = self.max_age.map_or(SETTLE / 2, |m| m.clamp(Duration::from_secs(1), SETTLE / 2));
+                return Ok(Step::Idle(rest));
             };
             if e.tombstone {
                 continue;
             }
             let upload = MultipartUpload::decode(e.value.as_ref())?;
             let age = Duration::from_millis(now_ms().saturating_sub(upload.initiated_ms));
-            let wait = if self.ctx.leads(&view, key_partition(&k)) { SETTLE } else { 2 * SETTLE };
-            if age < wait {
+            let leads = self.ctx.leads(&view, key_partition(&k));
+            let decided_due = age >= if leads { SETTLE } else { 2 * SETTLE };
+            // Only the leader at first; the others one settling period later.
+            let expired = self.max_age.is_some_and(|max| age >= if leads { max } else { max + SETTLE });
+            if !decided_due && !expired {
                 continue;
             }
             if let Some((bucket_id, key, upload_id)) = parse_upload_key(&k) {
-                if self.ctx.store.finish_if_decided(&bucket_id, &key, &upload_id).await? {
+                if decided_due && self.ctx.store.finish_if_decided(&bucket_id, &key, &upload_id).await? {
                     self.finished += 1;
                     tracing::info!(upload = %hex::encode(&upload_id), "finished a decided upload left half done");
+                } else if expired {
+                    self.ctx.store.abort_upload(&bucket_id, &key, &upload_id).await?;
+                    self.aborted += 1;
+                    tracing::info!(upload = %hex::encode(&upload_id), "aborted an upload older than multipart_max_age_secs");
                 }
                 return Ok(Step::Busy);
             }
@@ -57,6 +69,6 @@ impl Worker for Janitor {
     }
 
     fn progress(&self) -> (String, u64) {
-        (format!("{} uploads finished", self.finished), 0)
+        (format!("{} uploads finished, {} expired uploads aborted", self.finished, self.aborted), 0)
     }
 }

@@ -10,14 +10,26 @@
 //! - `sync`: copies the partitions this node gains in a new layout version from their
 //!   previous holders (metadata, then blocks), then reports the version synced;
 //! - `offload`: deletes what this node holds of partitions it lost, once no live layout
-//!   version gives them to it any more.
+//!   version gives them to it any more;
+//! - `anti_entropy`: compares Merkle trees with every other replica of this node's
+//!   partitions and pulls the entries that differ;
+//! - `tombstone_gc`: removes tombstones once every replica holds them;
+//! - `block_resync`: fetches the blocks this node should hold and lacks;
+//! - `block_scan`: on demand, finds missing and unreferenced block files;
+//! - `scrub`: reads every block file, checks its hash, replaces corrupt ones.
 
+pub mod anti_entropy;
+pub mod block_scan;
 pub mod collect;
 pub mod gc;
 pub mod janitor;
 pub mod offload;
 pub mod release;
+pub mod resync;
+pub mod scrub;
 pub mod sync;
+pub mod tombstones;
+pub mod vars;
 
 use std::sync::Arc;
 
@@ -66,9 +78,7 @@ impl Ctx {
         key: &[u8],
         e: &hangar_proto::metadata::Entry,
     ) -> Result<(), hangar_common::Error> {
-        use prost::Message;
-        let tree = self.meta.tree(table as i32).map_err(|e| hangar_common::Error::Config(e.to_string()))?;
-        let _ = tree.compare_and_swap(key, Some(e.encode_to_vec()), None::<Vec<u8>>).map_err(release::sled_err)?;
+        self.meta.remove_if(table, key, e).map_err(|e| hangar_common::Error::Config(e.to_string()))?;
         Ok(())
     }
 
@@ -77,6 +87,32 @@ impl Ctx {
     /// so a dead leader delays the chores, never skips them.
     pub fn leads(&self, view: &View, p: usize) -> bool {
         view.read_set(p).ok().and_then(|s| s.first().map(|n| n.id == self.node_id)).unwrap_or(false)
+    }
+
+    /// Copies block `hash` from the first of `sources` that has it, checking its hash.
+    /// Ok(false) when every source answered that it has none; Err lists the failures.
+    pub async fn copy_block(
+        &self,
+        version: u64,
+        hash: &hangar_common::hash::BlockHash,
+        sources: &[hangar_common::cluster::NodeRef],
+    ) -> Result<bool, String> {
+        let mut failures = Vec::new();
+        for n in sources.iter().filter(|n| n.id != self.node_id) {
+            match self.store.blocks.get_from(n, version, &hash.0).await {
+                Ok(data) => {
+                    return self
+                        .blocks
+                        .store_copy(hash, &data)
+                        .await
+                        .map(|_| true)
+                        .map_err(|e| format!("storing it: {e}"));
+                }
+                Err(e) if e.code() == Some(tonic::Code::NotFound) => {}
+                Err(e) => failures.push(format!("{}: {e}", n.id)),
+            }
+        }
+        if failures.is_empty() { Ok(false) } else { Err(failures.join("; ")) }
     }
 
     /// Whether this node holds partition `p` in some live version.

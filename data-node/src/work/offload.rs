@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use hangar_common::ids::now_ms;
 use hangar_common::worker::{Step, Worker};
-use hangar_model::schema::{TABLES, partition_of};
+use hangar_model::schema::partition_of;
 use hangar_proto::metadata::Table;
 
 use super::Ctx;
@@ -127,17 +127,7 @@ impl Offload {
 
     async fn drop_partition(&mut self, p: usize) -> Result<(), hangar_common::Error> {
         let err = |e: crate::DataError| hangar_common::Error::Config(e.to_string());
-        for &t in TABLES {
-            let tree = self.ctx.meta.tree(t as i32).map_err(err)?;
-            let mut batch = sled::Batch::default();
-            for k in tree.iter().keys() {
-                let k = k.map_err(sled_err)?;
-                if partition_of(t, &k) == p {
-                    batch.remove(k);
-                }
-            }
-            tree.apply_batch(batch).map_err(sled_err)?;
-        }
+        self.ctx.meta.drop_partition(p as u8).map_err(err)?;
         // Block references and files of the block partition p.
         for hash in self.ctx.blocks.files_of_partition(p as u8) {
             self.ctx.blocks.offload(&hash).await.map_err(err)?;

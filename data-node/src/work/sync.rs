@@ -204,29 +204,17 @@ impl Sync {
 
     /// Copies one block from the first previous holder that has it. When every holder
     /// answered that it has none (the block was lost, or written after they left), the
-    /// references stay and read repair restores the file; any other failure fails the step,
-    /// which is retried: the version is not reported synced with a block missing.
+    /// references stay and the block resync keeps looking for it; any other failure fails
+    /// the step, which is retried: the version is not reported synced with a block missing.
     async fn fetch(&self, v: u64, hash: &BlockHash, sources: &[NodeRef]) -> Result<(), hangar_common::Error> {
-        let mut failures = Vec::new();
-        for n in sources {
-            match self.ctx.store.blocks.get_from(n, v, &hash.0).await {
-                Ok(data) => {
-                    return self
-                        .ctx
-                        .blocks
-                        .store_copy(hash, &data)
-                        .await
-                        .map_err(|e| hangar_common::Error::Config(format!("storing a copied block: {e}")));
-                }
-                Err(e) if e.code() == Some(tonic::Code::NotFound) => {}
-                Err(e) => failures.push(format!("{}: {e}", n.id)),
+        match self.ctx.copy_block(v, hash, sources).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::warn!(block = %hash, "no previous holder has a referenced block");
+                self.ctx.meta.queue_resync(hash).map_err(|e| hangar_common::Error::Config(e.to_string()))
             }
+            Err(e) => Err(hangar_common::Error::Unavailable(format!("cannot copy block {hash}: {e}"))),
         }
-        if failures.is_empty() {
-            tracing::warn!(block = %hash, "no previous holder has a referenced block");
-            return Ok(());
-        }
-        Err(hangar_common::Error::Unavailable(format!("cannot copy block {hash}: {}", failures.join("; "))))
     }
 }
 

@@ -50,6 +50,10 @@ struct Args {
     /// Key prefix for the objects.
     #[arg(long, default_value = "hangar-load/")]
     prefix: String,
+    /// Give every object different content (its number in the first bytes), so no block
+    /// is shared between objects; otherwise all carry the same bytes and are stored once.
+    #[arg(long)]
+    unique: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -140,6 +144,20 @@ impl Ctx {
         format!("{}obj-{i:08}", self.args.prefix)
     }
 
+    /// The body of single PUT number `i`.
+    async fn body_of(&self, i: usize, size: u64) -> Result<ByteStream, String> {
+        match &self.payload {
+            Payload::Memory(b) if self.args.unique => {
+                let mut v = b.to_vec();
+                for (d, s) in v.iter_mut().zip((i as u64).to_le_bytes()) {
+                    *d ^= s;
+                }
+                Ok(ByteStream::from(v))
+            }
+            _ => self.payload.body(0, size).await,
+        }
+    }
+
     async fn put(&self, i: usize) -> Result<u64, String> {
         let size = self.args.size;
         let key = self.key(i);
@@ -149,7 +167,7 @@ impl Ctx {
                 .bucket(&self.args.bucket)
                 .key(&key)
                 .content_length(size as i64)
-                .body(self.payload.body(0, size).await?)
+                .body(self.body_of(i, size).await?)
                 .send()
                 .await
                 .map_err(failed(format_args!("put {key}")))?;
@@ -318,6 +336,10 @@ async fn main() -> ExitCode {
     let region = env("AWS_DEFAULT_REGION").unwrap_or_else(|_| "us-east-1".to_string());
     if args.multipart_part_size == Some(0) {
         eprintln!("hangar-load: --multipart-part-size must be positive");
+        return ExitCode::from(2);
+    }
+    if args.unique && (args.multipart_part_size.is_some() || args.size > IN_MEMORY_LIMIT) {
+        eprintln!("hangar-load: --unique works with single PUTs of at most 8 MiB");
         return ExitCode::from(2);
     }
     let s3 = Client::from_conf(util::s3_config(&args.endpoint, &region, creds).build());
