@@ -236,6 +236,10 @@ pub async fn block(c: &Admin, cmd: BlockCommand) -> CliResult {
                 })
                 .collect();
             table(&["NODE", "BLOCK", "ERRORS", "LAST TRY", "NEXT TRY", "LAST ERROR"], &rows);
+            let listed = r.errors.iter().filter(|e| !e.hash.is_empty()).count() as u64;
+            if r.total > listed {
+                println!("... and {} more failing blocks", r.total - listed);
+            }
         }
         BlockCommand::RetryNow { all, hashes } => {
             if !all && hashes.is_empty() {
@@ -246,7 +250,7 @@ pub async fn block(c: &Admin, cmd: BlockCommand) -> CliResult {
                 .await
                 .map_err(|e| c.err(e))?
                 .into_inner();
-            println!("{} block fetches queued to run now", r.queued);
+            println!("{} block fetches queued to run now (on the nodes that needed them)", r.queued);
         }
     }
     Ok(())

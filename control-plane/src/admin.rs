@@ -388,10 +388,11 @@ impl AdminService for AdminRpc {
         let r = req.into_inner();
         let nodes = repair::data_nodes(&self.members, &self.layout, &r.node)?;
         let answers = repair::fan_out(&self.store, &nodes, r, |mut c, r| async move { c.block_errors(r).await }).await;
-        let mut errors = Vec::new();
+        let (mut errors, mut total) = (Vec::new(), 0);
         for (n, a) in answers {
             match a {
                 Ok(reply) => {
+                    total += reply.total;
                     errors.extend(reply.errors.into_iter().map(|e| BlockError { node: n.id.to_string(), ..e }))
                 }
                 Err(e) => errors.push(BlockError {
@@ -401,7 +402,7 @@ impl AdminService for AdminRpc {
                 }),
             }
         }
-        Ok(Response::new(BlockErrorsReply { errors }))
+        Ok(Response::new(BlockErrorsReply { errors, total }))
     }
 
     async fn retry_blocks(&self, req: Request<RetryBlocksRequest>) -> Result<Response<RetryBlocksReply>, Status> {
@@ -412,11 +413,18 @@ impl AdminService for AdminRpc {
         let nodes = repair::data_nodes(&self.members, &self.layout, &r.node)?;
         let answers = repair::fan_out(&self.store, &nodes, r, |mut c, r| async move { c.retry_blocks(r).await }).await;
         let mut queued = 0;
+        let mut failed = Vec::new();
         for (n, a) in answers {
             match a {
                 Ok(reply) => queued += reply.queued,
-                Err(e) => tracing::warn!(node = %n.id, error = %e, "cannot retry blocks on a node"),
+                Err(e) => failed.push(format!("{}: {e}", n.id)),
             }
+        }
+        if !failed.is_empty() {
+            return Err(Status::unavailable(format!(
+                "{queued} block fetches queued; these nodes could not be asked: {}",
+                failed.join("; ")
+            )));
         }
         Ok(Response::new(RetryBlocksReply { queued }))
     }

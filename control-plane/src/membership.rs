@@ -23,9 +23,17 @@ pub struct Member {
     pub workers: Vec<WorkerStatus>,
 }
 
-#[derive(Default)]
 pub struct Members {
     seen: Mutex<BTreeMap<String, (HeartbeatRequest, u64)>>,
+    /// When this control plane started: before FAILURE_AFTER has passed, a node it has not
+    /// heard from may be alive all the same.
+    started: std::time::Instant,
+}
+
+impl Default for Members {
+    fn default() -> Self {
+        Self { seen: Default::default(), started: std::time::Instant::now() }
+    }
 }
 
 impl Members {
@@ -107,7 +115,8 @@ pub fn identify(members: &Members, layout: &LayoutManager, addr: &str) -> Identi
     let Some(found) = layout.current().nodes.into_iter().find(|n| !addr.is_empty() && n.rpc_addr == addr) else {
         return IdentifyReply::default();
     };
-    if members.list().iter().any(|m| m.node.id == found.node_id && m.healthy) {
+    let silent_long_enough = members.started.elapsed() >= FAILURE_AFTER;
+    if !silent_long_enough || members.list().iter().any(|m| m.node.id == found.node_id && m.healthy) {
         return IdentifyReply { node_id: String::new(), wait: true };
     }
     tracing::warn!(node = %found.node_id, addr, "a node with empty directories took back the id at its address");

@@ -110,7 +110,12 @@ pub async fn block_info(
             Ok(v) => (v.first().copied().unwrap_or(false), String::new()),
             Err(e) => (false, e.to_string()),
         };
-        holders.push(BlockHolder { replica: replicas.contains(&n), node: n.id.to_string(), present, error });
+        holders.push(BlockHolder {
+            replica: replicas.iter().any(|r| r.id == n.id),
+            node: n.id.to_string(),
+            present,
+            error,
+        });
     }
     Ok(BlockInfoReply { hash: hash.to_hex(), partition: p as u32, uses, holders })
 }

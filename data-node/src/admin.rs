@@ -25,6 +25,9 @@ pub struct NodeAdminRpc {
     pub scrub_state: sled::Tree,
 }
 
+/// Failing blocks listed per node, at most (the total is counted).
+const MAX_LISTED: usize = 1000;
+
 fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
@@ -80,10 +83,15 @@ impl NodeAdminService for NodeAdminRpc {
 
     async fn block_errors(&self, _req: Request<BlockErrorsRequest>) -> Result<Response<BlockErrorsReply>, Status> {
         let mut errors = Vec::new();
+        let mut total = 0;
         for item in self.meta.resync.iter() {
             let (k, v) = item.map_err(internal)?;
             let it = ResyncItem::decode(&v);
             if it.errors > 0 {
+                total += 1;
+                if errors.len() == MAX_LISTED {
+                    continue;
+                }
                 errors.push(BlockError {
                     node: String::new(),
                     hash: k.to_vec().into(),
@@ -94,7 +102,7 @@ impl NodeAdminService for NodeAdminRpc {
                 });
             }
         }
-        Ok(Response::new(BlockErrorsReply { errors }))
+        Ok(Response::new(BlockErrorsReply { errors, total }))
     }
 
     async fn retry_blocks(&self, req: Request<RetryBlocksRequest>) -> Result<Response<RetryBlocksReply>, Status> {
@@ -123,10 +131,13 @@ impl NodeAdminService for NodeAdminRpc {
                     old.map(|v| ResyncItem { next_try_ms: 0, ..ResyncItem::decode(v) }.encode())
                 })
                 .map_err(internal)?;
-            if retried.is_none() {
+            if retried.is_some() {
+                queued += 1;
+            } else if self.meta.live_refs(&hash).map_err(internal)? > 0 {
+                // Referenced here but not queued: it is looked for again.
                 self.meta.queue_resync(&hash).map_err(internal)?;
+                queued += 1;
             }
-            queued += 1;
         }
         self.workers.wake();
         Ok(Response::new(RetryBlocksReply { queued }))

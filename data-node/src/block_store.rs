@@ -139,17 +139,23 @@ impl BlockStore {
             Err(e) => return Err(e.into()),
         };
         if BlockHash::of(&data) != *hash {
-            metrics().block_corruptions.inc();
             tracing::error!(block = %hash, "block content does not match its hash; moving it aside");
-            let _ = tokio::fs::rename(&path, self.dir.join("corrupt").join(hash.to_hex())).await;
-            // A good copy is fetched from another replica.
-            if let Err(e) = self.meta.queue_resync(hash) {
-                tracing::warn!(block = %hash, error = %e, "cannot queue a corrupt block for resync");
-            }
+            self.quarantine(hash).await;
             return Err(DataError::Corrupt(*hash));
         }
         metrics().block_bytes_read.inc_by(data.len() as u64);
         Ok(data)
+    }
+
+    /// Moves a block file that cannot be trusted (its content does not match, or it cannot
+    /// be read) to `corrupt/`, and queues the block for resync: a good copy is fetched from
+    /// another replica.
+    pub async fn quarantine(&self, hash: &BlockHash) {
+        metrics().block_corruptions.inc();
+        let _ = tokio::fs::rename(self.path(hash), self.dir.join("corrupt").join(hash.to_hex())).await;
+        if let Err(e) = self.meta.queue_resync(hash) {
+            tracing::warn!(block = %hash, error = %e, "cannot queue a corrupt block for resync");
+        }
     }
 
     pub async fn has(&self, hash: &BlockHash) -> Result<bool, DataError> {

@@ -29,6 +29,9 @@ use tonic::service::interceptor::InterceptedService;
 
 pub use error::DataError;
 
+/// Kept in `node_state` once the data directory got its mark file.
+const DATA_DIR_MARKED: &[u8] = b"data_dir_marked";
+
 /// An open data node: its stores, its layout gate, its workers.
 pub struct DataNode {
     pub blocks: Arc<block_store::BlockStore>,
@@ -71,16 +74,19 @@ impl DataNode {
         let synced = work::sync::synced_version(&meta.db.open_tree("sync_state")?);
         let node_state = meta.db.open_tree("node_state")?;
         let rebuilding = node_state.contains_key(work::anti_entropy::REBUILDING)?;
-        // A data directory that is new while the database is not was lost or replaced:
-        // every block the references name is looked for.
+        // A data directory that is new while the database knows it had one was lost or
+        // replaced: every block the references name is looked for. (A database from before
+        // the mark existed only gets the mark.)
         let marker = cfg.data_dir.join(".hangar-data");
         if !marker.exists() {
-            if !meta.tree(hangar_proto::metadata::Table::BlockRef as i32)?.is_empty() {
+            if node_state.contains_key(DATA_DIR_MARKED)? {
                 tracing::warn!(dir = %cfg.data_dir.display(), "the data directory is new: checking every block");
                 work::block_scan::request(&meta.db.open_tree("repair_state")?)
                     .map_err(|e| DataError::Config(e.to_string()))?;
             }
             std::fs::write(&marker, b"hangar data directory\n")?;
+            node_state.insert(DATA_DIR_MARKED, &[])?;
+            node_state.flush()?;
         }
         Ok(Self {
             vars: work::vars::Vars::open(&meta.db, cfg)?,
@@ -216,12 +222,19 @@ impl DataNode {
         ));
         w.spawn(work::tombstones::TombstoneGc {
             ctx: ctx.clone(),
-            delay: Duration::from_secs(self.cfg.tombstone_gc_delay_secs),
+            // Never before writes older than the tombstone can have ended.
+            delay: Duration::from_secs(self.cfg.tombstone_gc_delay_secs.max(self.cfg.pending_write_grace_secs)),
             table: 0,
             cursor: Vec::new(),
             collected: 0,
         });
-        w.spawn(work::resync::Resync { ctx: ctx.clone(), vars: self.vars.clone(), fetched: 0, failing: 0 });
+        w.spawn(work::resync::Resync {
+            ctx: ctx.clone(),
+            vars: self.vars.clone(),
+            fetched: 0,
+            counts: (0, 0),
+            counted: None,
+        });
         w.spawn(work::block_scan::BlockScan {
             ctx: ctx.clone(),
             state: self.meta.db.open_tree("repair_state")?,
@@ -300,23 +313,28 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     }
     let secret = cfg.rpc_secret.clone().unwrap_or_default();
     let id_file = cfg.metadata_dir.join("node_id");
+    let had_id = id_file.exists();
+    let db_existed = cfg.metadata_dir.join("db").exists();
     // A node starting without its id may be one whose directories were lost: the control
     // plane knows whether a node of the layout at this address has gone silent.
-    let taken_back = if id_file.exists() {
+    let taken_back = if had_id {
         None
     } else {
         hangar_common::follower::identify(&cfg.bootstrap_peers, &secret, &cfg.public_rpc_addr()).await
     };
+    let node = Arc::new(DataNode::open(&cfg)?);
+    // Marked before the id is written: a crash in between asks the control plane again,
+    // and never leaves a node with the old id and lost data serving reads. A node that kept
+    // its id but lost its database rebuilds too (it forgot its CASPaxos promises).
+    if taken_back.is_some() || (had_id && !db_existed) {
+        node.mark_rebuilding()?;
+    }
     if let Some(id) = &taken_back {
         hangar_common::config::write_private(&id_file, id).map_err(|e| DataError::Config(e.to_string()))?;
         tracing::warn!(node = %id, "took back the id of the node that had this address; rebuilding its data");
     }
     let node_id = load_or_create_secret(&id_file, || hangar_common::ids::random_string(16, b"0123456789abcdef"))
         .map_err(|e| DataError::Config(e.to_string()))?;
-    let node = Arc::new(DataNode::open(&cfg)?);
-    if taken_back.is_some() {
-        node.mark_rebuilding()?;
-    }
 
     let layout_file = cfg.metadata_dir.join("layout.pb");
     let initial =

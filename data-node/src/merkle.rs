@@ -5,10 +5,13 @@
 //!   independent of the partition (the first byte of a hash). The index is written in the
 //!   same sled transaction as the entry itself, so it never disagrees with the table, even
 //!   after a crash.
-//! - The same transaction marks the leaf **dirty** (`merkle_todo`). `refresh` recomputes the
-//!   dirty leaves (blake2b over their keys and entry hashes, in key order) and then the
-//!   roots of their partitions (blake2b over the non-empty leaves), and persists both, so a
-//!   change costs one index write on the request path and a leaf's worth of hashing later.
+//! - The same transaction marks the leaf **dirty** (`merkle_todo`, `table ‖ partition ‖ leaf
+//!   → a fresh mark`). `refresh` recomputes the dirty leaves (blake2b over their keys and
+//!   entry hashes, in key order), marks their partitions' roots dirty (`table ‖ partition`),
+//!   then recomputes those roots (blake2b over the non-empty leaves). A mark goes only after
+//!   what it asks for is written, and only if it is still the same mark (a change made
+//!   meanwhile leaves a new one), so a crash at any point leaves the work listed. A change
+//!   costs one index write on the request path and a leaf's worth of hashing later.
 //!
 //! Two replicas whose roots for (table, partition) are equal hold the same entries there;
 //! when they differ, the leaves say which 1/256th of the partition to exchange.
@@ -68,7 +71,9 @@ pub fn note(
         Some(bytes) => index.insert(ik.as_slice(), &BlockHash::of(bytes).0[..])?,
         None => index.remove(ik.as_slice())?,
     };
-    todo.insert(&ik[..3], &[])?;
+    // A new mark each time, so that a refresh that read the leaf before this change does
+    // not take the mark away.
+    todo.insert(&ik[..3], &hangar_common::ids::random_id()[..])?;
     Ok(())
 }
 
@@ -113,7 +118,7 @@ impl Merkle {
                     let (k, v) = item?;
                     let ik = index_key(t, &k);
                     m.index.insert(&ik, &BlockHash::of(&v).0[..])?;
-                    m.todo.insert(&ik[..3], &[])?;
+                    m.todo.insert(&ik[..3], &[0u8][..])?;
                 }
             }
             meta.insert(b"built", &[])?;
@@ -122,20 +127,16 @@ impl Merkle {
         Ok(m)
     }
 
-    /// Leaves waiting to be rehashed.
-    pub fn dirty(&self) -> usize {
-        self.todo.len()
-    }
-
-    /// Rehashes every dirty leaf and the roots above them.
+    /// Rehashes the leaves dirty when it starts and the roots above them (changes made
+    /// meanwhile wait for the next refresh, so it always ends). Blocking: async callers run it
+    /// with `spawn_blocking`.
     pub fn refresh(&self) -> Result<(), DataError> {
         let _one = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
-        let mut parts = std::collections::BTreeSet::new();
-        while let Some((leaf, _)) = self.todo.pop_min()? {
-            // Taken off the list before it is read: a change made meanwhile lists it again.
+        let marks: Vec<(sled::IVec, sled::IVec)> = self.todo.iter().collect::<Result<_, _>>()?;
+        for (leaf, mark) in marks.iter().filter(|(k, _)| k.len() == 3) {
             let mut h = Hasher::default();
             let mut n = 0u64;
-            for item in self.index.scan_prefix(&leaf) {
+            for item in self.index.scan_prefix(leaf) {
                 let (k, v) = item?;
                 let key = &k[3..];
                 h.update(&(key.len() as u32).to_be_bytes());
@@ -143,9 +144,12 @@ impl Merkle {
                 h.update(&v);
                 n += 1;
             }
-            put_node(&self.leaves, &leaf, h, n)?;
-            parts.insert(leaf[..2].to_vec());
+            put_node(&self.leaves, leaf, h, n)?;
+            self.todo.insert(&leaf[..2], &[])?;
+            let _ = self.todo.compare_and_swap(leaf, Some(mark), None::<&[u8]>)?;
         }
+        let parts: Vec<sled::IVec> =
+            self.todo.iter().keys().filter(|k| k.as_ref().is_ok_and(|k| k.len() == 2)).collect::<Result<_, _>>()?;
         for p in parts {
             let mut h = Hasher::default();
             let mut n = 0u64;
@@ -157,6 +161,8 @@ impl Merkle {
                 n += count;
             }
             put_node(&self.roots, &p, h, n)?;
+            // Leaves change only in a refresh, and refreshes take turns.
+            self.todo.remove(&p)?;
         }
         Ok(())
     }

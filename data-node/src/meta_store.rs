@@ -12,12 +12,13 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hangar_common::hash::BlockHash;
 use hangar_common::ids::now_ms;
 use hangar_model::schema::{Effect, TABLES, merge, merge_entries, partition_of};
-use hangar_proto::metadata::{AcceptorState, Ballot, Entry, Table};
+use hangar_proto::metadata::{AcceptorState, Ballot, Entry, MerkleLeaf, MerkleRoot, Table};
 use prost::Message;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -274,6 +275,22 @@ impl MetaStore {
             out.push(Entry::decode(v.as_ref())?);
         }
         Ok((out, false))
+    }
+
+    /// `Merkle::roots` off the async threads (a refresh may hash many leaves).
+    pub async fn merkle_roots(self: &Arc<Self>, partitions: Vec<u8>) -> Result<Vec<MerkleRoot>, DataError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.merkle.roots(&partitions))
+            .await
+            .map_err(|e| DataError::Invalid(format!("merkle refresh: {e}")))?
+    }
+
+    /// `Merkle::leaves` off the async threads.
+    pub async fn merkle_leaves(self: &Arc<Self>, t: Table, p: u8) -> Result<Vec<MerkleLeaf>, DataError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.merkle.leaves(t, p))
+            .await
+            .map_err(|e| DataError::Invalid(format!("merkle refresh: {e}")))?
     }
 
     /// Entries of `t`'s partition `p` in the leaves set in `leaves` (empty: all), in (leaf,

@@ -209,7 +209,7 @@ impl MetadataService for MetadataRpc {
     async fn merkle_roots(&self, req: Request<MerkleRootsRequest>) -> Result<Response<MerkleRootsReply>, Status> {
         metrics().rpc("MerkleRoots");
         self.gate.check_read(layout_version_of(&req))?;
-        let roots = self.store.merkle.roots(&req.get_ref().partitions)?;
+        let roots = self.store.merkle_roots(req.into_inner().partitions.to_vec()).await?;
         Ok(Response::new(MerkleRootsReply { roots }))
     }
 
@@ -217,7 +217,7 @@ impl MetadataService for MetadataRpc {
         metrics().rpc("MerkleLeaves");
         self.gate.check_read(layout_version_of(&req))?;
         let r = req.get_ref();
-        let leaves = self.store.merkle.leaves(table_arg(r.table)?, partition_arg(r.partition)?)?;
+        let leaves = self.store.merkle_leaves(table_arg(r.table)?, partition_arg(r.partition)?).await?;
         Ok(Response::new(MerkleLeavesReply { leaves }))
     }
 

@@ -176,22 +176,32 @@ async fn one_data_node_down_everything_works_and_reads_repair_it_when_back() {
     // Metadata repair is sent with the same reads (before the blocks are fetched).
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // Now make the restarted node the only one that can hold those objects: kill node 1,
-    // and have node 2 lose its disk (same identity, empty metadata and blocks). A read
-    // quorum is then nodes 2 and 3, and only node 3 (the repaired one) has the data.
+    // Now make the restarted node the only one that holds those objects: nodes 1 and 2 lose
+    // their disks (same identities, empty metadata and blocks). Each knows it lost its
+    // database, refuses reads until it has rebuilt from the others, and node 3 — the one
+    // read repair filled — is the only one with anything to give.
     cluster.kill9_data(0);
     cluster.kill9_data(1);
-    std::fs::remove_dir_all(cluster.metadata_dir(1).join("db")).expect("wipe node 2's metadata");
-    std::fs::remove_dir_all(cluster.data_dir(1)).expect("wipe node 2's blocks");
+    for i in [0, 1] {
+        std::fs::remove_dir_all(cluster.metadata_dir(i).join("db")).expect("wipe a node's metadata");
+        std::fs::remove_dir_all(cluster.data_dir(i)).expect("wipe a node's blocks");
+    }
+    cluster.restart_data(0).await;
     cluster.restart_data(1).await;
-    assert!(cluster.block_names(1).is_empty());
+    // Until one of them has rebuilt, no read quorum is there (503); then reads work.
+    let probe = cluster.s3_client_no_retry(0);
+    cluster
+        .wait_for("a read quorum after the wiped nodes rebuilt", Duration::from_secs(60), || async {
+            probe.head_object().bucket(&bucket).key("before").send().await.is_ok()
+        })
+        .await;
     for (key, data) in &written {
-        assert_reads_back(&fe1, &bucket, key, data, "frontend 1 with only the repaired node holding data").await;
+        assert_reads_back(&fe1, &bucket, key, data, "frontend 1 after rebuilding from the repaired node").await;
     }
     assert_eq!(
         list_keys(&fe1, &bucket, "").await,
         ["before", "down/mid", "down/multipart", "down/small"],
-        "listing with only the repaired node holding data"
+        "listing after rebuilding from the repaired node"
     );
 }
 

@@ -79,17 +79,10 @@ impl AntiEntropy {
         rebuilding: Arc<AtomicBool>,
         state: sled::Tree,
     ) -> Self {
-        Self {
-            ctx,
-            interval,
-            force,
-            rebuilding,
-            state,
-            round: None,
-            next_at: if interval.is_some() { Instant::now() } else { far_future() },
-            report: String::new(),
-            pulled: 0,
-        }
+        // A node rebuilding starts at once, whatever the schedule.
+        let next_at =
+            if interval.is_some() || rebuilding.load(Ordering::SeqCst) { Instant::now() } else { far_future() };
+        Self { ctx, interval, force, rebuilding, state, round: None, next_at, report: String::new(), pulled: 0 }
     }
 
     fn start_round(&mut self) -> Result<(), hangar_common::Error> {
@@ -104,7 +97,6 @@ impl AntiEntropy {
                 shared.entry(n).or_default().push(p);
             }
         }
-        self.ctx.meta.merkle.refresh().map_err(|e| hangar_common::Error::Config(e.to_string()))?;
         let peers: VecDeque<_> = shared.into_iter().map(|(n, ps)| (n, bitmap(ps.into_iter()))).collect();
         self.round = Some(Round {
             version: view.version(),
@@ -134,8 +126,8 @@ impl AntiEntropy {
         let ours: BTreeMap<(i32, u32), Vec<u8>> = self
             .ctx
             .meta
-            .merkle
-            .roots(parts)
+            .merkle_roots(parts.to_vec())
+            .await
             .map_err(|e| hangar_common::Error::Config(e.to_string()))?
             .into_iter()
             .map(|r| ((r.table, r.partition), r.hash.to_vec()))
@@ -157,8 +149,15 @@ impl AntiEntropy {
         let req = MerkleLeavesRequest { table: t as i32, partition: p as u32 };
         let theirs =
             cluster.call(peer, Method::MerkleLeaves, v, req, |r| async move { c.merkle_leaves(r).await }).await?;
-        let ours: BTreeMap<u32, Vec<u8>> =
-            self.ctx.meta.merkle.leaves(t, p).map_err(err)?.into_iter().map(|l| (l.leaf, l.hash.to_vec())).collect();
+        let ours: BTreeMap<u32, Vec<u8>> = self
+            .ctx
+            .meta
+            .merkle_leaves(t, p)
+            .await
+            .map_err(err)?
+            .into_iter()
+            .map(|l| (l.leaf, l.hash.to_vec()))
+            .collect();
         let differing: Vec<usize> = theirs
             .leaves
             .iter()
@@ -225,7 +224,6 @@ impl AntiEntropy {
     }
 
     fn finish_round(&mut self, round: Round) -> Result<(), hangar_common::Error> {
-        self.next_at = self.interval.map_or_else(far_future, |i| Instant::now() + i);
         let took = round.started.elapsed();
         if round.complete && self.rebuilding.load(Ordering::SeqCst) {
             self.state.remove(REBUILDING).map_err(sled_err)?;
@@ -242,12 +240,15 @@ impl AntiEntropy {
             took.as_secs_f64(),
             self.pulled
         );
-        if let Some(i) = self.interval
-            && !round.complete
-        {
-            // An incomplete round is tried again soon, not a whole interval later.
-            self.next_at = Instant::now() + i.min(Duration::from_secs(30));
-        }
+        // An incomplete round is tried again soon, not a whole interval later; a node still
+        // rebuilding tries again even when rounds are otherwise only on command.
+        let retry = Duration::from_secs(30);
+        self.next_at = match (self.interval, round.complete) {
+            (Some(i), true) => Instant::now() + i,
+            (Some(i), false) => Instant::now() + i.min(retry),
+            (None, false) if self.rebuilding.load(Ordering::SeqCst) => Instant::now() + retry,
+            (None, _) => far_future(),
+        };
         Ok(())
     }
 }
@@ -272,6 +273,12 @@ impl Worker for AntiEntropy {
         if !round.pending.is_empty() {
             for _ in 0..PAIRS_PER_STEP {
                 let Some((peer, t, p)) = round.pending.pop_front() else { break };
+                // A partition given up meanwhile is left to the offload worker: pulling it
+                // back would keep entries nobody maintains any more.
+                let view = self.ctx.cluster.view();
+                if !view.holders(p as usize).iter().any(|n| n.id == peer.id) || !self.ctx.holds(&view, p as usize) {
+                    continue;
+                }
                 match self.exchange(round.version, &peer, t, p).await {
                     Ok(n) => {
                         round.pulled += n;

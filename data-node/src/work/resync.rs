@@ -25,8 +25,12 @@ pub struct Resync {
     pub ctx: Ctx,
     pub vars: Vars,
     pub fetched: u64,
-    pub failing: u64,
+    /// Queue length and failing blocks, counted at most every COUNT_EVERY (a full scan).
+    pub counts: (u64, u64),
+    pub counted: Option<Instant>,
 }
+
+const COUNT_EVERY: Duration = Duration::from_secs(10);
 
 enum Outcome {
     /// Fetched, present already, or no longer needed here: leaves the queue.
@@ -69,21 +73,30 @@ impl Worker for Resync {
         let now = now_ms();
         let want = self.vars.resync_worker_count();
         let mut due = Vec::new();
-        let mut failing = 0;
         let mut soonest = u64::MAX;
+        // The first due blocks in hash order; failing ones wait out their backoff.
         for item in self.ctx.meta.resync.iter() {
             let (k, v) = item.map_err(sled_err)?;
             let it = ResyncItem::decode(&v);
-            failing += u64::from(it.errors > 0);
-            if it.next_try_ms <= now && due.len() < want {
+            if it.next_try_ms <= now {
                 if let Some(h) = BlockHash::from_slice(&k) {
                     due.push((h, it));
+                }
+                if due.len() == want {
+                    break;
                 }
             } else {
                 soonest = soonest.min(it.next_try_ms);
             }
         }
-        self.failing = failing;
+        if self.counted.is_none_or(|t| t.elapsed() >= COUNT_EVERY) {
+            let (mut len, mut failing) = (0, 0);
+            for item in self.ctx.meta.resync.iter().values() {
+                len += 1;
+                failing += u64::from(ResyncItem::decode(&item.map_err(sled_err)?).errors > 0);
+            }
+            (self.counts, self.counted) = ((len, failing), Some(Instant::now()));
+        }
         if due.is_empty() {
             let wait = soonest.saturating_sub(now).clamp(200, 10_000);
             return Ok(Step::Idle(Duration::from_millis(wait)));
@@ -112,6 +125,6 @@ impl Worker for Resync {
     }
 
     fn progress(&self) -> (String, u64) {
-        (format!("{} blocks fetched, {} failing", self.fetched, self.failing), self.ctx.meta.resync.len() as u64)
+        (format!("{} blocks fetched, {} failing", self.fetched, self.counts.1), self.counts.0)
     }
 }

@@ -138,7 +138,14 @@ impl Worker for Scrub {
                 }
                 // Deleted meanwhile.
                 Err(DataError::BlockNotFound(_)) => {}
-                Err(e) => return Err(hangar_common::Error::Config(format!("scrub reading block {hash}: {e}"))),
+                // An unreadable file (a bad sector) is what the scrub is for: set aside and
+                // fetched again like a corrupt one.
+                Err(e) => {
+                    tracing::error!(block = %hash, error = %e, "cannot read a block file; moving it aside");
+                    self.ctx.blocks.quarantine(hash).await;
+                    checked += 1;
+                    corrupt += 1;
+                }
             }
         }
         self.add(CHECKED, checked)?;

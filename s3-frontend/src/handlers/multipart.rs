@@ -259,7 +259,17 @@ pub async fn complete(
         return Err(s3_error!(MalformedXML, "the request must name at least one part"));
     }
     let stored = newest_parts(h.store.part_records(&upload_id).await.or_s3()?);
-    let (chosen, etag_str) = choose_parts(&listed, &stored)?;
+    let (chosen, etag_str) = match choose_parts(&listed, &stored) {
+        Ok(c) => c,
+        Err(e) => {
+            // A racing Abort (or Complete) decides the upload's register before it removes
+            // the part records: parts gone since the upload was read mean it is gone.
+            if h.store.upload_outcome(&upload_id).await.or_s3()?.is_some() {
+                return Err(no_such_upload());
+            }
+            return Err(e);
+        }
+    };
     let obj = Object {
         version_id: random_id().into(),
         size: chosen.iter().map(|p| p.size).sum(),
