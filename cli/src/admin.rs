@@ -121,29 +121,7 @@ pub enum LayoutCommand {
 
 /// Parses `1T`, `500G`, `2TiB`, `1000000` (decimal units, binary with `i`).
 pub fn parse_capacity(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size like 500G or 1T"))?;
-    let mult: f64 = match unit.to_ascii_lowercase().trim_end_matches('b') {
-        "" => 1.0,
-        "k" => 1e3,
-        "m" => 1e6,
-        "g" => 1e9,
-        "t" => 1e12,
-        "p" => 1e15,
-        "ki" => 1024f64,
-        "mi" => 1024f64.powi(2),
-        "gi" => 1024f64.powi(3),
-        "ti" => 1024f64.powi(4),
-        "pi" => 1024f64.powi(5),
-        _ => return Err(format!("`{unit}` is not a unit (use K, M, G, T, P or Ki, Mi, Gi, Ti, Pi)")),
-    };
-    let v = (n * mult).round();
-    if v < 1.0 {
-        return Err("the size must be above zero".into());
-    }
-    Ok(v as u64)
+    hangar_common::config::parse_size(s)
 }
 
 /// A quota: a size or a count, or `none` for no limit (0).
@@ -470,6 +448,7 @@ pub async fn status(c: &Admin) -> CliResult {
             dash(),
             dash(),
             "healthy".into(),
+            dash(),
             "now".into(),
         ]);
     }
@@ -489,7 +468,14 @@ pub async fn status(c: &Admin) -> CliResult {
             if data { n.partitions.to_string() } else { dash() },
             if n.tags.is_empty() { dash() } else { n.tags.join(",") },
             layout,
-            if n.healthy { "healthy" } else { "failed" }.into(),
+            match (n.healthy, n.discovery.as_str(), n.last_seen_ms) {
+                (true, _, _) => "healthy",
+                (false, "gone", _) => "gone",
+                (false, _, 0) => "not heard",
+                (false, _, _) => "failed",
+            }
+            .into(),
+            if n.discovery.is_empty() { dash() } else { n.discovery.clone() },
             if n.last_seen_ms > 0 { ms_to_date(n.last_seen_ms) } else { "never".into() },
         ]);
         if let Some(w) =
@@ -520,11 +506,13 @@ pub async fn status(c: &Admin) -> CliResult {
             "TAGS",
             "LAYOUT",
             "HEALTH",
+            "FOUND BY",
             "LAST SEEN",
         ],
         &rows,
     );
     println!("(LAYOUT: the newest layout version a data node enforces / the newest whose data it holds in full)");
+    println!("(FOUND BY: its heartbeats, or the discovery backend listing it; `gone`: no longer listed)");
     for p in problems {
         println!("{p}");
     }

@@ -78,6 +78,8 @@ enum Command {
     /// Nodes gone for good.
     #[command(subcommand)]
     Node(repair::NodeCommand),
+    /// Print the HangarNode CustomResourceDefinition (YAML) for `kubectl apply -f -`.
+    KubernetesCrd,
 }
 
 #[derive(clap::Args)]
@@ -184,6 +186,10 @@ fn main() -> std::process::ExitCode {
             Command::Worker(cmd) => repair::worker(&target()?, cmd).await,
             Command::Block(cmd) => repair::block(&target()?, cmd).await,
             Command::Node(cmd) => repair::node(&target()?, cmd).await,
+            Command::KubernetesCrd => {
+                print!("{}", hangar_discovery::kubernetes::crd_yaml());
+                Ok(())
+            }
         }
     });
     match result {

@@ -81,11 +81,6 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, BoxError> {
     TcpListener::bind(addr).await.map_err(|e| format!("cannot listen for {what} on {addr}: {e}").into())
 }
 
-/// Total size of the filesystem holding `dir`: the node's capacity in its layout.
-fn disk_capacity(dir: &Path) -> u64 {
-    hangar_common::disk::space(dir).map(|(total, _)| total).unwrap_or(0)
-}
-
 /// Makes sure the root key exists: the one the environment names, or the one made on the
 /// first start (its id kept in `root_key`, or found by its name when that file was lost),
 /// or a new one.
@@ -166,7 +161,7 @@ pub async fn run(
     control.layout.init_single_node(NodeAssignment {
         node_id: node_id.clone(),
         zone: "dc1".into(),
-        capacity: disk_capacity(&cfg.data_dir),
+        capacity: hangar_common::disk::capacity(&cfg.data_dir),
         tags: vec![],
         rpc_addr: rpc_local.to_string(),
     })?;
@@ -199,6 +194,7 @@ pub async fn run(
             hostname: host.clone(),
             rpc_addr: rpc_str.clone(),
             role: role as i32,
+            ..Default::default()
         };
         loop {
             let data = reporter.heartbeat(info("", NodeRole::Data));

@@ -1,8 +1,12 @@
-//! The admin HTTP endpoint: `/health` and `/metrics` (Prometheus text format).
+//! The admin HTTP endpoint: `/health`, `/ready`, `/live` and `/metrics` (Prometheus text
+//! format).
 //!
-//! `/health` answers 200 `ok`, or 503 with one line per problem a component reported (a
-//! data disk below its free-space reserve, ...): a readiness signal, and what an operator
-//! reads first. It is always open. `/metrics` is open too unless `[admin] metrics_token` is
+//! `/health` (and `/ready`, its name for readiness probes) answers 200 `ok` when the
+//! component can do its job, or 503 with one line per problem a component reported (a
+//! frontend without a layout or without a quorum of some partition, a data disk below its
+//! free-space reserve, ...): what an operator reads first. `/live` answers 200 whenever
+//! the process answers at all (a liveness probe must not restart a process that only
+//! waits for its peers). All three are always open. `/metrics` is open too unless `[admin] metrics_token` is
 //! set: then it answers 401 to requests without `Authorization: Bearer <token>`.
 
 use std::collections::BTreeMap;
@@ -90,10 +94,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn handle(req: Request<Incoming>, metrics_token: Option<Arc<str>>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, ctype, body) = match req.uri().path() {
-        "/health" => {
+        "/health" | "/ready" => {
             let (s, b) = health();
             (s, "text/plain", b)
         }
+        "/live" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/metrics" if metrics_token.as_deref().is_some_and(|t| !authorized(req.headers(), t)) => {
             let mut resp = Response::new(Full::new(Bytes::from_static(b"missing or wrong metrics token\n")));
             *resp.status_mut() = StatusCode::UNAUTHORIZED;

@@ -251,6 +251,14 @@ impl Cluster {
         Ok(block_client(self.channel(&node.addr)?, self.auth.clone()))
     }
 
+    /// The layout service of a data node (the history it follows): also a cheap ping.
+    pub fn layout(&self, node: &NodeRef) -> Result<crate::rpc::LayoutGrpc, crate::Error> {
+        Ok(hangar_proto::control::layout_service_client::LayoutServiceClient::with_interceptor(
+            self.channel(&node.addr)?,
+            self.auth.clone(),
+        ))
+    }
+
     /// The repair and worker commands of a data node (cluster secret).
     pub fn node_admin(&self, node: &NodeRef) -> Result<crate::rpc::NodeAdminGrpc, crate::Error> {
         Ok(hangar_proto::control::node_admin_service_client::NodeAdminServiceClient::with_interceptor(

@@ -99,9 +99,99 @@ pub struct Config {
     pub s3_api: S3ApiConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The zone this node announces through discovery (automatic layout places it there).
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Kubernetes discovery, the seed's flat form of `[kubernetes_discovery]`.
+    #[serde(default)]
+    pub kubernetes_namespace: Option<String>,
+    #[serde(default)]
+    pub kubernetes_service_name: Option<String>,
+    #[serde(default)]
+    pub kubernetes_skip_crd: Option<bool>,
+    /// Kubernetes discovery (Garage's form).
+    #[serde(default)]
+    pub kubernetes_discovery: Option<KubernetesDiscovery>,
+    /// Consul discovery (Garage's keys).
+    #[serde(default)]
+    pub consul_discovery: Option<ConsulDiscovery>,
+    /// Automatic layout changes (control plane).
+    #[serde(default)]
+    pub layout: LayoutConfig,
     /// TLS for gRPC between components; plain text when absent.
     #[serde(default)]
     pub rpc_tls: Option<RpcTlsConfig>,
+}
+
+/// Where nodes announce themselves as `HangarNode` custom resources.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesDiscovery {
+    pub namespace: String,
+    /// The value of the `hangar.dev/service` label on every resource of this cluster, so
+    /// several clusters can share a namespace.
+    pub service_name: String,
+    /// Do not apply the CustomResourceDefinition (the chart installs it); default true.
+    #[serde(default = "default_true")]
+    pub skip_crd: bool,
+}
+
+/// Which Consul HTTP API nodes register with.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsulApi {
+    /// The catalog (`/v1/catalog/register`): any Consul server, no local agent needed.
+    #[default]
+    Catalog,
+    /// The local agent (`/v1/agent/service/register`), which evaluates a TTL check.
+    Agent,
+}
+
+/// Where nodes register as services of a Consul catalog.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsulDiscovery {
+    #[serde(default)]
+    pub api: ConsulApi,
+    /// `http://host:8500` or `https://…`.
+    pub consul_http_addr: String,
+    pub service_name: String,
+    /// ACL token (`X-Consul-Token`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// PEM CA, client certificate and key for an https address.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_skip_verify: bool,
+    /// Tags and metadata added to every registration.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub meta: std::collections::BTreeMap<String, String>,
+}
+
+/// Automatic layout: data nodes that discovery finds get a role with no command.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutConfig {
+    #[serde(default)]
+    pub auto_assign: bool,
+    /// Zone of a node that announces none.
+    #[serde(default)]
+    pub default_zone: Option<String>,
+    /// Capacity given to new nodes (`500G`, `1T`); unset: the size a node announces for
+    /// its data disk.
+    #[serde(default)]
+    pub default_capacity: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -327,6 +417,14 @@ pub const ENV_KEYS: &[(&str, Option<&str>, &str)] = &[
     ("HANGAR_RESYNC_TRANQUILITY", None, "resync_tranquility"),
     ("HANGAR_RESYNC_WORKER_COUNT", None, "resync_worker_count"),
     ("HANGAR_DISABLE_SCRUB", None, "disable_scrub"),
+    ("HANGAR_ZONE", None, "zone"),
+    ("HANGAR_KUBERNETES_NAMESPACE", None, "kubernetes_namespace"),
+    ("HANGAR_KUBERNETES_SERVICE_NAME", None, "kubernetes_service_name"),
+    ("HANGAR_KUBERNETES_SKIP_CRD", None, "kubernetes_skip_crd"),
+    ("HANGAR_CONSUL_HTTP_ADDR", Some("consul_discovery"), "consul_http_addr"),
+    ("HANGAR_CONSUL_SERVICE_NAME", Some("consul_discovery"), "service_name"),
+    ("HANGAR_CONSUL_TOKEN", Some("consul_discovery"), "token"),
+    ("HANGAR_LAYOUT_AUTO_ASSIGN", Some("layout"), "auto_assign"),
     ("HANGAR_ROOT_ACCESS_KEY_ID", None, "root_access_key_id"),
     ("HANGAR_ROOT_SECRET_ACCESS_KEY", None, "root_secret_access_key"),
     ("HANGAR_S3_REGION", Some("s3_api"), "s3_region"),
@@ -405,12 +503,8 @@ const GARAGE_ONLY_KEYS: &[(Option<&str>, &str, &str)] = &[
 ];
 
 /// Garage sections Hangar does not have: (section, why or what to use instead).
-const GARAGE_ONLY_SECTIONS: &[(&str, &str)] = &[
-    ("consul_discovery", "nodes find the cluster through the control plane in bootstrap_peers"),
-    ("kubernetes_discovery", "nodes find the cluster through the control plane in bootstrap_peers"),
-    ("s3_web", "Hangar does not serve buckets as websites"),
-    ("k2v_api", "Hangar has no K2V API"),
-];
+const GARAGE_ONLY_SECTIONS: &[(&str, &str)] =
+    &[("s3_web", "Hangar does not serve buckets as websites"), ("k2v_api", "Hangar has no K2V API")];
 
 /// Garage settings whose meaning Hangar shares: accepted with the one value Hangar
 /// implements, and dropped once checked.
@@ -465,6 +559,9 @@ fn section_keys(section: Option<&str>) -> Option<&'static [&'static str]> {
         Some("s3_api") => Some(struct_fields::<S3ApiConfig>()),
         Some("admin") => Some(struct_fields::<AdminConfig>()),
         Some("rpc_tls") => Some(struct_fields::<RpcTlsConfig>()),
+        Some("kubernetes_discovery") => Some(struct_fields::<KubernetesDiscovery>()),
+        Some("consul_discovery") => Some(struct_fields::<ConsulDiscovery>()),
+        Some("layout") => Some(struct_fields::<LayoutConfig>()),
         Some(_) => None,
     }
 }
@@ -556,7 +653,7 @@ impl Config {
             let value = if *key == "bootstrap_peers" {
                 // A comma-separated list.
                 toml::Value::Array(value.split(',').map(|p| toml::Value::String(p.trim().to_string())).collect())
-            } else if *key == "require_client_cert" || *key == "disable_scrub" {
+            } else if ["require_client_cert", "disable_scrub", "kubernetes_skip_crd", "auto_assign"].contains(key) {
                 toml::Value::Boolean(
                     value
                         .parse()
@@ -649,6 +746,41 @@ impl Config {
         }
         if admin.metrics_token.as_deref() == Some("") {
             problems.push(format!("{}: must not be empty", name(Some("admin"), "metrics_token")));
+        }
+        let flat_k8s = self.kubernetes_namespace.is_some()
+            || self.kubernetes_service_name.is_some()
+            || self.kubernetes_skip_crd.is_some();
+        if flat_k8s && self.kubernetes_discovery.is_some() {
+            problems.push(format!(
+                "{} and [kubernetes_discovery] are two forms of one setting; give one of them",
+                name(None, "kubernetes_namespace")
+            ));
+        } else if flat_k8s && (self.kubernetes_namespace.is_none() || self.kubernetes_service_name.is_none()) {
+            problems.push(format!(
+                "{} and {} must be set together",
+                name(None, "kubernetes_namespace"),
+                name(None, "kubernetes_service_name")
+            ));
+        }
+        if self.kubernetes().is_some() && self.consul_discovery.is_some() {
+            problems.push("[consul_discovery] and Kubernetes discovery are both set; a cluster uses one".into());
+        }
+        if let Some(c) = &self.consul_discovery {
+            if !(c.consul_http_addr.starts_with("http://") || c.consul_http_addr.starts_with("https://")) {
+                problems.push(format!(
+                    "{}: `{}` must start with http:// or https://",
+                    name(Some("consul_discovery"), "consul_http_addr"),
+                    c.consul_http_addr
+                ));
+            }
+            if c.client_cert.is_some() != c.client_key.is_some() {
+                problems.push("[consul_discovery] client_cert and client_key must be set together".into());
+            }
+        }
+        if let Some(c) = &self.layout.default_capacity
+            && let Err(e) = parse_size(c)
+        {
+            problems.push(format!("{}: {e}", name(Some("layout"), "default_capacity")));
         }
         for peer in &self.bootstrap_peers {
             if let Some((id, addr)) = peer.split_once('@') {
@@ -801,7 +933,8 @@ impl Config {
                 "metadata_dir" => self.metadata_dir.as_os_str().is_empty(),
                 "data_dir" => self.data_dir.as_os_str().is_empty(),
                 "rpc_secret" => self.rpc_secret.as_deref().is_none_or(str::is_empty),
-                "bootstrap_peers" => self.bootstrap_peers.is_empty(),
+                // With a discovery backend, nodes find the control plane through it.
+                "bootstrap_peers" => self.bootstrap_peers.is_empty() && !self.discovery_configured(),
                 _ => false,
             };
             if missing {
@@ -811,10 +944,54 @@ impl Config {
         Ok(())
     }
 
+    /// Whether a discovery backend (Kubernetes or Consul) is configured.
+    pub fn discovery_configured(&self) -> bool {
+        self.kubernetes().is_some() || self.consul_discovery.is_some()
+    }
+
+    /// Kubernetes discovery from either form of its keys.
+    pub fn kubernetes(&self) -> Option<KubernetesDiscovery> {
+        if let Some(k) = &self.kubernetes_discovery {
+            return Some(k.clone());
+        }
+        Some(KubernetesDiscovery {
+            namespace: self.kubernetes_namespace.clone()?,
+            service_name: self.kubernetes_service_name.clone()?,
+            skip_crd: self.kubernetes_skip_crd.unwrap_or(true),
+        })
+    }
+
     /// The address this process announces for its rpc service.
     pub fn public_rpc_addr(&self) -> String {
         self.rpc_public_addr.clone().unwrap_or_else(|| self.rpc_bind_addr.to_string())
     }
+}
+
+/// A size such as `500G`, `1T`, `2TiB` or `1.5k`, in bytes (above zero).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size like 500G or 1T"))?;
+    let mult: f64 = match unit.to_ascii_lowercase().trim_end_matches('b') {
+        "" => 1.0,
+        "k" => 1e3,
+        "m" => 1e6,
+        "g" => 1e9,
+        "t" => 1e12,
+        "p" => 1e15,
+        "ki" => 1024f64,
+        "mi" => 1024f64.powi(2),
+        "gi" => 1024f64.powi(3),
+        "ti" => 1024f64.powi(4),
+        "pi" => 1024f64.powi(5),
+        _ => return Err(format!("`{unit}` is not a unit (use K, M, G, T, P or Ki, Mi, Gi, Ti, Pi)")),
+    };
+    let v = (n * mult).round();
+    if v < 1.0 {
+        return Err("the size must be above zero".into());
+    }
+    Ok(v as u64)
 }
 
 /// One line: where, which key (its section, its line quoted, the variable that set it),
@@ -1115,5 +1292,65 @@ mod tests {
         assert!(!e.contains("5f0c"), "{e}");
         let e = err(&format!("{BASE}[admin]\nmetrics_token = 123456\n"), vec![]);
         assert!(e.contains("[admin] `metrics_token = …`") && !e.contains("123456"), "{e}");
+    }
+
+    #[test]
+    fn discovery_takes_garages_keys_and_the_seeds_flat_ones() {
+        let flat = Config::from_toml_with_overrides(
+            &format!("{BASE}kubernetes_namespace = \"storage\"\nkubernetes_service_name = \"hangar\"\n"),
+            "t",
+            vec![],
+        )
+        .unwrap();
+        let section = Config::from_toml_with_overrides(
+            &format!("{BASE}[kubernetes_discovery]\nnamespace = \"storage\"\nservice_name = \"hangar\"\n"),
+            "t",
+            vec![],
+        )
+        .unwrap();
+        let want = KubernetesDiscovery { namespace: "storage".into(), service_name: "hangar".into(), skip_crd: true };
+        assert_eq!(flat.kubernetes(), Some(want.clone()));
+        assert_eq!(section.kubernetes(), Some(want));
+        assert!(flat.discovery_configured() && flat.require("data node", &["bootstrap_peers"]).is_ok());
+        // From the environment, as the chart sets them.
+        let env = Config::from_toml_with_overrides(
+            BASE,
+            "t",
+            vec![
+                ("HANGAR_KUBERNETES_NAMESPACE".into(), "ns".into()),
+                ("HANGAR_KUBERNETES_SERVICE_NAME".into(), "svc".into()),
+                ("HANGAR_KUBERNETES_SKIP_CRD".into(), "false".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(env.kubernetes().map(|k| k.skip_crd), Some(false));
+
+        let consul = Config::from_toml_with_overrides(
+            &format!(
+                "{BASE}[consul_discovery]\napi = \"agent\"\nconsul_http_addr = \"https://consul:8501\"\n\
+                 service_name = \"hangar\"\ntoken = \"t\"\ntls_skip_verify = true\ntags = [\"a\"]\n\
+                 meta = {{ k = \"v\" }}\n"
+            ),
+            "t",
+            vec![],
+        )
+        .unwrap();
+        let c = consul.consul_discovery.unwrap();
+        assert_eq!((c.api, c.meta["k"].as_str(), c.tags.len()), (ConsulApi::Agent, "v", 1));
+
+        for (text, want) in [
+            (
+                "kubernetes_namespace = \"a\"\nkubernetes_service_name = \"b\"\n[kubernetes_discovery]\nnamespace = \"a\"\nservice_name = \"b\"\n",
+                "two forms of one setting",
+            ),
+            ("kubernetes_namespace = \"a\"\n", "must be set together"),
+            ("[consul_discovery]\nconsul_http_addr = \"consul:8500\"\nservice_name = \"h\"\n", "http://"),
+            ("[consul_discovery]\nconsul_http_addr = \"http://c\"\nservice_name = \"h\"\napi = \"kv\"\n", "api"),
+            ("[layout]\nauto_assign = true\ndefault_capacity = \"lots\"\n", "default_capacity"),
+            ("[layout]\nauto_asign = true\n", "did you mean `auto_assign`"),
+        ] {
+            let e = err(&format!("{BASE}{text}"), vec![]);
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 }

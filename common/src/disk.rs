@@ -16,6 +16,12 @@ pub fn space(dir: &Path) -> std::io::Result<(u64, u64)> {
     Ok((st.f_blocks as u64 * unit, st.f_bavail as u64 * unit))
 }
 
+/// Total size of the filesystem holding `dir` (0 when it cannot be read): the capacity a
+/// data node offers.
+pub fn capacity(dir: &Path) -> u64 {
+    space(dir).map(|(total, _)| total).unwrap_or(0)
+}
+
 /// Human-readable bytes: `1.5 GiB`.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

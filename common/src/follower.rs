@@ -15,10 +15,37 @@ use crate::rpc::{layout_client, lazy_channel, membership_client};
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Follows the layout history the control plane at one of `peers` publishes, starting from
-/// `initial`. `on_update` sees every newer history (data nodes persist it there).
+/// Where a node finds the cluster: the control plane's addresses (heartbeats and
+/// identification go there) and data nodes' addresses, which serve the last layout they
+/// received when no control plane answers. Filled from `bootstrap_peers` or discovery.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Peers {
+    pub control: Vec<String>,
+    pub data: Vec<String>,
+}
+
+pub type PeerList = watch::Receiver<Arc<Peers>>;
+
+impl Peers {
+    /// A list that never changes: every address is tried as a control plane first and a
+    /// layout source after (`bootstrap_peers` may name data nodes too).
+    pub fn fixed(addrs: Vec<String>) -> PeerList {
+        watch::channel(Arc::new(Peers { control: addrs.clone(), data: addrs })).1
+    }
+
+    /// Where to ask for the layout, in order: control planes, then data nodes.
+    fn layout_sources(&self) -> Vec<String> {
+        let mut all = self.control.clone();
+        all.extend(self.data.iter().filter(|a| !self.control.contains(a)).cloned());
+        all
+    }
+}
+
+/// Follows the layout history the control plane at one of `peers` publishes (or, while
+/// none answers, a data node's copy), starting from `initial`. `on_update` sees every
+/// newer history (data nodes persist it there).
 pub fn follow_layout(
-    peers: Vec<String>,
+    peers: PeerList,
     secret: String,
     initial: LayoutHistory,
     on_update: impl Fn(&LayoutHistory) + Send + Sync + 'static,
@@ -27,11 +54,24 @@ pub fn follow_layout(
     tokio::spawn(async move {
         let mut attempt = 0usize;
         loop {
-            let peer = &peers[attempt % peers.len().max(1)];
-            attempt += 1;
-            match watch_once(peer, &secret, &tx, &on_update).await {
-                Ok(()) => tracing::info!(peer = %peer, "layout stream ended; reconnecting"),
-                Err(e) => tracing::debug!(peer = %peer, error = %e, "cannot follow the layout; retrying"),
+            let sources = peers.borrow().layout_sources();
+            // Each round starts with the control planes; a source that fails moves to the next.
+            let peer = match sources.get(attempt % sources.len().max(1)) {
+                Some(p) => p.clone(),
+                None => {
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    continue;
+                }
+            };
+            match watch_once(&peer, &secret, &tx, &on_update).await {
+                Ok(()) => {
+                    tracing::info!(peer = %peer, "layout stream ended; reconnecting");
+                    attempt = 0;
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %peer, error = %e, "cannot follow the layout; trying the next source");
+                    attempt += 1;
+                }
             }
             if tx.is_closed() {
                 return;
@@ -73,24 +113,29 @@ async fn watch_once(
 /// Sends the heartbeat `make` builds to the control plane every HEARTBEAT_EVERY, and at
 /// once whenever `nudge` is notified, for as long as the task runs.
 pub fn spawn_heartbeat(
-    peers: Vec<String>,
+    peers: PeerList,
     secret: String,
     make: impl Fn() -> HeartbeatRequest + Send + Sync + 'static,
     nudge: Arc<Notify>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        // One lazily connecting client per peer, kept across heartbeats.
-        let clients: Vec<_> =
-            peers.iter().map(|p| lazy_channel(p).and_then(|ch| membership_client(ch, &secret))).collect();
+        // One lazily connecting client per control plane, kept across heartbeats.
+        let mut clients: std::collections::HashMap<String, crate::rpc::MembershipGrpc> = Default::default();
         let mut attempt = 0usize;
         loop {
-            let i = attempt % peers.len().max(1);
-            let peer = peers.get(i).map(String::as_str).unwrap_or_default();
+            let control = peers.borrow().control.clone();
+            let peer = control.get(attempt % control.len().max(1)).cloned().unwrap_or_default();
             let sent = async {
-                let mut c = match clients.get(i) {
-                    Some(Ok(c)) => c.clone(),
-                    Some(Err(e)) => return Err(crate::Error::Config(e.to_string())),
-                    None => return Err(crate::Error::Config("no control plane address".into())),
+                if peer.is_empty() {
+                    return Err(crate::Error::Config("no control plane known yet".into()));
+                }
+                let mut c = match clients.get(&peer) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = membership_client(lazy_channel(&peer)?, &secret)?;
+                        clients.insert(peer.clone(), c.clone());
+                        c
+                    }
                 };
                 c.heartbeat(make()).await?;
                 Ok::<_, crate::Error>(())
@@ -118,10 +163,11 @@ const IDENTIFY_FOR: Duration = Duration::from_secs(20);
 /// Asks the control plane (any of `peers`) whether the layout has a silent node at
 /// `rpc_addr` whose id this node should take back. None: start as a new node (also when no
 /// control plane answered within IDENTIFY_FOR).
-pub async fn identify(peers: &[String], secret: &str, rpc_addr: &str) -> Option<String> {
+pub async fn identify(peers: &PeerList, secret: &str, rpc_addr: &str) -> Option<String> {
     let deadline = tokio::time::Instant::now() + IDENTIFY_FOR;
     loop {
-        for peer in peers {
+        let control = peers.borrow().control.clone();
+        for peer in &control {
             let asked = async {
                 let mut c = membership_client(lazy_channel(peer)?, secret)?;
                 let req = hangar_proto::control::IdentifyRequest { rpc_addr: rpc_addr.to_string() };

@@ -12,6 +12,7 @@ pub mod follower;
 pub mod hash;
 pub mod http_server;
 pub mod ids;
+pub mod layout_feed;
 pub mod quorum;
 pub mod rpc;
 pub mod telemetry;

@@ -17,7 +17,7 @@ fn read(path: &std::path::Path, key: &str) -> Result<Vec<u8>, Error> {
 /// Picks rustls' ring provider for the process. Needed because a workspace build can enable
 /// both ring and aws-lc-rs in rustls (the test tools pull in the latter), and rustls then
 /// refuses to choose by itself.
-fn init_crypto() {
+pub fn init_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

@@ -136,12 +136,16 @@ impl AdminService for AdminRpc {
                 acked_version,
                 synced_version,
                 workers: m.map(|m| m.workers.clone()).unwrap_or_default(),
+                discovery: m.map(|m| m.discovery.clone()).unwrap_or_default(),
             });
         }
         for m in members {
             if !layout.nodes.iter().any(|a| a.node_id == m.node.id) {
                 let (acked_version, synced_version) = progress(&m.node.id);
                 nodes.push(NodeStatus {
+                    zone: m.node.zone.clone(),
+                    capacity: m.node.capacity,
+                    discovery: m.discovery,
                     node: Some(m.node),
                     healthy: m.healthy,
                     last_seen_ms: m.last_seen_ms,

@@ -7,18 +7,14 @@
 //! reads and writes use the newer one only, and nodes drop what they no longer hold.
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use futures::Stream;
-use hangar_proto::control::layout_service_server::LayoutService;
 use hangar_proto::control::{
-    GetLayoutRequest, Layout, LayoutHistory, LayoutPlan, LayoutVersionInfo, NodeAssignment, NodePlan,
-    PartitionReplicas, StagedRole, StagedRoles,
+    Layout, LayoutHistory, LayoutPlan, LayoutVersionInfo, NodeAssignment, NodePlan, PartitionReplicas, StagedRole,
+    StagedRoles,
 };
 use prost::Message;
 use tokio::sync::watch;
-use tonic::{Request, Response, Status};
 
 use crate::ControlError;
 use crate::assign::{self, NodeRole};
@@ -209,6 +205,11 @@ impl LayoutManager {
     fn current_factor(&self) -> u32 {
         let cur = self.current();
         if cur.version > 0 { cur.replication_factor } else { self.replication_factor }
+    }
+
+    /// The replication factor the configuration gives the first layout.
+    pub fn configured_factor(&self) -> u32 {
+        self.replication_factor
     }
 
     /// Stages a new replication factor for the next version.
@@ -431,10 +432,6 @@ impl LayoutManager {
     }
 }
 
-pub struct LayoutRpc {
-    pub manager: Arc<LayoutManager>,
-}
-
 /// Drops the versions older than the newest one that every node it names has synced.
 fn retire(h: &mut LayoutHistory) {
     let synced = |id: &str, v: u64| h.synced.get(id).copied().unwrap_or(0) >= v;
@@ -448,29 +445,6 @@ fn retire(h: &mut LayoutHistory) {
         h.versions.iter().flat_map(|l| l.nodes.iter().map(|n| n.node_id.clone())).collect();
     h.acked.retain(|id, _| live.contains(id));
     h.synced.retain(|id, _| live.contains(id));
-}
-
-type LayoutStream = Pin<Box<dyn Stream<Item = Result<LayoutHistory, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl LayoutService for LayoutRpc {
-    async fn get_layout(&self, _: Request<GetLayoutRequest>) -> Result<Response<LayoutHistory>, Status> {
-        Ok(Response::new(self.manager.history().as_ref().clone()))
-    }
-
-    type WatchLayoutStream = LayoutStream;
-
-    async fn watch_layout(&self, _: Request<GetLayoutRequest>) -> Result<Response<LayoutStream>, Status> {
-        let rx = self.manager.subscribe();
-        let stream = futures::stream::unfold((rx, true), |(mut rx, first)| async move {
-            if !first && rx.changed().await.is_err() {
-                return None;
-            }
-            let l = rx.borrow_and_update().as_ref().clone();
-            Some((Ok(l), (rx, false)))
-        });
-        Ok(Response::new(Box::pin(stream)))
-    }
 }
 
 #[cfg(test)]

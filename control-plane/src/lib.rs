@@ -4,6 +4,8 @@
 
 pub mod admin;
 pub mod assign;
+pub mod auto_layout;
+pub mod discovered;
 pub mod layout;
 pub mod membership;
 pub mod repair;
@@ -13,12 +15,11 @@ use std::sync::Arc;
 use hangar_common::rpc::{RequireHeader, require_admin_token, require_secret};
 use hangar_model::Store;
 use hangar_proto::control::admin_service_server::AdminServiceServer;
-use hangar_proto::control::layout_service_server::LayoutServiceServer;
 use hangar_proto::control::membership_service_server::MembershipServiceServer;
 use tonic::service::interceptor::InterceptedService;
 
 pub type AdminServer = InterceptedService<AdminServiceServer<admin::AdminRpc>, RequireHeader>;
-pub type LayoutServer = InterceptedService<LayoutServiceServer<layout::LayoutRpc>, RequireHeader>;
+pub use hangar_common::layout_feed::LayoutServer;
 pub type MembershipServer = InterceptedService<MembershipServiceServer<membership::MembershipRpc>, RequireHeader>;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +71,7 @@ impl ControlPlane {
         };
         (
             InterceptedService::new(AdminServiceServer::new(admin), require_admin_token(&self.admin_token)),
-            InterceptedService::new(
-                LayoutServiceServer::new(layout::LayoutRpc { manager: self.layout.clone() }),
-                require_secret(&self.rpc_secret),
-            ),
+            hangar_common::layout_feed::LayoutFeed::server(self.layout.subscribe(), &self.rpc_secret),
             InterceptedService::new(
                 MembershipServiceServer::new(membership::MembershipRpc {
                     members: self.members.clone(),
@@ -126,9 +124,35 @@ pub async fn run(
     let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr, cfg.admin.limits())
         .await
         .map_err(|e| ControlError::Invalid(e.to_string()))?;
-    tracing::info!(rpc = %cfg.rpc_bind_addr, version = control.layout.current().version, "control plane ready");
+    // Discovery: follow the backend's listing, and announce this control plane there.
+    let backend = hangar_discovery::from_config(&cfg).await.map_err(|e| ControlError::Invalid(e.to_string()))?;
+    let following = discovered::spawn(backend.clone(), control.members.clone());
+    let me = hangar_discovery::Node::at(
+        &format!("control-{}", hangar_common::ids::hostname().to_ascii_lowercase()),
+        &cfg.public_rpc_addr(),
+        hangar_discovery::Role::Control,
+    )
+    .map_err(|e| ControlError::Invalid(format!("rpc_public_addr: {e}")))?;
+    control.members.set_me(&me.id);
+    let announcer = hangar_discovery::Announcer::start(backend.clone(), me);
+    let auto = cfg
+        .layout
+        .auto_assign
+        .then(|| auto_layout::spawn(cfg.layout.clone(), control.layout.clone(), control.members.clone()));
+    tracing::info!(
+        rpc = %cfg.rpc_bind_addr,
+        version = control.layout.current().version,
+        discovery = backend.name(),
+        auto_layout = cfg.layout.auto_assign,
+        "control plane ready"
+    );
     let router = rpc_server.add_service(admin_svc).add_service(layout_svc).add_service(member_svc);
     let served = hangar_common::rpc::serve_until(router, listener, shutdown).await;
+    following.abort();
+    if let Some(a) = auto {
+        a.abort();
+    }
+    announcer.stop().await;
     admin.stop().await;
     served.map_err(|e| ControlError::Invalid(e.to_string()))
 }

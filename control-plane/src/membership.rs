@@ -5,8 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hangar_common::ids::now_ms;
+use hangar_discovery::{Node, Role};
 use hangar_proto::control::membership_service_server::MembershipService;
-use hangar_proto::control::{HeartbeatReply, HeartbeatRequest, IdentifyReply, IdentifyRequest, NodeInfo, WorkerStatus};
+use hangar_proto::control::{
+    HeartbeatReply, HeartbeatRequest, IdentifyReply, IdentifyRequest, NodeInfo, NodeRole, WorkerStatus,
+};
 use tonic::{Request, Response, Status};
 
 use crate::layout::LayoutManager;
@@ -14,17 +17,34 @@ use crate::layout::LayoutManager;
 /// A member is failed after missing three heartbeats (they come every 2 s).
 pub const FAILURE_AFTER: Duration = Duration::from_secs(7);
 
-/// What the last heartbeat of a member said.
+/// What the last heartbeat of a member said, and what discovery says of it.
 #[derive(Clone)]
 pub struct Member {
     pub node: NodeInfo,
+    /// The last heartbeat (0: never heard from).
     pub last_seen_ms: u64,
+    /// Heartbeating, and not gone from discovery.
     pub healthy: bool,
     pub workers: Vec<WorkerStatus>,
+    /// `heartbeat` (known by its heartbeats only), the discovery backend that lists it
+    /// (`kubernetes`, `consul`), or `gone` once the backend stopped listing it.
+    pub discovery: String,
+}
+
+/// What the discovery backend lists: each node with when it was first listed, and the
+/// nodes it listed before and no longer does.
+#[derive(Default)]
+struct Listed {
+    backend: &'static str,
+    nodes: BTreeMap<String, (Node, u64)>,
+    gone: BTreeMap<String, (Node, u64)>,
 }
 
 pub struct Members {
     seen: Mutex<BTreeMap<String, (HeartbeatRequest, u64)>>,
+    listed: Mutex<Listed>,
+    /// The id this control plane announces itself with (always healthy to itself).
+    me: Mutex<String>,
     /// When this control plane started: before FAILURE_AFTER has passed, a node it has not
     /// heard from may be alive all the same.
     started: std::time::Instant,
@@ -32,7 +52,29 @@ pub struct Members {
 
 impl Default for Members {
     fn default() -> Self {
-        Self { seen: Default::default(), started: std::time::Instant::now() }
+        Self {
+            seen: Default::default(),
+            listed: Default::default(),
+            me: Default::default(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+/// A discovered node as the member list shows it.
+fn info_of(n: &Node) -> NodeInfo {
+    let role = match n.role {
+        Role::Control => NodeRole::Control,
+        Role::Data => NodeRole::Data,
+        Role::Frontend => NodeRole::Frontend,
+    };
+    NodeInfo {
+        id: n.id.clone(),
+        hostname: n.hostname.clone(),
+        rpc_addr: n.addr(),
+        role: role as i32,
+        zone: n.zone.clone(),
+        capacity: n.capacity,
     }
 }
 
@@ -49,24 +91,104 @@ impl Members {
         if let Ok(mut m) = self.seen.lock() {
             m.remove(id);
         }
+        if let Ok(mut l) = self.listed.lock() {
+            l.gone.remove(id);
+        }
     }
 
-    /// Every member with its last-seen time (ms), whether it is healthy and its workers.
+    /// The id this control plane announces itself with through discovery.
+    pub fn set_me(&self, id: &str) {
+        *self.me.lock().unwrap_or_else(|e| e.into_inner()) = id.to_string();
+    }
+
+    /// Takes in a complete listing of the discovery backend `backend`.
+    pub fn set_listing(&self, backend: &'static str, listing: &BTreeMap<String, Node>) {
+        let now = now_ms();
+        let mut l = self.listed.lock().unwrap_or_else(|e| e.into_inner());
+        l.backend = backend;
+        let before = std::mem::take(&mut l.nodes);
+        for (id, (node, _)) in &before {
+            if !listing.contains_key(id) {
+                tracing::info!(node = %id, backend, "node gone from discovery");
+                l.gone.insert(id.clone(), (node.clone(), now));
+            }
+        }
+        for (id, node) in listing {
+            let first = before.get(id).map(|(_, t)| *t).unwrap_or(now);
+            if !before.contains_key(id) {
+                tracing::info!(node = %id, addr = %node.addr(), role = node.role.as_str(), backend, "node discovered");
+            }
+            l.gone.remove(id);
+            l.nodes.insert(id.clone(), (node.clone(), first));
+        }
+    }
+
+    /// The nodes discovery lists now, each with its last sign of life (its last heartbeat,
+    /// or when it was first listed) and whether it is healthy.
+    pub fn listed(&self) -> Vec<(Node, u64, bool)> {
+        let members = self.list();
+        let me = self.me.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let l = self.listed.lock().unwrap_or_else(|e| e.into_inner());
+        l.nodes
+            .values()
+            .map(|(n, first)| {
+                if n.id == me {
+                    return (n.clone(), now_ms(), true);
+                }
+                let m = members.iter().find(|m| m.node.id == n.id);
+                let seen = m.map(|m| m.last_seen_ms).unwrap_or(0).max(*first);
+                (n.clone(), seen, m.is_some_and(|m| m.healthy))
+            })
+            .collect()
+    }
+
+    /// Every member (heartbeating or discovered) with its last heartbeat (ms), whether it
+    /// is healthy, its workers and what discovery says of it.
     pub fn list(&self) -> Vec<Member> {
         let now = now_ms();
-        self.seen
-            .lock()
-            .map(|m| {
-                m.values()
-                    .map(|(hb, seen)| Member {
-                        node: hb.node.clone().unwrap_or_default(),
-                        last_seen_ms: *seen,
-                        healthy: now.saturating_sub(*seen) < FAILURE_AFTER.as_millis() as u64,
-                        workers: hb.workers.clone(),
-                    })
-                    .collect()
+        let l = self.listed.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let discovery = |id: &str| {
+            if l.nodes.contains_key(id) {
+                l.backend.to_string()
+            } else if l.gone.contains_key(id) {
+                "gone".to_string()
+            } else {
+                "heartbeat".to_string()
+            }
+        };
+        let mut out: Vec<Member> = seen
+            .values()
+            .map(|(hb, seen)| {
+                let mut node = hb.node.clone().unwrap_or_default();
+                let listed = l.nodes.get(&node.id).or_else(|| l.gone.get(&node.id)).map(|(n, _)| n);
+                if let Some(n) = listed.filter(|_| node.zone.is_empty()) {
+                    node.zone = n.zone.clone();
+                }
+                let discovery = discovery(&node.id);
+                Member {
+                    healthy: now.saturating_sub(*seen) < FAILURE_AFTER.as_millis() as u64 && discovery != "gone",
+                    node,
+                    last_seen_ms: *seen,
+                    workers: hb.workers.clone(),
+                    discovery,
+                }
             })
-            .unwrap_or_default()
+            .collect();
+        let me = self.me.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (id, (n, _)) in l.nodes.iter().chain(l.gone.iter()) {
+            // This control plane is shown apart (`StatusReply.control_plane`).
+            if !seen.contains_key(id) && *id != me {
+                out.push(Member {
+                    node: info_of(n),
+                    last_seen_ms: 0,
+                    healthy: false,
+                    workers: vec![],
+                    discovery: discovery(id),
+                });
+            }
+        }
+        out
     }
 }
 

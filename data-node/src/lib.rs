@@ -312,16 +312,16 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
         cfg.rpc_public_addr = Some(listener.local_addr()?.to_string());
     }
     let secret = cfg.rpc_secret.clone().unwrap_or_default();
+    // The control plane and the other data nodes: bootstrap_peers, or found through discovery.
+    let backend = hangar_discovery::from_config(&cfg).await.map_err(|e| DataError::Config(e.to_string()))?;
+    let peers = hangar_discovery::peers(backend.clone(), cfg.bootstrap_peers.clone());
     let id_file = cfg.metadata_dir.join("node_id");
     let had_id = id_file.exists();
     let db_existed = cfg.metadata_dir.join("db").exists();
     // A node starting without its id may be one whose directories were lost: the control
     // plane knows whether a node of the layout at this address has gone silent.
-    let taken_back = if had_id {
-        None
-    } else {
-        hangar_common::follower::identify(&cfg.bootstrap_peers, &secret, &cfg.public_rpc_addr()).await
-    };
+    let taken_back =
+        if had_id { None } else { hangar_common::follower::identify(&peers, &secret, &cfg.public_rpc_addr()).await };
     let node = Arc::new(DataNode::open(&cfg)?);
     // Marked before the id is written: a crash in between asks the control plane again,
     // and never leaves a node with the old id and lost data serving reads. A node that kept
@@ -340,36 +340,47 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     let initial =
         std::fs::read(&layout_file).ok().and_then(|b| LayoutHistory::decode(b.as_slice()).ok()).unwrap_or_default();
     let save_to = layout_file.clone();
-    let history = follow_layout(cfg.bootstrap_peers.clone(), secret.clone(), initial, move |h| {
+    let history = follow_layout(peers.clone(), secret.clone(), initial, move |h| {
         let tmp = save_to.with_extension("tmp");
         if let Err(e) = std::fs::write(&tmp, h.encode_to_vec()).and_then(|_| std::fs::rename(&tmp, &save_to)) {
             tracing::warn!(error = %e, "cannot keep the layout on disk");
         }
     });
-    let cluster = Cluster::new(history, cfg.rpc_options())?;
+    let cluster = Cluster::new(history.clone(), cfg.rpc_options())?;
     node.start(&node_id, cluster)?;
+    let capacity = hangar_common::disk::capacity(&cfg.data_dir);
+    let zone = cfg.zone.clone().unwrap_or_default();
     let info = NodeInfo {
         id: node_id.clone(),
         hostname: hangar_common::ids::hostname(),
         rpc_addr: cfg.public_rpc_addr(),
         role: NodeRole::Data as i32,
+        zone: zone.clone(),
+        capacity,
     };
+    let mut me = hangar_discovery::Node::at(&node_id, &cfg.public_rpc_addr(), hangar_discovery::Role::Data)
+        .map_err(|e| DataError::Config(format!("rpc_public_addr: {e}")))?;
+    (me.zone, me.capacity) = (zone, capacity);
+    let announcer = hangar_discovery::Announcer::start(backend, me);
     let reporter = node.clone();
-    let heartbeat = spawn_heartbeat(
-        cfg.bootstrap_peers.clone(),
-        secret,
-        move || reporter.heartbeat(info.clone()),
-        node.nudge.clone(),
-    );
+    let heartbeat =
+        spawn_heartbeat(peers, secret.clone(), move || reporter.heartbeat(info.clone()), node.nudge.clone());
     let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr, cfg.admin.limits())
         .await
         .map_err(|e| DataError::Config(e.to_string()))?;
     tracing::info!(node = %node_id, rpc = %cfg.public_rpc_addr(), "data node ready");
 
     let (block_svc, meta_svc) = node.services();
-    let router = rpc_server.add_service(block_svc).add_service(meta_svc).add_service(node.admin_service()?);
+    // The layout this node follows, for frontends that start while the control plane is away.
+    let layout_svc = hangar_common::layout_feed::LayoutFeed::server(history, &secret);
+    let router = rpc_server
+        .add_service(block_svc)
+        .add_service(meta_svc)
+        .add_service(node.admin_service()?)
+        .add_service(layout_svc);
     let served = hangar_common::rpc::serve_until(router, listener, shutdown).await;
     heartbeat.abort();
+    announcer.stop().await;
     admin.stop().await;
     node.shutdown().await?;
     served.map_err(|e| DataError::Config(e.to_string()))

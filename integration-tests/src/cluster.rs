@@ -58,6 +58,19 @@ const START_ATTEMPTS: usize = 4;
 /// Lines of each process log shown when a test fails.
 const TAIL_LINES: usize = 80;
 
+/// A cluster whose processes find each other through a discovery backend.
+#[derive(Clone, Debug, Default)]
+pub struct Discovery {
+    /// TOML sections appended to every process's config (`[kubernetes_discovery]`,
+    /// `[consul_discovery]`, `[layout]`): no `bootstrap_peers` is written.
+    pub sections: String,
+    /// Environment of every process (`KUBECONFIG`, ...). Each also gets `POD_NAME` (its
+    /// name), `POD_UID` and, for a data node, `HANGAR_ZONE`.
+    pub env: Vec<(String, String)>,
+    /// The first layout comes from `[layout] auto_assign`, not from the harness.
+    pub auto_layout: bool,
+}
+
 /// What a process runs as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -94,6 +107,8 @@ pub struct Proc {
     pub zone: String,
     /// Top-level TOML lines added to the process's config (shortened delays, ...).
     pub extra: String,
+    /// How the process finds the cluster when not through `bootstrap_peers`.
+    pub discovery: Option<Discovery>,
     child: Option<Child>,
     starts: usize,
 }
@@ -130,14 +145,21 @@ impl Proc {
                 toml += &format!("metadata_dir = {}\n", toml_path(&self.dir.join("meta")));
                 toml += &format!("data_dir = {}\n", toml_path(&self.dir.join("blocks")));
                 toml += &format!("rpc_bind_addr = \"{}\"\n", self.addr);
-                toml += &format!("bootstrap_peers = [\"{control_plane}\"]\n");
+                if self.discovery.is_none() {
+                    toml += &format!("bootstrap_peers = [\"{control_plane}\"]\n");
+                }
                 toml += &format!("[admin]\napi_bind_addr = \"{}\"\n", self.admin_addr);
             }
             Role::Frontend => {
-                toml += &format!("bootstrap_peers = [\"{control_plane}\"]\n");
+                if self.discovery.is_none() {
+                    toml += &format!("bootstrap_peers = [\"{control_plane}\"]\n");
+                }
                 toml += &format!("[s3_api]\napi_bind_addr = \"{}\"\ns3_region = \"{REGION}\"\n", self.addr);
                 toml += &format!("[admin]\napi_bind_addr = \"{}\"\n", self.admin_addr);
             }
+        }
+        if let Some(d) = &self.discovery {
+            toml += &format!("\n{}\n", d.sections);
         }
         std::fs::write(&self.config_path, toml).expect("write process config");
     }
@@ -158,6 +180,13 @@ impl Proc {
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("HANGAR_") || key == "RUST_LOG" {
                 cmd.env_remove(key);
+            }
+        }
+        if let Some(d) = &self.discovery {
+            cmd.envs(d.env.iter().map(|(k, v)| (k, v)));
+            cmd.env("POD_NAME", &self.name).env("POD_UID", format!("uid-{}-{}", self.name, self.starts));
+            if self.role == Role::DataNode {
+                cmd.env("HANGAR_ZONE", &self.zone);
             }
         }
         cmd.env("HANGAR_LOG", "info")
@@ -273,6 +302,7 @@ pub struct Cluster {
     pub key: KeyInfo,
     pub rpc_secret: String,
     pub admin_token: String,
+    pub discovery: Option<Discovery>,
     /// Top-level TOML lines every process's config gets.
     pub extra: String,
     /// The temp dir holding every config, data dir and log (removed on drop).
@@ -293,6 +323,15 @@ impl Cluster {
 
     /// [`Cluster::start`] with `extra` (top-level TOML lines) in every process's config.
     pub async fn start_with(n_data: usize, n_frontends: usize, extra: &str) -> Cluster {
+        Self::start_opts(n_data, n_frontends, extra, None).await
+    }
+
+    /// [`Cluster::start`] with the processes finding each other through `discovery`.
+    pub async fn start_discovered(n_data: usize, n_frontends: usize, discovery: Discovery) -> Cluster {
+        Self::start_opts(n_data, n_frontends, "", Some(discovery)).await
+    }
+
+    async fn start_opts(n_data: usize, n_frontends: usize, extra: &str, discovery: Option<Discovery>) -> Cluster {
         assert!(n_data >= REPLICATION as usize, "replication factor {REPLICATION} needs {REPLICATION} data nodes");
         let lock = ClusterLock::acquire().await;
         let temp = tempfile::Builder::new().prefix("hangar-cluster-").tempdir().expect("create temp dir");
@@ -308,6 +347,7 @@ impl Cluster {
             admin_addr: addrs[1],
             zone: String::new(),
             extra: extra.to_string(),
+            discovery: discovery.clone(),
             child: None,
             starts: 0,
         };
@@ -319,6 +359,7 @@ impl Cluster {
             rpc_secret: random_hex(32),
             admin_token: random_hex(32),
             extra: extra.to_string(),
+            discovery: discovery.clone(),
             dir,
             _temp: temp,
             _lock: lock,
@@ -333,10 +374,18 @@ impl Cluster {
         for _ in 0..n_frontends {
             cluster.add_frontend().await;
         }
-        for i in 0..n_data {
-            cluster.assign_data_node(i).await;
+        if discovery.as_ref().is_some_and(|d| d.auto_layout) {
+            cluster
+                .wait_for("automatic layout to apply version 1", JOIN_TIMEOUT, || async {
+                    cluster.status().await.layout_version >= 1
+                })
+                .await;
+        } else {
+            for i in 0..n_data {
+                cluster.assign_data_node(i).await;
+            }
+            cluster.cli_ok(["layout", "apply", "--version", "1"]).await;
         }
-        cluster.cli_ok(["layout", "apply", "--version", "1"]).await;
 
         // The control plane reaches the data nodes with the layout it just published.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -382,6 +431,7 @@ impl Cluster {
             role,
             zone,
             extra: self.extra.clone(),
+            discovery: self.discovery.clone(),
             child: None,
             starts: 0,
         }
@@ -744,6 +794,11 @@ pub struct NodeStatus {
     pub healthy: bool,
     /// `control`, `data` or `s3`.
     pub role: String,
+    /// `healthy`, `failed`, `gone` or `not heard`.
+    pub health: String,
+    pub zone: String,
+    /// `heartbeat`, the discovery backend, or `gone`.
+    pub found_by: String,
 }
 
 impl ClusterStatus {
@@ -759,6 +814,7 @@ impl ClusterStatus {
         let header = cells(lines.next()?);
         let col = |name: &str| header.iter().position(|h| h == name);
         let (id, role, partitions, health) = (col("ID")?, col("ROLE")?, col("PARTITIONS")?, col("HEALTH")?);
+        let (zone, found_by) = (col("ZONE")?, col("FOUND BY")?);
         let mut nodes = Vec::new();
         for line in lines.take_while(|l| !l.starts_with('(')) {
             let c = cells(line);
@@ -770,6 +826,9 @@ impl ClusterStatus {
                 partitions: c[partitions].parse().unwrap_or(0),
                 healthy: c[health] == "healthy",
                 role: c[role].clone(),
+                health: c[health].clone(),
+                zone: c[zone].clone(),
+                found_by: c[found_by].clone(),
             });
         }
         Some(ClusterStatus { layout_version: version, nodes, raw: out.to_string() })

@@ -6,6 +6,7 @@
 //! current sources (a test build does not build other packages' binaries).
 
 pub mod cluster;
+pub mod fakes;
 pub mod sigv4;
 pub mod util;
 

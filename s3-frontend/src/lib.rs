@@ -13,6 +13,7 @@ pub mod http_layer;
 pub mod listing;
 pub mod quota;
 pub mod read_pipeline;
+pub mod readiness;
 pub mod write_pipeline;
 
 use std::future::Future;
@@ -109,7 +110,10 @@ pub async fn run_service(
     })?;
 
     let s3_addr = listener.local_addr()?;
-    let history = follow_layout(cfg.bootstrap_peers.clone(), secret.clone(), LayoutHistory::default(), |_| {});
+    // The control plane, and data nodes as layout sources while it is away.
+    let backend = hangar_discovery::from_config(&cfg).await.map_err(|e| hangar_common::Error::Config(e.to_string()))?;
+    let peers = hangar_discovery::peers(backend.clone(), cfg.bootstrap_peers.clone());
+    let history = follow_layout(peers.clone(), secret.clone(), LayoutHistory::default(), |_| {});
     // Frontends keep no state, so a fresh id per start is enough to tell them apart.
     let id = format!("s3-{}", hex::encode(&hangar_common::ids::random_id()[..6]));
     let info = NodeInfo {
@@ -117,18 +121,35 @@ pub async fn run_service(
         hostname: hangar_common::ids::hostname(),
         rpc_addr: s3_addr.to_string(),
         role: NodeRole::Frontend as i32,
+        ..Default::default()
     };
+    // Others reach a frontend at its S3 address: the public rpc address's host when one
+    // is set (the bind address may be 0.0.0.0), with the S3 port.
+    let announced = match &cfg.rpc_public_addr {
+        Some(public) => {
+            let host = public.rsplit_once(':').map(|(h, _)| h).unwrap_or(public);
+            format!("{host}:{}", s3_addr.port())
+        }
+        None => s3_addr.to_string(),
+    };
+    let me = hangar_discovery::Node::at(&id, &announced, hangar_discovery::Role::Frontend)
+        .map_err(|e| hangar_common::Error::Config(format!("rpc_public_addr: {e}")))?;
+    let announcer = hangar_discovery::Announcer::start(backend, me);
     let heartbeat = spawn_heartbeat(
-        cfg.bootstrap_peers.clone(),
+        peers,
         secret,
         move || HeartbeatRequest { node: Some(info.clone()), ..Default::default() },
         Default::default(),
     );
     let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr, cfg.admin.limits()).await?;
     tracing::info!(frontend = %id, s3 = %s3_addr, "S3 frontend ready");
-    let store = Store::new(Cluster::new(history, cfg.rpc_options())?, &cfg);
+    let cluster = Cluster::new(history, cfg.rpc_options())?;
+    let probe = readiness::spawn(cluster.clone());
+    let store = Store::new(cluster, &cfg);
     run(listener, FrontendConfig::from_config(&cfg), store, cfg.s3_api.limits(), shutdown).await;
+    probe.abort();
     heartbeat.abort();
+    announcer.stop().await;
     admin.stop().await;
     Ok(())
 }
