@@ -131,7 +131,7 @@ pub struct KubernetesDiscovery {
     /// The value of the `hangar.dev/service` label on every resource of this cluster, so
     /// several clusters can share a namespace.
     pub service_name: String,
-    /// Do not apply the CustomResourceDefinition (the chart installs it); default true.
+    /// Do not apply the CustomResourceDefinition (installed beforehand); default true.
     #[serde(default = "default_true")]
     pub skip_crd: bool,
 }
@@ -1312,7 +1312,7 @@ mod tests {
         assert_eq!(flat.kubernetes(), Some(want.clone()));
         assert_eq!(section.kubernetes(), Some(want));
         assert!(flat.discovery_configured() && flat.require("data node", &["bootstrap_peers"]).is_ok());
-        // From the environment, as the chart sets them.
+        // From the environment, as a pod spec sets them.
         let env = Config::from_toml_with_overrides(
             BASE,
             "t",

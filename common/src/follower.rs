@@ -14,6 +14,9 @@ use crate::rpc::{layout_client, lazy_channel, membership_client};
 /// Time between heartbeats; the control plane marks a member failed after a few missed.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long the layout is followed from a data node before the control planes are tried
+/// again.
+const FALLBACK_FOR: Duration = Duration::from_secs(20);
 
 /// Where a node finds the cluster: the control plane's addresses (heartbeats and
 /// identification go there) and data nodes' addresses, which serve the last layout they
@@ -27,10 +30,9 @@ pub struct Peers {
 pub type PeerList = watch::Receiver<Arc<Peers>>;
 
 impl Peers {
-    /// A list that never changes: every address is tried as a control plane first and a
-    /// layout source after (`bootstrap_peers` may name data nodes too).
+    /// A list that never changes: the control plane's addresses.
     pub fn fixed(addrs: Vec<String>) -> PeerList {
-        watch::channel(Arc::new(Peers { control: addrs.clone(), data: addrs })).1
+        watch::channel(Arc::new(Peers { control: addrs, data: vec![] })).1
     }
 
     /// Where to ask for the layout, in order: control planes, then data nodes.
@@ -63,9 +65,19 @@ pub fn follow_layout(
                     continue;
                 }
             };
-            match watch_once(&peer, &secret, &tx, &on_update).await {
+            // A data node is a fallback: its stream never ends by itself, so it is followed
+            // for a while only, then the control planes are tried again.
+            let fallback = !peers.borrow().control.contains(&peer);
+            let followed = if fallback {
+                tokio::time::timeout(FALLBACK_FOR, watch_once(&peer, &secret, &tx, &on_update)).await.unwrap_or(Ok(()))
+            } else {
+                watch_once(&peer, &secret, &tx, &on_update).await
+            };
+            match followed {
                 Ok(()) => {
-                    tracing::info!(peer = %peer, "layout stream ended; reconnecting");
+                    if !fallback {
+                        tracing::info!(peer = %peer, "layout stream ended; reconnecting");
+                    }
                     attempt = 0;
                 }
                 Err(e) => {

@@ -1,8 +1,10 @@
 //! Automatic layout (`[layout] auto_assign = true`): data nodes that discovery or their
 //! heartbeats make known get a role, one layout change at a time, each only once the
 //! previous transition has finished (a single live version) and only when no operator
-//! has changes staged. A node that disappears is never removed automatically: that takes
-//! `hangar node remove`; until then it shows as failed.
+//! has changes staged (checked and applied under the layout's lock). A node an operator
+//! removed is not given a role again unless the operator does it. A node that disappears
+//! is never removed automatically: that takes `hangar node remove`; until then it shows
+//! as failed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,13 +51,6 @@ fn step(
     layout: &LayoutManager,
     members: &Members,
 ) -> Result<Option<u64>, String> {
-    if layout.history().versions.len() > 1 {
-        return Ok(None);
-    }
-    let staged = layout.staged().map_err(|e| e.to_string())?;
-    if !staged.roles.is_empty() || staged.replication_factor != 0 {
-        return Err("an operator has changes staged; apply or revert them first".into());
-    }
     let current = layout.current();
     let all = members.list();
     let new: Vec<_> = all
@@ -73,7 +68,7 @@ fn step(
             new.len()
         ));
     }
-    let known: Vec<String> = all.iter().map(|m| m.node.id.clone()).collect();
+    let mut roles = Vec::new();
     for m in &new {
         let zone = [m.node.zone.as_str(), cfg.default_zone.as_deref().unwrap_or_default(), FALLBACK_ZONE]
             .into_iter()
@@ -81,21 +76,13 @@ fn step(
             .unwrap_or(FALLBACK_ZONE)
             .to_string();
         let Some(capacity) = capacity.or((m.node.capacity > 0).then_some(m.node.capacity)) else {
-            let _ = layout.revert();
             return Err(format!("node {} announces no capacity; set [layout] default_capacity", m.node.id));
         };
-        let role = StagedRole { node_id: m.node.id.clone(), zone, capacity, tags: vec![], remove: false };
-        if let Err(e) = layout.stage(role, &known) {
-            let _ = layout.revert();
-            return Err(e.to_string());
-        }
+        roles.push(StagedRole { node_id: m.node.id.clone(), zone, capacity, tags: vec![], remove: false });
     }
     let addr_of = |id: &str| all.iter().find(|m| m.node.id == id).map(|m| m.node.rpc_addr.clone());
-    match layout.apply(current.version + 1, addr_of) {
-        Ok(l) => Ok(Some(l.version)),
-        Err(e) => {
-            let _ = layout.revert();
-            Err(e.to_string())
-        }
+    match layout.auto_assign(roles, addr_of) {
+        Ok(applied) => Ok(applied.map(|l| l.version)),
+        Err(e) => Err(e.to_string()),
     }
 }

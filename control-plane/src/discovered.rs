@@ -14,28 +14,30 @@ const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// Follows `backend` into `members` for as long as the task runs.
 pub fn spawn(backend: Arc<dyn Backend>, members: Arc<Members>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut listing = hangar_discovery::follow(backend.clone());
-        let mut report = tokio::time::interval(REPORT_EVERY);
-        loop {
-            tokio::select! {
-                changed = listing.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let current = listing.borrow_and_update().clone();
-                    if let Some(l) = current {
-                        members.set_listing(backend.name(), &l);
-                    }
-                }
-                _ = report.tick() => {
-                    for (node, last_seen, healthy) in members.listed() {
-                        if let Err(e) = backend.report(&node, healthy, last_seen).await {
-                            tracing::debug!(node = %node.id, error = %e, "cannot report a node's health to discovery");
-                        }
+    // Writing health back runs apart, so a slow backend never delays the listing.
+    let reporter = {
+        let (backend, members) = (backend.clone(), members.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(REPORT_EVERY);
+            loop {
+                every.tick().await;
+                for (node, last_seen, healthy) in members.listed() {
+                    let reported = tokio::time::timeout(REPORT_EVERY, backend.report(&node, healthy, last_seen)).await;
+                    if let Ok(Err(e)) = reported {
+                        tracing::debug!(node = %node.id, error = %e, "cannot report a node's health to discovery");
                     }
                 }
             }
+        })
+    };
+    tokio::spawn(async move {
+        let mut listing = hangar_discovery::follow(backend.clone());
+        while listing.changed().await.is_ok() {
+            let current = listing.borrow_and_update().clone();
+            if let Some(l) = current {
+                members.set_listing(backend.name(), &l);
+            }
         }
+        reporter.abort();
     })
 }

@@ -22,6 +22,8 @@ use crate::assign::{self, NodeRole};
 pub const PARTITIONS: u32 = 256;
 const STAGED_KEY: &[u8] = b"staged";
 const HISTORY_KEY: &[u8] = b"history";
+/// Node ids an operator removed from the layout: automatic layout never assigns them again.
+const REMOVED_KEY: &[u8] = b"removed_nodes";
 
 pub struct LayoutManager {
     state: sled::Tree,
@@ -418,7 +420,29 @@ impl LayoutManager {
         if staged.roles.is_empty() && staged.replication_factor == 0 {
             return Err(ControlError::Invalid("no staged changes to apply".into()));
         }
-        let mut next = self.propose(&cur, &staged)?;
+        let next = self.next_with_addresses(&cur, &staged, addr_of)?;
+        // Removals are remembered (automatic layout leaves those nodes alone); a role given
+        // by hand again lifts that.
+        let mut removed = self.removed()?;
+        for r in &staged.roles {
+            if r.remove {
+                removed.insert(r.node_id.clone());
+            } else {
+                removed.remove(&r.node_id);
+            }
+        }
+        self.state.insert(REMOVED_KEY, removed.into_iter().collect::<Vec<_>>().join("\n").into_bytes())?;
+        self.publish(next.clone())?;
+        Ok(next)
+    }
+
+    fn next_with_addresses(
+        &self,
+        cur: &Layout,
+        staged: &StagedRoles,
+        addr_of: impl Fn(&str) -> Option<String>,
+    ) -> Result<Layout, ControlError> {
+        let mut next = self.propose(cur, staged)?;
         for n in &mut next.nodes {
             if let Some(a) = addr_of(&n.node_id) {
                 n.rpc_addr = a;
@@ -427,8 +451,41 @@ impl LayoutManager {
                 return Err(ControlError::Invalid(format!("node {} has not reported its address yet", n.node_id)));
             }
         }
-        self.publish(next.clone())?;
         Ok(next)
+    }
+
+    /// The node ids an operator removed from the layout.
+    fn removed(&self) -> Result<std::collections::BTreeSet<String>, ControlError> {
+        let raw = self.state.get(REMOVED_KEY)?.map(|v| v.to_vec()).unwrap_or_default();
+        Ok(String::from_utf8_lossy(&raw).lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
+    }
+
+    /// Automatic layout, checked and applied under the layout lock (so an operator staging
+    /// at the same moment is neither swept in nor wiped): gives `roles` to their nodes as the
+    /// next version, only if a single version is live and nothing is staged. Roles of nodes
+    /// an operator removed are left out. None: nothing to do now.
+    pub fn auto_assign(
+        &self,
+        roles: Vec<StagedRole>,
+        addr_of: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Layout>, ControlError> {
+        let _guard = self.lock()?;
+        if self.history().versions.len() > 1 {
+            return Ok(None);
+        }
+        let staged = self.staged()?;
+        if !staged.roles.is_empty() || staged.replication_factor != 0 {
+            return Err(ControlError::Invalid("an operator has changes staged; apply or revert them first".into()));
+        }
+        let removed = self.removed()?;
+        let roles: Vec<StagedRole> = roles.into_iter().filter(|r| !removed.contains(&r.node_id)).collect();
+        if roles.is_empty() {
+            return Ok(None);
+        }
+        let cur = self.current();
+        let next = self.next_with_addresses(&cur, &StagedRoles { roles, replication_factor: 0 }, addr_of)?;
+        self.publish(next.clone())?;
+        Ok(Some(next))
     }
 }
 
@@ -506,5 +563,45 @@ mod tests {
         drop(m);
         let m = LayoutManager::open(sled::open(dir.path()).unwrap(), 3).unwrap();
         assert_eq!(m.current().version, 1);
+    }
+
+    #[test]
+    fn automatic_layout_waits_for_staged_changes_and_transitions_and_leaves_removed_nodes_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = LayoutManager::open(sled::open(dir.path()).unwrap(), 3).unwrap();
+        let known: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|s| s.to_string()).collect();
+        let addr = |id: &str| Some(format!("{id}:3901"));
+        let roles = |ids: &[&str]| ids.iter().map(|id| role(id, id)).collect::<Vec<_>>();
+
+        let v1 = m.auto_assign(roles(&["a", "b", "c"]), addr).unwrap().expect("first layout");
+        assert_eq!(v1.version, 1);
+
+        // An operator's staged change holds it off, and is neither applied nor dropped.
+        m.stage(role("d", "d"), &known).unwrap();
+        let e = m.auto_assign(roles(&["e"]), addr).unwrap_err();
+        assert!(e.to_string().contains("staged"), "{e}");
+        assert_eq!(m.staged().unwrap().roles.len(), 1);
+        assert_eq!(m.current().version, 1);
+        let v2 = m.apply(2, addr).unwrap();
+        assert_eq!(v2.nodes.len(), 4);
+
+        // While version 1 is still live (d has not synced), nothing happens.
+        assert!(m.history().versions.len() > 1);
+        assert!(m.auto_assign(roles(&["e"]), addr).unwrap().is_none());
+        for id in ["a", "b", "c", "d"] {
+            m.record_progress(id, 2, 2).unwrap();
+        }
+        assert_eq!(m.history().versions.len(), 1, "version 1 retired");
+
+        // A node the operator removed is not given a role again; a new one is.
+        m.stage(StagedRole { node_id: "d".into(), remove: true, ..Default::default() }, &known).unwrap();
+        m.apply(3, addr).unwrap();
+        for id in ["a", "b", "c"] {
+            m.record_progress(id, 3, 3).unwrap();
+        }
+        assert_eq!(m.history().versions.len(), 1);
+        assert!(m.auto_assign(roles(&["d"]), addr).unwrap().is_none(), "d was removed by hand");
+        let v4 = m.auto_assign(roles(&["d", "e"]), addr).unwrap().expect("e joins");
+        assert!(v4.nodes.iter().any(|n| n.node_id == "e") && !v4.nodes.iter().any(|n| n.node_id == "d"));
     }
 }

@@ -128,13 +128,15 @@ pub async fn run(
     let backend = hangar_discovery::from_config(&cfg).await.map_err(|e| ControlError::Invalid(e.to_string()))?;
     let following = discovered::spawn(backend.clone(), control.members.clone());
     let me = hangar_discovery::Node::at(
-        &format!("control-{}", hangar_common::ids::hostname().to_ascii_lowercase()),
+        // Unique per host (a pod's name), usable as a Kubernetes resource name.
+        &format!("control-{}", hangar_discovery::kubernetes::dns_label(&hangar_common::ids::hostname(), "plane")),
         &cfg.public_rpc_addr(),
         hangar_discovery::Role::Control,
     )
     .map_err(|e| ControlError::Invalid(format!("rpc_public_addr: {e}")))?;
     control.members.set_me(&me.id);
-    let announcer = hangar_discovery::Announcer::start(backend.clone(), me);
+    let announcer =
+        hangar_discovery::Announcer::start(backend.clone(), me).map_err(|e| ControlError::Invalid(e.to_string()))?;
     let auto = cfg
         .layout
         .auto_assign

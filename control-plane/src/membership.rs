@@ -23,7 +23,7 @@ pub struct Member {
     pub node: NodeInfo,
     /// The last heartbeat (0: never heard from).
     pub last_seen_ms: u64,
-    /// Heartbeating, and not gone from discovery.
+    /// Heartbeating (whatever discovery says).
     pub healthy: bool,
     pub workers: Vec<WorkerStatus>,
     /// `heartbeat` (known by its heartbeats only), the discovery backend that lists it
@@ -123,21 +123,20 @@ impl Members {
         }
     }
 
-    /// The nodes discovery lists now, each with its last sign of life (its last heartbeat,
-    /// or when it was first listed) and whether it is healthy.
+    /// The nodes discovery lists now, each with its last heartbeat (0: never heard from)
+    /// and whether it is healthy.
     pub fn listed(&self) -> Vec<(Node, u64, bool)> {
         let members = self.list();
         let me = self.me.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let l = self.listed.lock().unwrap_or_else(|e| e.into_inner());
         l.nodes
             .values()
-            .map(|(n, first)| {
+            .map(|(n, _)| {
                 if n.id == me {
                     return (n.clone(), now_ms(), true);
                 }
                 let m = members.iter().find(|m| m.node.id == n.id);
-                let seen = m.map(|m| m.last_seen_ms).unwrap_or(0).max(*first);
-                (n.clone(), seen, m.is_some_and(|m| m.healthy))
+                (n.clone(), m.map(|m| m.last_seen_ms).unwrap_or(0), m.is_some_and(|m| m.healthy))
             })
             .collect()
     }
@@ -167,7 +166,9 @@ impl Members {
                 }
                 let discovery = discovery(&node.id);
                 Member {
-                    healthy: now.saturating_sub(*seen) < FAILURE_AFTER.as_millis() as u64 && discovery != "gone",
+                    // Heartbeats decide: a node whose entry vanished while it still answers
+                    // (a Consul agent restarted, a resource deleted by hand) is not failed.
+                    healthy: now.saturating_sub(*seen) < FAILURE_AFTER.as_millis() as u64,
                     node,
                     last_seen_ms: *seen,
                     workers: hb.workers.clone(),

@@ -314,7 +314,7 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     let secret = cfg.rpc_secret.clone().unwrap_or_default();
     // The control plane and the other data nodes: bootstrap_peers, or found through discovery.
     let backend = hangar_discovery::from_config(&cfg).await.map_err(|e| DataError::Config(e.to_string()))?;
-    let peers = hangar_discovery::peers(backend.clone(), cfg.bootstrap_peers.clone());
+    let peers = hangar_discovery::peers(backend.clone(), cfg.bootstrap_peers.clone(), Some(cfg.public_rpc_addr()));
     let id_file = cfg.metadata_dir.join("node_id");
     let had_id = id_file.exists();
     let db_existed = cfg.metadata_dir.join("db").exists();
@@ -361,7 +361,7 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     let mut me = hangar_discovery::Node::at(&node_id, &cfg.public_rpc_addr(), hangar_discovery::Role::Data)
         .map_err(|e| DataError::Config(format!("rpc_public_addr: {e}")))?;
     (me.zone, me.capacity) = (zone, capacity);
-    let announcer = hangar_discovery::Announcer::start(backend, me);
+    let announcer = hangar_discovery::Announcer::start(backend, me).map_err(|e| DataError::Config(e.to_string()))?;
     let reporter = node.clone();
     let heartbeat =
         spawn_heartbeat(peers, secret.clone(), move || reporter.heartbeat(info.clone()), node.nudge.clone());

@@ -8,8 +8,8 @@
 //!   leaves the passing set when its TTL runs out and the catalog a minute later.
 //! - `api = "catalog"` (Garage's default): registration in the catalog as an external
 //!   node, whose check Consul does not run: the process writes it `passing` again every
-//!   few seconds, and the control plane deregisters the entry of a node it has not heard
-//!   from for `STALE_AFTER` (Consul alone would keep it forever).
+//!   few seconds, and the control plane deregisters the entry of a node that heartbeated
+//!   and then fell silent for `STALE_AFTER` (Consul alone would keep it forever).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -159,7 +159,9 @@ impl Consul {
             },
             "Checks": [{
                 "CheckID": Self::check_id(&me.id), "Name": "hangar heartbeat", "Status": "passing",
-                "ServiceID": me.id, "Output": format!("refreshed at {} ms", hangar_common::ids::now_ms()),
+                // A constant output: a registration that changes nothing does not wake
+                // every blocking query.
+                "ServiceID": me.id, "Output": "written by the process itself",
             }],
         });
         self.send(self.request(reqwest::Method::PUT, "/v1/catalog/register").json(&body)).await?;
@@ -237,7 +239,8 @@ impl Backend for Consul {
                 self.send(self.request(reqwest::Method::PUT, &path)).await?;
             }
             ConsulApi::Catalog => {
-                let body = json!({ "Node": self.catalog_node(&me.id), "ServiceID": me.id });
+                // The whole external node: its service and check go with it.
+                let body = json!({ "Node": self.catalog_node(&me.id) });
                 self.send(self.request(reqwest::Method::PUT, "/v1/catalog/deregister").json(&body)).await?;
             }
         }
@@ -263,14 +266,21 @@ impl Backend for Consul {
                 }
                 changed
             });
+            // Never a tight loop, even against a server that answers at once.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// Catalog entries are never expired by Consul: the control plane removes those of
-    /// nodes it has not heard from for STALE_AFTER.
+    /// nodes that heartbeated and then fell silent for STALE_AFTER (a node never heard from
+    /// may be one that reaches another control plane, and is left alone).
     async fn report(&self, node: &Node, healthy: bool, last_seen_ms: u64) -> Result<()> {
         let silent_ms = hangar_common::ids::now_ms().saturating_sub(last_seen_ms);
-        if self.cfg.api != ConsulApi::Catalog || healthy || silent_ms < STALE_AFTER.as_millis() as u64 {
+        if self.cfg.api != ConsulApi::Catalog
+            || healthy
+            || last_seen_ms == 0
+            || silent_ms < STALE_AFTER.as_millis() as u64
+        {
             return Ok(());
         }
         tracing::warn!(node = %node.id, silent_s = silent_ms / 1000, "removing the catalog entry of a silent node");

@@ -7,7 +7,8 @@
 //! writes each node's health and last sign of life into the status subresource.
 //!
 //! The process applies the CustomResourceDefinition itself only when `skip_crd` is off;
-//! the chart installs it, so a normal install needs only namespaced rights.
+//! it is installed beforehand (`hangar kubernetes-crd | kubectl apply -f -`), so a normal install
+//! needs only namespaced rights.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -142,9 +143,19 @@ impl Kubernetes {
     }
 }
 
-/// A node id as a resource name: Kubernetes names are lowercase DNS subdomains.
+/// A node id as a resource name. Hangar's ids are already lowercase DNS labels (hex, `s3-`
+/// and `control-` prefixes, the latter sanitised by [`dns_label`]).
 fn resource_name(id: &str) -> String {
-    id.to_ascii_lowercase()
+    id.to_string()
+}
+
+/// `s` as a DNS label: lowercase letters, digits and `-`, not starting or ending with `-`,
+/// 63 characters at most (empty: `fallback`).
+pub fn dns_label(s: &str, fallback: &str) -> String {
+    let mapped: String =
+        s.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(63).collect();
+    let trimmed = mapped.trim_matches('-');
+    if trimmed.is_empty() { fallback.to_string() } else { trimmed.to_string() }
 }
 
 /// The node a resource announces (None for one that is not a usable announcement).
@@ -262,7 +273,7 @@ fn rfc3339(ms: u64) -> String {
         .unwrap_or_default()
 }
 
-/// The CustomResourceDefinition as YAML (`hangar kubernetes crd`; the chart ships the same).
+/// The CustomResourceDefinition as YAML (`hangar kubernetes-crd`).
 pub fn crd_yaml() -> String {
     serde_yaml::to_string(&HangarNode::crd()).unwrap_or_default()
 }

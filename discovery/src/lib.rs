@@ -138,7 +138,8 @@ pub trait Backend: Send + Sync {
 
     /// Shows the control plane's view of a node where the backend can (Kubernetes: the
     /// resource's status), and removes the entries of nodes silent for long where the
-    /// backend would keep them forever (Consul's catalog).
+    /// backend would keep them forever (Consul's catalog). `last_seen_ms`: the node's last
+    /// heartbeat, 0 if it was never heard from.
     async fn report(&self, _node: &Node, _healthy: bool, _last_seen_ms: u64) -> Result<()> {
         Ok(())
     }
@@ -163,7 +164,17 @@ pub struct Announcer {
 }
 
 impl Announcer {
-    pub fn start(backend: Arc<dyn Backend>, me: Node) -> Announcer {
+    /// Refuses an address others cannot dial (`0.0.0.0`, `::`): through a discovery
+    /// backend it would send every peer to itself.
+    pub fn start(backend: Arc<dyn Backend>, me: Node) -> Result<Announcer> {
+        let unspecified = me.address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+        if unspecified && backend.name() != static_list::NAME {
+            return Err(Error::Invalid(format!(
+                "rpc_public_addr: this process would announce {}, which others cannot dial; set \
+                 rpc_public_addr (HANGAR_RPC_PUBLIC_ADDR) to the address they reach it at, e.g. the pod's IP",
+                me.addr()
+            )));
+        }
         let (b, node) = (backend.clone(), me.clone());
         let task = tokio::spawn(async move {
             loop {
@@ -177,7 +188,7 @@ impl Announcer {
                 tokio::time::sleep(every).await;
             }
         });
-        Announcer { task, backend, me }
+        Ok(Announcer { task, backend, me })
     }
 
     /// Stops refreshing and withdraws the announcement (bounded: a shutdown never hangs on it).
@@ -194,27 +205,32 @@ impl Announcer {
 /// How often nodes look up the control plane and the data nodes again.
 const LOOKUP_EVERY: Duration = Duration::from_secs(10);
 
-/// Where a node finds the cluster: `bootstrap_peers`, plus whatever the backend lists
-/// (control planes, and data nodes as layout sources), looked up again every few seconds.
-pub fn peers(backend: Arc<dyn Backend>, bootstrap: Vec<String>) -> PeerList {
-    let initial = Peers { control: bootstrap.clone(), data: bootstrap.clone() };
-    let (tx, rx) = watch::channel(Arc::new(initial));
+/// Where a node finds the cluster: `bootstrap_peers` (control planes), plus whatever the
+/// backend lists (control planes, and data nodes other than `own_addr` as layout sources),
+/// looked up again every few seconds.
+pub fn peers(backend: Arc<dyn Backend>, bootstrap: Vec<String>, own_addr: Option<String>) -> PeerList {
+    let (tx, rx) = watch::channel(Arc::new(Peers { control: bootstrap.clone(), data: vec![] }));
     if backend.name() == static_list::NAME {
         return rx;
     }
     tokio::spawn(async move {
+        let mut found_control = false;
         loop {
             match backend.list().await {
                 Ok(nodes) => {
-                    let mut p = Peers { control: bootstrap.clone(), data: bootstrap.clone() };
+                    found_control = nodes.iter().any(|n| n.role == Role::Control);
+                    let mut p = Peers { control: bootstrap.clone(), data: vec![] };
                     for n in nodes {
                         match n.role {
                             Role::Control => p.control.push(n.addr()),
-                            Role::Data => p.data.push(n.addr()),
-                            Role::Frontend => {}
+                            Role::Data if Some(n.addr()) != own_addr => p.data.push(n.addr()),
+                            Role::Data | Role::Frontend => {}
                         }
                     }
-                    p.control.dedup();
+                    for list in [&mut p.control, &mut p.data] {
+                        list.sort();
+                        list.dedup();
+                    }
                     tx.send_if_modified(|cur| {
                         let changed = **cur != p;
                         if changed {
@@ -229,7 +245,8 @@ pub fn peers(backend: Arc<dyn Backend>, bootstrap: Vec<String>) -> PeerList {
             if tx.is_closed() {
                 return;
             }
-            let wait = if tx.borrow().control.is_empty() { Duration::from_secs(1) } else { LOOKUP_EVERY };
+            // Until a control plane is listed, look again every second.
+            let wait = if found_control { LOOKUP_EVERY } else { Duration::from_secs(1) };
             tokio::time::sleep(wait).await;
         }
     });

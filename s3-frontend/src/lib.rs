@@ -112,7 +112,7 @@ pub async fn run_service(
     let s3_addr = listener.local_addr()?;
     // The control plane, and data nodes as layout sources while it is away.
     let backend = hangar_discovery::from_config(&cfg).await.map_err(|e| hangar_common::Error::Config(e.to_string()))?;
-    let peers = hangar_discovery::peers(backend.clone(), cfg.bootstrap_peers.clone());
+    let peers = hangar_discovery::peers(backend.clone(), cfg.bootstrap_peers.clone(), None);
     let history = follow_layout(peers.clone(), secret.clone(), LayoutHistory::default(), |_| {});
     // Frontends keep no state, so a fresh id per start is enough to tell them apart.
     let id = format!("s3-{}", hex::encode(&hangar_common::ids::random_id()[..6]));
@@ -134,7 +134,8 @@ pub async fn run_service(
     };
     let me = hangar_discovery::Node::at(&id, &announced, hangar_discovery::Role::Frontend)
         .map_err(|e| hangar_common::Error::Config(format!("rpc_public_addr: {e}")))?;
-    let announcer = hangar_discovery::Announcer::start(backend, me);
+    let announcer =
+        hangar_discovery::Announcer::start(backend, me).map_err(|e| hangar_common::Error::Config(e.to_string()))?;
     let heartbeat = spawn_heartbeat(
         peers,
         secret,

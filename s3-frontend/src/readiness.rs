@@ -40,7 +40,13 @@ async fn reachable(cluster: &Cluster, nodes: &[NodeRef]) -> BTreeSet<Arc<str>> {
     let asks = nodes.iter().map(|n| async move {
         let mut c = cluster.layout(n).ok()?;
         let answered = tokio::time::timeout(PROBE_TIMEOUT, c.get_layout(GetLayoutRequest {})).await;
-        matches!(answered, Ok(Ok(_))).then(|| n.id.clone())
+        // Any answer counts, a data node too old to serve the layout (Unimplemented) too.
+        let up = match answered {
+            Ok(Ok(_)) => true,
+            Ok(Err(status)) => status.code() == tonic::Code::Unimplemented,
+            Err(_) => false,
+        };
+        up.then(|| n.id.clone())
     });
     futures::future::join_all(asks).await.into_iter().flatten().collect()
 }
