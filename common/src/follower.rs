@@ -56,7 +56,10 @@ pub fn follow_layout(
     tokio::spawn(async move {
         let mut attempt = 0usize;
         loop {
-            let sources = peers.borrow().layout_sources();
+            let (sources, control) = {
+                let p = peers.borrow();
+                (p.layout_sources(), p.control.clone())
+            };
             // Each round starts with the control planes; a source that fails moves to the next.
             let peer = match sources.get(attempt % sources.len().max(1)) {
                 Some(p) => p.clone(),
@@ -67,7 +70,7 @@ pub fn follow_layout(
             };
             // A data node is a fallback: its stream never ends by itself, so it is followed
             // for a while only, then the control planes are tried again.
-            let fallback = !peers.borrow().control.contains(&peer);
+            let fallback = !control.contains(&peer);
             let followed = if fallback {
                 tokio::time::timeout(FALLBACK_FOR, watch_once(&peer, &secret, &tx, &on_update)).await.unwrap_or(Ok(()))
             } else {

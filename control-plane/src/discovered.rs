@@ -14,10 +14,18 @@ const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// Follows `backend` into `members` for as long as the task runs.
 pub fn spawn(backend: Arc<dyn Backend>, members: Arc<Members>) -> tokio::task::JoinHandle<()> {
-    // Writing health back runs apart, so a slow backend never delays the listing.
-    let reporter = {
-        let (backend, members) = (backend.clone(), members.clone());
-        tokio::spawn(async move {
+    tokio::spawn(async move {
+        let follow = async {
+            let mut listing = hangar_discovery::follow(backend.clone());
+            while listing.changed().await.is_ok() {
+                let current = listing.borrow_and_update().clone();
+                if let Some(l) = current {
+                    members.set_listing(backend.name(), &l);
+                }
+            }
+        };
+        // Polled beside the listing, so a slow backend never delays it; both stop together.
+        let report = async {
             let mut every = tokio::time::interval(REPORT_EVERY);
             loop {
                 every.tick().await;
@@ -28,16 +36,10 @@ pub fn spawn(backend: Arc<dyn Backend>, members: Arc<Members>) -> tokio::task::J
                     }
                 }
             }
-        })
-    };
-    tokio::spawn(async move {
-        let mut listing = hangar_discovery::follow(backend.clone());
-        while listing.changed().await.is_ok() {
-            let current = listing.borrow_and_update().clone();
-            if let Some(l) = current {
-                members.set_listing(backend.name(), &l);
-            }
+        };
+        tokio::select! {
+            _ = follow => {}
+            _ = report => {}
         }
-        reporter.abort();
     })
 }

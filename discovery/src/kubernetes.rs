@@ -127,7 +127,7 @@ impl Kubernetes {
             zone: me.zone.clone(),
             capacity: me.capacity,
         };
-        let mut r = HangarNode::new(&resource_name(&me.id), spec);
+        let mut r = HangarNode::new(&me.id, spec);
         r.metadata.namespace = Some(self.cfg.namespace.clone());
         r.metadata.labels = Some(BTreeMap::from([(SERVICE_LABEL.to_string(), self.cfg.service_name.clone())]));
         if let (Ok(pod), Ok(uid)) = (std::env::var("POD_NAME"), std::env::var("POD_UID")) {
@@ -143,13 +143,8 @@ impl Kubernetes {
     }
 }
 
-/// A node id as a resource name. Hangar's ids are already lowercase DNS labels (hex, `s3-`
-/// and `control-` prefixes, the latter sanitised by [`dns_label`]).
-fn resource_name(id: &str) -> String {
-    id.to_string()
-}
-
-/// `s` as a DNS label: lowercase letters, digits and `-`, not starting or ending with `-`,
+/// `s` as a DNS label (a node id is a resource name: Hangar's ids are hex, or `s3-` and
+/// `control-` prefixed, the latter's hostname passed through here): lowercase letters, digits and `-`, not starting or ending with `-`,
 /// 63 characters at most (empty: `fallback`).
 pub fn dns_label(s: &str, fallback: &str) -> String {
     let mapped: String =
@@ -185,12 +180,12 @@ impl Backend for Kubernetes {
     /// the process lives.
     async fn announce(&self, me: &Node) -> Result<()> {
         let r = self.resource(me);
-        self.api.patch(&resource_name(&me.id), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&r)).await?;
+        self.api.patch(&me.id, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&r)).await?;
         Ok(())
     }
 
     async fn withdraw(&self, me: &Node) -> Result<()> {
-        match self.api.delete(&resource_name(&me.id), &DeleteParams::default()).await {
+        match self.api.delete(&me.id, &DeleteParams::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(e.into()),
@@ -255,7 +250,7 @@ impl Backend for Kubernetes {
         }
         let last_seen = (last_seen_ms > 0).then(|| rfc3339(last_seen_ms));
         let patch = serde_json::json!({ "status": HangarNodeStatus { health: health.clone(), last_seen } });
-        match self.api.patch_status(&resource_name(&node.id), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match self.api.patch_status(&node.id, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => {}
             // Deleted meanwhile: the watch reports it.
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),

@@ -123,17 +123,12 @@ pub async fn run_service(
         role: NodeRole::Frontend as i32,
         ..Default::default()
     };
-    // Others reach a frontend at its S3 address: the public rpc address's host when one
-    // is set (the bind address may be 0.0.0.0), with the S3 port.
-    let announced = match &cfg.rpc_public_addr {
-        Some(public) => {
-            let host = public.rsplit_once(':').map(|(h, _)| h).unwrap_or(public);
-            format!("{host}:{}", s3_addr.port())
-        }
-        None => s3_addr.to_string(),
-    };
-    let me = hangar_discovery::Node::at(&id, &announced, hangar_discovery::Role::Frontend)
+    // Others reach a frontend at its S3 port on the public rpc address's host when one is
+    // set (the bind address may be 0.0.0.0).
+    let announced = cfg.rpc_public_addr.clone().unwrap_or_else(|| s3_addr.to_string());
+    let mut me = hangar_discovery::Node::at(&id, &announced, hangar_discovery::Role::Frontend)
         .map_err(|e| hangar_common::Error::Config(format!("rpc_public_addr: {e}")))?;
+    me.port = s3_addr.port();
     let announcer =
         hangar_discovery::Announcer::start(backend, me).map_err(|e| hangar_common::Error::Config(e.to_string()))?;
     let heartbeat = spawn_heartbeat(
