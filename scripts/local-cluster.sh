@@ -156,18 +156,9 @@ for i in 1 2 3; do
 done
 cli layout apply --version 1 >/dev/null
 
-# The frontends need the layout before they can create the key.
-for _ in $(seq 50); do
-    out=$(cli key create demo 2>/dev/null) && break
-    # A creation that went through although the answer was lost: the key is there.
-    out=$(cli key info demo --show-secret 2>/dev/null) && break
-    sleep 0.2
-done
-key_id=$(echo "$out" | awk '/^Key ID:/ {print $3}')
-key_secret=$(echo "$out" | awk '/^Secret key:/ {print $3}')
-cli bucket create demo >/dev/null
-cli bucket allow --read --write --owner demo --key "$key_id" >/dev/null
-cli key allow --create-bucket "$key_id" >/dev/null
+# shellcheck source=scripts/demo-key.sh
+. "$root/scripts/demo-key.sh"
+create_demo_key
 
 cat <<EXPORTS
 export S3_ENDPOINT=http://127.0.0.1:${s3_ports[0]}

@@ -2,6 +2,7 @@
 //! (`server` runs them all in one process) or to the admin API (every other verb).
 
 mod admin;
+mod health;
 mod repair;
 mod server;
 
@@ -80,6 +81,9 @@ enum Command {
     Node(repair::NodeCommand),
     /// Print the HangarNode CustomResourceDefinition (YAML) for `kubectl apply -f -`.
     KubernetesCrd,
+    /// Ask a process's admin endpoint whether it is healthy (exit 0) or not (exit 1): the
+    /// container image's health check.
+    Health(health::HealthArgs),
 }
 
 #[derive(clap::Args)]
@@ -111,14 +115,7 @@ fn admin_target(
     };
     let addr = match (rpc_addr, &cfg) {
         (Some(a), _) => a,
-        (None, Some(c)) => {
-            let mut a = c.rpc_bind_addr;
-            // A server listening on every interface is reached on loopback.
-            if a.ip().is_unspecified() {
-                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            a
-        }
+        (None, Some(c)) => hangar_common::config::local_dial_addr(c.rpc_bind_addr),
         (None, None) => SocketAddr::from(([127, 0, 0, 1], 3901)),
     };
     let token = match (admin::token_from_env()?, &cfg) {
@@ -190,6 +187,7 @@ fn main() -> std::process::ExitCode {
                 print!("{}", hangar_discovery::kubernetes::crd_yaml());
                 Ok(())
             }
+            Command::Health(args) => health::check(args).await,
         }
     });
     match result {

@@ -216,11 +216,13 @@ pub async fn run(
     let s3_listener = bind("S3", cfg.s3_api.api_bind_addr).await?;
     let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr, cfg.admin.limits()).await?;
     let s3_local = s3_listener.local_addr()?;
+    // In a container, loopback is where the published port leads.
+    let s3_endpoint = hangar_common::config::local_dial_addr(s3_local);
     // Shell lines, so they can be pasted (or eval'd) as printed.
     println!("export AWS_ACCESS_KEY_ID={root_id}");
     println!("export AWS_SECRET_ACCESS_KEY={root_secret}");
     println!("export AWS_DEFAULT_REGION={}", cfg.s3_api.s3_region);
-    println!("export S3_ENDPOINT=http://{s3_local}");
+    println!("export S3_ENDPOINT=http://{s3_endpoint}");
     tracing::info!(s3 = %s3_local, rpc = %rpc_local, admin = %cfg.admin.api_bind_addr, "hangar server ready");
 
     let (s3_stop, s3_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -967,6 +967,15 @@ impl Config {
     }
 }
 
+/// Where a client on this machine reaches a listener bound to `addr`: a listener on every
+/// interface (`0.0.0.0`, `[::]`) is reached on loopback.
+pub fn local_dial_addr(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
+}
+
 /// A size such as `500G`, `1T`, `2TiB` or `1.5k`, in bytes (above zero).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();

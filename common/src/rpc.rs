@@ -88,6 +88,15 @@ pub fn require_admin_token(token: &str) -> RequireHeader {
     }
 }
 
+/// How often an open connection to a peer is pinged (by both ends), and how long the ping may go
+/// unanswered before the connection counts as dead. A peer cut off by the network or gone
+/// without closing its connections (a host that died, a container disconnected) is noticed
+/// this way: every call on the connection fails at once and the next one dials again
+/// (resolving a name again, so a peer that came back under a new IP is reached), instead
+/// of each call waiting out its timeout on a connection nobody will ever answer.
+pub(crate) const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A channel that connects on first use and reconnects after failures; over TLS when the
 /// process was configured with `[rpc_tls]` (see `tls::use_for_clients`).
 pub fn lazy_channel(addr: &str) -> Result<Channel, crate::Error> {
@@ -97,6 +106,9 @@ pub fn lazy_channel(addr: &str) -> Result<Channel, crate::Error> {
     let mut ep = Endpoint::from_shared(uri)
         .map_err(|e| crate::Error::Config(format!("bad rpc address `{addr}`: {e}")))?
         .connect_timeout(std::time::Duration::from_secs(5))
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true);
     if let Some(tls) = tls {
         ep = ep.tls_config(tls.clone()).map_err(|e| crate::Error::Config(format!("rpc TLS: {e}")))?;

@@ -54,7 +54,10 @@ pub fn client() -> Option<&'static ClientTlsConfig> {
 /// Applies a process's `[rpc_tls]` section: its clients use TLS, and the returned server
 /// builder serves TLS. Without the section, both stay plain text.
 pub fn configure(cfg: Option<&RpcTlsConfig>) -> Result<tonic::transport::Server, Error> {
-    let mut server = tonic::transport::Server::builder();
+    // Connections of clients that vanished are closed too, with the streams they held.
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(crate::rpc::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(crate::rpc::KEEPALIVE_TIMEOUT));
     if let Some(cfg) = cfg {
         use_for_clients(client_config(cfg)?);
         server = server.tls_config(server_config(cfg)?).map_err(|e| Error::Config(format!("[rpc_tls]: {e}")))?;

@@ -104,7 +104,7 @@ pub async fn run(
     };
     let secret = cfg.rpc_secret.clone().unwrap_or_default();
     let mut control = ControlPlane::open(&cfg.metadata_dir, cfg.replication_factor, token, secret.clone())?;
-    control.info.rpc_addr = cfg.rpc_bind_addr.to_string();
+    control.info.rpc_addr = cfg.public_rpc_addr();
     let current = control.layout.current();
     if current.version > 0 && current.replication_factor != cfg.replication_factor {
         // The config's factor is the first layout's; a layout change alters it.

@@ -140,7 +140,23 @@ impl MetadataService for MetadataRpc {
         // Tombstones free space: they pass down to half the reserve, like every entry.
         self.disk.check_metadata().map_err(|e| storage(&self.disk, e))?;
         let r = req.into_inner();
+        // Block references that arrive without their block (a read repair of the reference
+        // table, a copy, a late write to a node that was cut off) are queued for resync: the
+        // worker fetches the block unless it is here already or no longer needed. A block
+        // whose PutBlock never arrived is otherwise found only by a block scan.
+        let refs: Vec<BlockHash> = if r.table == Table::BlockRef as i32 {
+            r.entries
+                .iter()
+                .filter(|e| !e.tombstone)
+                .filter_map(|e| hangar_model::schema::parse_block_ref_key(&e.key).map(|(h, _)| h))
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.store.insert(r.table, r.entries).await.map_err(|e| storage(&self.disk, e))?;
+        for hash in &refs {
+            self.store.queue_resync(hash).map_err(|e| storage(&self.disk, e))?;
+        }
         Ok(Response::new(InsertReply {}))
     }
 

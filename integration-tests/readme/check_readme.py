@@ -9,7 +9,8 @@
 - Every other block runs in one bash session (a second terminal), from the repository's
   directory, with `set -euo pipefail`: any command that fails fails the check.
 
-Needs the aws CLI and ports 3900-3903 free; refuses to run over an existing ./hangar-data or
+Needs the aws CLI, Docker and docker-compose (the containerised cluster), and ports
+3900-3903 free; refuses to run over an existing ./hangar-data or
 /tmp/hangar-cluster. Stops everything it started (by process group) and removes what it made.
 """
 
@@ -122,6 +123,9 @@ def main():
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
+        # The compose cluster's block ends with `down`; after a failure, remove it here.
+        if os.path.exists(os.path.join(ROOT, "target", "compose", "cluster.env")):
+            subprocess.run(["scripts/compose-cluster.sh", "down"], cwd=ROOT)
         if os.path.exists(os.path.join(CLUSTER_DIR)):
             subprocess.run(["scripts/local-cluster.sh", "down", CLUSTER_DIR], cwd=ROOT)
             shutil.rmtree(CLUSTER_DIR, ignore_errors=True)

@@ -3,7 +3,13 @@
 //! read tries the read set first, then the other holders, takes the first copy whose hash
 //! checks, and copies the block to replicas found without it (block read repair).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use hangar_common::call::Method;
 use hangar_common::cluster::{Cluster, NodeRef, block_partition};
 use hangar_common::hash::BlockHash;
@@ -11,6 +17,12 @@ use hangar_common::quorum::quorum_sets;
 use hangar_common::rpc::BLOCK_CHUNK;
 use hangar_common::{Error, Result};
 use hangar_proto::block::{BlockRef, GetBlockRequest, HasBlocksRequest, PutBlockChunk};
+
+/// How long a block read waits for a replica to start answering (the node has read the
+/// block from its disk) before it asks the next as well. Long enough that a live node
+/// answers within it almost always (a slower one only costs a second read), short enough
+/// that a client barely notices an unreachable one.
+const HEDGE_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Blocks {
@@ -80,40 +92,93 @@ impl Blocks {
 
     /// The block's bytes from the first replica that has it. Replicas of the read set found
     /// without it get a copy with `owner`'s reference (a reference-preserving repair).
+    ///
+    /// Replicas are asked one at a time, the next when one fails, or when none of those
+    /// asked has started answering within `HEDGE_AFTER`: an unreachable node (cut off by the
+    /// network, or gone without closing its connections) costs that delay, not the call
+    /// timeout. A replica that answers is waited for, however long its block takes.
     pub async fn get(&self, hash: &[u8], owner: &[u8]) -> Result<Bytes> {
         let view = self.cluster.view();
         let p = block_partition(hash);
         let readers = view.read_set(p).map_err(|e| Error::Unavailable(e.to_string()))?;
         let mut order = readers.clone();
         order.extend(view.holders(p).into_iter().filter(|n| !readers.contains(n)));
-        let mut lacking = Vec::new();
-        let mut last_err = None;
-        for (i, n) in order.iter().enumerate() {
-            match self.get_from(n, view.version(), hash).await {
-                Ok(data) => {
-                    let rest: Vec<NodeRef> = order[i + 1..].iter().filter(|m| readers.contains(m)).cloned().collect();
-                    self.repair(hash, owner, &data, lacking);
-                    self.check_others(hash, owner, &data, rest);
-                    return Ok(data);
-                }
-                Err(e) => {
-                    if matches!(e.code(), Some(tonic::Code::NotFound | tonic::Code::DataLoss)) && readers.contains(n) {
-                        lacking.push(n.clone());
+        let answering = Arc::new(AtomicUsize::new(0));
+        let mut attempts = FuturesUnordered::new();
+        let mut asked = 0;
+        let (mut lacking, mut failed, mut last_err) = (Vec::new(), Vec::new(), None);
+        loop {
+            if attempts.is_empty() {
+                let Some(n) = order.get(asked) else { break };
+                attempts.push(self.attempt(n.clone(), view.version(), hash, answering.clone()));
+                asked += 1;
+            }
+            let hedge = asked < order.len() && answering.load(Ordering::SeqCst) == 0;
+            tokio::select! {
+                Some((n, r)) = attempts.next() => match r {
+                    Ok(data) => {
+                        let rest: Vec<NodeRef> =
+                            readers.iter().filter(|m| **m != n && !failed.contains(*m)).cloned().collect();
+                        self.repair(hash, owner, &data, lacking);
+                        self.check_others(hash, owner, &data, rest);
+                        return Ok(data);
                     }
-                    last_err = Some(e);
+                    Err(e) => {
+                        if matches!(e.code(), Some(tonic::Code::NotFound | tonic::Code::DataLoss)) && readers.contains(&n) {
+                            lacking.push(n.clone());
+                        }
+                        failed.push(n);
+                        last_err = Some(e);
+                    }
+                },
+                _ = tokio::time::sleep(HEDGE_AFTER), if hedge => {
+                    attempts.push(self.attempt(order[asked].clone(), view.version(), hash, answering.clone()));
+                    asked += 1;
                 }
             }
         }
         Err(last_err.unwrap_or_else(|| Error::Unavailable("block has no replica".into())))
     }
 
+    /// One replica's read for `get`: counted in `answering` from its answer to its end.
+    async fn attempt(
+        &self,
+        n: NodeRef,
+        version: u64,
+        hash: &[u8],
+        answering: Arc<AtomicUsize>,
+    ) -> (NodeRef, Result<Bytes>) {
+        struct Answered(Option<Arc<AtomicUsize>>);
+        impl Drop for Answered {
+            fn drop(&mut self) {
+                if let Some(a) = &self.0 {
+                    a.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
+        let mut guard = Answered(None);
+        let r = self
+            .fetch(&n, version, hash, || {
+                answering.fetch_add(1, Ordering::SeqCst);
+                guard.0 = Some(answering.clone());
+            })
+            .await;
+        (n, r)
+    }
+
     /// The whole block from node `n` (chosen with layout `version`), its hash checked again
     /// here (a fault on the way is not served either).
     pub async fn get_from(&self, n: &NodeRef, version: u64, hash: &[u8]) -> Result<Bytes> {
+        self.fetch(n, version, hash, || {}).await
+    }
+
+    /// `get_from`, calling `answered` once the node has accepted the call.
+    async fn fetch(&self, n: &NodeRef, version: u64, hash: &[u8], answered: impl FnOnce()) -> Result<Bytes> {
         let mut c = self.cluster.blocks(n)?;
         let req = GetBlockRequest { hash: hash.to_vec().into() };
         let mut stream =
             self.cluster.call(n, Method::GetBlock, version, req, |r| async move { c.get_block(r).await }).await?;
+        answered();
         let mut chunks = Vec::new();
         while let Some(c) = self.cluster.next_message(n, &mut stream).await? {
             chunks.push(c.data);

@@ -7,13 +7,13 @@
 //! the replicas that answered with something else (read repair). Listings across partitions
 //! ask every node of the read sets and need a read quorum of every partition.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use hangar_common::call::Method;
-use hangar_common::cluster::{Cluster, NodeRef, View, quorum};
+use hangar_common::cluster::{Cluster, NodeRef, View};
 use hangar_common::ids::{next_timestamp, random_u64};
 use hangar_common::quorum::{call_all, quorum_sets};
 use hangar_common::{Error, Result};
@@ -304,32 +304,26 @@ impl Tables {
             late = Some(rest);
             answers
         } else {
-            // Consecutive keys live in every partition: ask every node of the read sets,
-            // then check that each partition heard from a read quorum of its read set.
+            // Consecutive keys live in every partition: ask every node of the read sets and
+            // merge once each partition heard from a read quorum of its read set. Not waiting
+            // for the rest keeps a listing fast when a node is unreachable rather than down
+            // (a partition, a host gone without closing its connections).
             let (nodes, members) = view.read_members();
             if nodes.is_empty() {
                 return Err(Error::Unavailable("no cluster layout yet".into()));
             }
-            let answers: Vec<_> = call_all(&nodes, call)
-                .await
-                .into_iter()
-                .filter_map(|(n, r)| match r {
-                    Ok(v) => Some((n, v)),
-                    Err(e) => {
-                        tracing::debug!(node = %n.id, error = %e, "node missed a listing");
-                        None
-                    }
-                })
-                .collect();
-            let answered: Vec<usize> = answers.iter().filter_map(|(n, _)| nodes.iter().position(|m| m == n)).collect();
-            for m in members {
-                if m.iter().filter(|i| answered.contains(i)).count() < quorum(m.len()) {
-                    return Err(Error::Unavailable(
-                        "a listing needs a read quorum of every partition; too many nodes are down".into(),
-                    ));
+            let distinct: BTreeSet<&Vec<usize>> = members.iter().collect();
+            let sets: Vec<Vec<NodeRef>> =
+                distinct.into_iter().map(|m| m.iter().map(|&i| nodes[i].clone()).collect()).collect();
+            match quorum_sets(&sets, call).await {
+                Ok((answers, _)) => answers,
+                Err(Error::Unavailable(why)) => {
+                    return Err(Error::Unavailable(format!(
+                        "a listing needs a read quorum of every partition; too many nodes are down ({why})"
+                    )));
                 }
+                Err(e) => return Err(e),
             }
-            answers
         };
         // Complete up to the smallest last key among replicas that stopped at their limit.
         let horizon = answers
