@@ -23,10 +23,11 @@ state=${HANGAR_COMPOSE_DIR:-$root/target/compose}
 project=${COMPOSE_PROJECT_NAME:-hangar}
 env_file=$state/cluster.env
 
-if command -v docker-compose >/dev/null 2>&1; then
-    compose_cmd=(docker-compose)
-else
+# The Compose plugin where the Docker CLI has it, else the standalone docker-compose.
+if docker compose version >/dev/null 2>&1; then
     compose_cmd=(docker compose)
+else
+    compose_cmd=(docker-compose)
 fi
 compose() { "${compose_cmd[@]}" -p "$project" -f "$root/compose.yml" --env-file "$env_file" "$@"; }
 
@@ -59,17 +60,22 @@ mkdir -p "$state"
 if [ ! -e "$env_file" ]; then
     port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
     hex() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+    # Computed first, so that a failure stops the script before anything is written.
+    secret=$(hex) token=$(hex) rpc_port=$(port) s3_port=$(port) s3_port_2=$(port)
     (umask 077 && cat >"$env_file") <<ENV
-HANGAR_RPC_SECRET=$(hex)
-HANGAR_ADMIN_TOKEN=$(hex)
-HANGAR_RPC_PORT=$(port)
-HANGAR_S3_PORT=$(port)
-HANGAR_S3_PORT_2=$(port)
+HANGAR_RPC_SECRET=$secret
+HANGAR_ADMIN_TOKEN=$token
+HANGAR_RPC_PORT=$rpc_port
+HANGAR_S3_PORT=$s3_port
+HANGAR_S3_PORT_2=$s3_port_2
 HANGAR_IMAGE=${HANGAR_IMAGE:-hangar:latest}
 ENV
 fi
+# The cluster's values, for this script and what it runs (build-image.sh tags HANGAR_IMAGE).
+set -a
 # shellcheck disable=SC1090
 . "$env_file"
+set +a
 
 "$root/scripts/build-image.sh"
 compose up -d --quiet-pull >&2
@@ -80,7 +86,8 @@ cli() { compose exec -T control-plane /hangar -c /etc/hangar/hangar.toml "$@"; }
 
 # The automatic layout gives the three data nodes their roles once all three heartbeat.
 for attempt in $(seq 120); do
-    if cli layout show 2>/dev/null | grep -q 'Current layout: version [1-9]'; then break; fi
+    shown=$(cli layout show 2>/dev/null || true)
+    if grep -q 'Current layout: version [1-9]' <<<"$shown"; then break; fi
     [ "$attempt" = 120 ] && { compose logs --tail 30 >&2; echo "no layout after 60 s" >&2; exit 1; }
     sleep 0.5
 done
@@ -89,7 +96,8 @@ if [ ! -s "$state/exports" ]; then
     # shellcheck source=scripts/demo-key.sh
     . "$root/scripts/demo-key.sh"
     create_demo_key
-    cat >"$state/exports" <<EXPORTS
+    # Credentials: readable by this user only.
+    (umask 077 && cat >"$state/exports") <<EXPORTS
 export S3_ENDPOINT=http://127.0.0.1:$HANGAR_S3_PORT
 export S3_ENDPOINT_2=http://127.0.0.1:$HANGAR_S3_PORT_2
 export AWS_ACCESS_KEY_ID=$key_id

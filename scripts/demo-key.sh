@@ -13,7 +13,8 @@ create_demo_key() {
     done
     key_id=$(echo "$out" | awk '/^Key ID:/ {print $3}')
     key_secret=$(echo "$out" | awk '/^Secret key:/ {print $3}')
-    cli bucket create demo >/dev/null
+    # An earlier run that stopped half way may have created it.
+    cli bucket create demo >/dev/null 2>&1 || cli bucket info demo >/dev/null
     cli bucket allow --read --write --owner demo --key "$key_id" >/dev/null
     cli key allow --create-bucket "$key_id" >/dev/null
 }

@@ -17,7 +17,7 @@ pub struct HealthArgs {
 
 pub async fn check(args: HealthArgs) -> Result<(), Box<dyn std::error::Error>> {
     hangar_common::tls::init_crypto();
-    let client = reqwest::Client::builder().timeout(TIMEOUT).build()?;
+    let client = reqwest::Client::builder().timeout(TIMEOUT).no_proxy().build()?;
     let response = client.get(&args.url).send().await.map_err(|e| {
         // reqwest's own message is generic; the cause (refused, timed out) is in its source.
         let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();

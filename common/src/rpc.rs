@@ -94,8 +94,10 @@ pub fn require_admin_token(token: &str) -> RequireHeader {
 /// this way: every call on the connection fails at once and the next one dials again
 /// (resolving a name again, so a peer that came back under a new IP is reached), instead
 /// of each call waiting out its timeout on a connection nobody will ever answer.
-pub(crate) const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-pub(crate) const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The timeout is generous: a ping answer can queue behind block data on a busy link, and
+/// dropping a live connection fails every call on it.
+pub(crate) const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// A channel that connects on first use and reconnects after failures; over TLS when the
 /// process was configured with `[rpc_tls]` (see `tls::use_for_clients`).

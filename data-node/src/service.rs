@@ -154,8 +154,12 @@ impl MetadataService for MetadataRpc {
             Vec::new()
         };
         self.store.insert(r.table, r.entries).await.map_err(|e| storage(&self.disk, e))?;
+        // The entries are stored: a failure to queue does not fail the write (the block scan
+        // finds such a block later).
         for hash in &refs {
-            self.store.queue_resync(hash).map_err(|e| storage(&self.disk, e))?;
+            if let Err(e) = self.store.queue_resync(hash) {
+                tracing::warn!(block = %hash, error = %e, "cannot queue a block for resync");
+            }
         }
         Ok(Response::new(InsertReply {}))
     }

@@ -42,6 +42,15 @@ ANTI_ENTROPY_SECS = "10"
 CLIENT_TIMEOUT = 15
 
 
+def compose_command():
+    """The Compose plugin where the Docker CLI has it, else docker-compose (as the script)."""
+    plugin = subprocess.run(["docker", "compose", "version"], capture_output=True)
+    return ["docker", "compose"] if plugin.returncode == 0 else ["docker-compose"]
+
+
+COMPOSE = compose_command()
+
+
 class Cluster:
     """The compose cluster of this test run."""
 
@@ -67,7 +76,7 @@ class Cluster:
         subprocess.run(["bash", SCRIPT, "down"], env=self.env, capture_output=True, timeout=300)
 
     def compose(self, *args, check=True):
-        cmd = ["docker-compose", "-p", self.project, "-f", os.path.join(ROOT, "compose.yml"),
+        cmd = [*COMPOSE, "-p", self.project, "-f", os.path.join(ROOT, "compose.yml"),
                "--env-file", self.env_file, *args]
         return subprocess.run(cmd, env=self.env, check=check, capture_output=True, text=True, timeout=300)
 
@@ -304,8 +313,8 @@ def main():
         c = Cluster(workdir)
         try:
             c.up()
-        except subprocess.CalledProcessError as e:
-            print(f"FAIL cluster did not start: {e.stderr}")
+        except Exception as e:  # the cluster is removed whatever stopped `up`
+            print(f"FAIL cluster did not start: {e} {getattr(e, 'stderr', '')}")
             c.down()
             sys.exit(1)
         objects = Objects()

@@ -131,10 +131,11 @@ impl Blocks {
                         last_err = Some(e);
                     }
                 },
-                _ = tokio::time::sleep(HEDGE_AFTER), if hedge => {
+                // Checked again: a replica may have started answering while the timer ran.
+                _ = tokio::time::sleep(HEDGE_AFTER), if hedge => if answering.load(Ordering::SeqCst) == 0 {
                     attempts.push(self.attempt(order[asked].clone(), view.version(), hash, answering.clone()));
                     asked += 1;
-                }
+                },
             }
         }
         Err(last_err.unwrap_or_else(|| Error::Unavailable("block has no replica".into())))

@@ -1,6 +1,7 @@
 //! Block resync: fetches the blocks this node should hold and does not. A block is queued
 //! when a live reference to it arrives by anti-entropy or sync without its file, when a
-//! read or the scrub finds its file corrupt, and by `hangar repair blocks`. Each is fetched
+//! reference arrives through `Insert` (dropped at once if the file is there), when a read
+//! or the scrub finds its file corrupt, and by `hangar repair blocks`. Each is fetched
 //! from another replica of its partition and checked against its hash. A failure is
 //! retried with backoff (10 s doubling to an hour); the queue is in the node's database, so
 //! it survives restarts, and failing blocks are listed by `hangar block list-errors`.
