@@ -156,14 +156,11 @@ impl View {
         &self.nodes
     }
 
-    /// The nodes of every read set, and for each partition the indexes (into that list) of
-    /// its read set: what a listing across all partitions asks.
-    pub fn read_members(&self) -> (Vec<NodeRef>, Vec<Vec<usize>>) {
-        let used: BTreeSet<usize> = self.read_set.iter().flatten().copied().collect();
-        let order: Vec<usize> = used.into_iter().collect();
-        let pos: HashMap<usize, usize> = order.iter().enumerate().map(|(k, &i)| (i, k)).collect();
-        let members = self.read_set.iter().map(|s| s.iter().map(|i| pos[i]).collect()).collect();
-        (self.refs(&order), members)
+    /// The distinct read sets of all partitions: a listing across partitions needs a read
+    /// quorum of each.
+    pub fn distinct_read_sets(&self) -> Vec<Vec<NodeRef>> {
+        let sets: BTreeSet<&Vec<usize>> = self.read_set.iter().collect();
+        sets.into_iter().map(|s| self.refs(s)).collect()
     }
 
     /// Every node that holds `partition` in some live version (the union of its write sets).

@@ -7,7 +7,7 @@
 //! the replicas that answered with something else (read repair). Listings across partitions
 //! ask every node of the read sets and need a read quorum of every partition.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -308,13 +308,10 @@ impl Tables {
             // merge once each partition heard from a read quorum of its read set. Not waiting
             // for the rest keeps a listing fast when a node is unreachable rather than down
             // (a partition, a host gone without closing its connections).
-            let (nodes, members) = view.read_members();
-            if nodes.is_empty() {
+            let sets = view.distinct_read_sets();
+            if sets.iter().all(Vec::is_empty) {
                 return Err(Error::Unavailable("no cluster layout yet".into()));
             }
-            let distinct: BTreeSet<&Vec<usize>> = members.iter().collect();
-            let sets: Vec<Vec<NodeRef>> =
-                distinct.into_iter().map(|m| m.iter().map(|&i| nodes[i].clone()).collect()).collect();
             match quorum_sets(&sets, call).await {
                 Ok((answers, _)) => answers,
                 Err(Error::Unavailable(why)) => {
