@@ -13,6 +13,10 @@
 # (default target/compose); `up` on a running cluster prints the same lines again.
 # Docker and docker-compose (or `docker compose`) are needed; HANGAR_BIN picks the binary
 # put in the image (default: target/release/hangar, built if needed).
+#
+# HANGAR_TELEMETRY=1 on `up` adds the telemetry stack of docker/telemetry/compose.yml
+# (collector, Jaeger, Prometheus, Grafana; every process exports its traces to the
+# collector); the cluster's later commands keep it until `down`.
 set -euo pipefail
 
 usage() { echo "usage: $0 up|down  or  $0 stop|start|restart NODE" >&2; exit 2; }
@@ -29,14 +33,20 @@ if docker compose version >/dev/null 2>&1; then
 else
     compose_cmd=(docker-compose)
 fi
-compose() { "${compose_cmd[@]}" -p "$project" -f "$root/compose.yml" --env-file "$env_file" "$@"; }
+files=(-f "$root/compose.yml")
+if [ "${1:-}" = up ] && [ "${HANGAR_TELEMETRY:-0}" = 1 ]; then
+    mkdir -p "$state"
+    touch "$state/telemetry"
+fi
+[ -e "$state/telemetry" ] && files+=(-f "$root/docker/telemetry/compose.yml")
+compose() { "${compose_cmd[@]}" -p "$project" "${files[@]}" --env-file "$env_file" "$@"; }
 
 case "$1" in
     down)
         [ $# -eq 1 ] || usage
         if [ -e "$env_file" ]; then
             compose down -v --remove-orphans
-            rm -f "$env_file" "$state/exports"
+            rm -f "$env_file" "$state/exports" "$state/telemetry"
         else
             echo "no compose cluster recorded in $state" >&2
         fi

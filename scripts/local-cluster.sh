@@ -8,6 +8,9 @@
 #   scripts/local-cluster.sh stop DIR NODE      stop one process (control-plane, data1..3, s3-1, s3-2)
 #   scripts/local-cluster.sh restart DIR NODE   start it again (after stop, a crash or kill -9)
 #
+# `up` also writes DIR/prometheus/{control-plane,data-node,s3-frontend}.json: the processes'
+# admin addresses as Prometheus file_sd targets (docker/telemetry/prometheus-local.yml).
+#
 # HANGAR_BIN picks the binary (default: target/release/hangar, built if missing).
 set -euo pipefail
 
@@ -139,6 +142,25 @@ api_bind_addr = "127.0.0.1:$(port)"
 TOML
     start s3-frontend "$dir/s3-$i.toml" "s3-$i"
 done
+
+# Prometheus file_sd targets, one file per role, from each process's [admin] api_bind_addr.
+admin_addr() { sed -n '/^\[admin\]/,$ s/^api_bind_addr = "\(.*\)"$/\1/p' "$dir/$1.toml"; }
+targets() { # file, nodes...
+    local file=$1 sep="" node
+    shift
+    {
+        printf '['
+        for node in "$@"; do
+            printf '%s{"targets": ["%s"], "labels": {"instance": "%s"}}' "$sep" "$(admin_addr "$node")" "$node"
+            sep=", "
+        done
+        printf ']\n'
+    } >"$file"
+}
+mkdir -p "$dir/prometheus"
+targets "$dir/prometheus/control-plane.json" control-plane
+targets "$dir/prometheus/data-node.json" data1 data2 data3
+targets "$dir/prometheus/s3-frontend.json" s3-1 s3-2
 
 export HANGAR_ADMIN_TOKEN=$token
 cli() { "$bin" --rpc-addr "$cp_rpc" "$@"; }

@@ -95,11 +95,19 @@ struct ServiceArgs {
 }
 
 type BoxError = Box<dyn std::error::Error>;
+use hangar_common::telemetry::Service;
 
-fn load(args: &ServiceArgs, top: &Option<PathBuf>) -> Result<hangar_common::config::Config, BoxError> {
-    hangar_common::telemetry::init_tracing();
+/// Loads a service's config and starts its logging and trace export.
+fn load(
+    args: &ServiceArgs,
+    top: &Option<PathBuf>,
+    service: hangar_common::telemetry::Service,
+) -> Result<hangar_common::config::Config, BoxError> {
     let path = args.config.as_ref().or(top.as_ref()).ok_or("give the service's config with --config FILE")?;
-    Ok(hangar_common::config::Config::load(path)?)
+    let cfg = hangar_common::config::Config::load(path)?;
+    hangar_common::telemetry::init(&cfg.admin.log_settings(), cfg.admin.trace_export(service))?;
+    hangar_common::telemetry::metrics().set_build(cfg.replication_factor);
+    Ok(cfg)
 }
 
 /// Where admin commands find the control plane and its token: flags and variables first,
@@ -163,15 +171,18 @@ fn main() -> std::process::ExitCode {
         let target = || admin::connect(&admin_target(&config, rpc_addr, &data_dir)?);
         match cli.command {
             Command::Server(args) => server::run(args, cli.config.clone(), cli.rpc_addr, cli.data_dir.clone()).await,
-            Command::ControlPlane(args) => {
-                Ok(hangar_control_plane::run(load(&args, &cli.config)?, hangar_common::follower::shutdown_signal())
-                    .await?)
-            }
-            Command::DataNode(args) => {
-                Ok(hangar_data_node::run(load(&args, &cli.config)?, hangar_common::follower::shutdown_signal()).await?)
-            }
+            Command::ControlPlane(args) => Ok(hangar_control_plane::run(
+                load(&args, &cli.config, Service::ControlPlane)?,
+                hangar_common::follower::shutdown_signal(),
+            )
+            .await?),
+            Command::DataNode(args) => Ok(hangar_data_node::run(
+                load(&args, &cli.config, Service::DataNode)?,
+                hangar_common::follower::shutdown_signal(),
+            )
+            .await?),
             Command::S3Frontend(args) => Ok(hangar_s3_frontend::run_service(
-                load(&args, &cli.config)?,
+                load(&args, &cli.config, Service::S3Frontend)?,
                 hangar_common::follower::shutdown_signal(),
             )
             .await?),
@@ -190,6 +201,8 @@ fn main() -> std::process::ExitCode {
             Command::Health(args) => health::check(args).await,
         }
     });
+    // Spans still buffered leave before the runtime goes.
+    hangar_common::telemetry::shutdown();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

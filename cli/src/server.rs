@@ -134,11 +134,15 @@ pub async fn run(
     rpc_addr: Option<SocketAddr>,
     data_dir: PathBuf,
 ) -> Result<(), BoxError> {
-    hangar_common::telemetry::init_tracing();
     args.config = args.config.or(top_config);
     let rpc_flag_given = rpc_addr.is_some();
     let rpc_addr = rpc_addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 3901)));
     let mut cfg = load_config(&args, rpc_addr, &data_dir, rpc_flag_given)?;
+    hangar_common::telemetry::init(
+        &cfg.admin.log_settings(),
+        cfg.admin.trace_export(hangar_common::telemetry::Service::Server),
+    )?;
+    hangar_common::telemetry::metrics().set_build(cfg.replication_factor);
     std::fs::create_dir_all(&cfg.metadata_dir)?;
     std::fs::create_dir_all(&cfg.data_dir)?;
     if cfg.rpc_secret.is_none() {
@@ -185,6 +189,9 @@ pub async fn run(
         let _ = rpc_stop_rx.await;
     }));
 
+    // The cluster_* metrics, from the embedded heartbeats.
+    let health =
+        hangar_control_plane::membership::spawn_health_metrics(control.members.clone(), control.layout.clone());
     // The embedded components report to the control plane like remote ones would.
     let (members, layout, reporter) = (control.members.clone(), control.layout.clone(), data_node.clone());
     let (host, rpc_str) = (hangar_common::ids::hostname(), rpc_local.to_string());
@@ -242,6 +249,7 @@ pub async fn run(
     let _ = s3.await;
     admin.stop().await;
     heartbeat.abort();
+    health.abort();
     let _ = rpc_stop_tx.send(());
     if let Ok(Err(e)) = rpc_server.await {
         tracing::warn!(error = %e, "rpc server stopped with an error");

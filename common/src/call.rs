@@ -1,9 +1,10 @@
 //! The one path every internal call takes. It stamps every call with the layout version of
 //! the view its replicas were chosen from (data nodes refuse writes made with an outdated
 //! layout, and reads made with a retired one), bounds the call by the
-//! configured timeout, opens a tracing span and counts the call in the metrics; trace
-//! context will be attached here too. Quorum calls, streams and block transfers all come
-//! through `Cluster::call` and `Cluster::next_message`.
+//! configured timeout, opens a tracing span, puts the span's trace context into the call's
+//! metadata (so the callee's spans join the caller's trace) and counts the call in the
+//! metrics. Quorum calls, streams and block transfers all come through `Cluster::call` and
+//! `Cluster::next_message`.
 
 use std::future::Future;
 use std::time::Instant;
@@ -80,19 +81,23 @@ impl Cluster {
     {
         let mut req = tonic::Request::new(msg);
         req.metadata_mut().insert(LAYOUT_VERSION_HEADER, MetadataValue::from(version));
-        let span = tracing::debug_span!("rpc.call", method = method.name(), node = %node.id);
+        let span = tracing::debug_span!("rpc.call", otel.name = method.name(), otel.kind = "client", node = %node.id);
+        crate::telemetry::traces::inject(&span, req.metadata_mut());
         let start = Instant::now();
-        let result = match tokio::time::timeout(self.timeout(), call(req)).instrument(span).await {
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(status)) => Err(Error::from(status)),
-            Err(_) => Err(Error::Unavailable(format!(
-                "node {} did not answer {} within {:?}",
-                node.id,
-                method.name(),
-                self.timeout()
-            ))),
+        let (result, timed_out) = match tokio::time::timeout(self.timeout(), call(req)).instrument(span).await {
+            Ok(Ok(resp)) => (Ok(resp.into_inner()), false),
+            Ok(Err(status)) => (Err(Error::from(status)), false),
+            Err(_) => (
+                Err(Error::Unavailable(format!(
+                    "node {} did not answer {} within {:?}",
+                    node.id,
+                    method.name(),
+                    self.timeout()
+                ))),
+                true,
+            ),
         };
-        metrics().rpc_client(method.name(), result.as_ref().err(), start.elapsed());
+        metrics().rpc_call(method.name(), &node.id, result.as_ref().err(), timed_out, start.elapsed());
         result
     }
 

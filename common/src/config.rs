@@ -269,6 +269,19 @@ pub struct AdminConfig {
     /// Seconds a response write may make no progress.
     #[serde(default = "default_admin_send_timeout")]
     pub send_timeout_secs: u64,
+    /// OTLP gRPC endpoint traces are exported to (`http://localhost:4317`). Unset: the
+    /// standard `OTEL_EXPORTER_OTLP_ENDPOINT` applies; neither: nothing is exported.
+    #[serde(default)]
+    pub trace_sink: Option<String>,
+    /// Share of S3 requests traced when exporting, 0.0 to 1.0 (`OTEL_TRACES_SAMPLER` wins).
+    #[serde(default = "default_trace_sample_ratio")]
+    pub trace_sample_ratio: f64,
+    /// Log filter (`info`, `warn,hangar_data_node=debug`); `HANGAR_LOG` and `RUST_LOG` win.
+    #[serde(default)]
+    pub log_level: Option<String>,
+    /// `text` (default) or `json`; `HANGAR_LOG_FORMAT` wins.
+    #[serde(default)]
+    pub log_format: Option<String>,
 }
 
 impl Default for S3ApiConfig {
@@ -299,6 +312,10 @@ impl Default for AdminConfig {
             header_timeout_secs: default_admin_header_timeout(),
             idle_timeout_secs: default_admin_idle_timeout(),
             send_timeout_secs: default_admin_send_timeout(),
+            trace_sink: None,
+            trace_sample_ratio: default_trace_sample_ratio(),
+            log_level: None,
+            log_format: None,
         }
     }
 }
@@ -362,6 +379,9 @@ fn default_admin_idle_timeout() -> u64 {
 }
 fn default_admin_send_timeout() -> u64 {
     30
+}
+fn default_trace_sample_ratio() -> f64 {
+    1.0
 }
 fn default_header_timeout() -> u64 {
     10
@@ -445,6 +465,10 @@ pub const ENV_KEYS: &[(&str, Option<&str>, &str)] = &[
     ("HANGAR_ADMIN_HEADER_TIMEOUT_SECS", Some("admin"), "header_timeout_secs"),
     ("HANGAR_ADMIN_IDLE_TIMEOUT_SECS", Some("admin"), "idle_timeout_secs"),
     ("HANGAR_ADMIN_SEND_TIMEOUT_SECS", Some("admin"), "send_timeout_secs"),
+    ("HANGAR_ADMIN_TRACE_SINK", Some("admin"), "trace_sink"),
+    ("HANGAR_ADMIN_TRACE_SAMPLE_RATIO", Some("admin"), "trace_sample_ratio"),
+    ("HANGAR_ADMIN_LOG_LEVEL", Some("admin"), "log_level"),
+    ("HANGAR_ADMIN_LOG_FORMAT", Some("admin"), "log_format"),
     ("HANGAR_RPC_TLS_CA_FILE", Some("rpc_tls"), "ca_file"),
     ("HANGAR_RPC_TLS_CERT_FILE", Some("rpc_tls"), "cert_file"),
     ("HANGAR_RPC_TLS_KEY_FILE", Some("rpc_tls"), "key_file"),
@@ -498,7 +522,6 @@ const GARAGE_ONLY_KEYS: &[(Option<&str>, &str, &str)] = &[
     (None, "allow_world_readable_secrets", "Hangar reads secret files whatever their permissions"),
     (None, "use_local_tz", "logs are in UTC"),
     (None, "allow_punycode", "Hangar's bucket-name rules have no such option"),
-    (Some("admin"), "trace_sink", "Hangar logs to stderr and exports no traces"),
     (Some("admin"), "metrics_require_token", "set metrics_token or metrics_token_file"),
 ];
 
@@ -659,6 +682,10 @@ impl Config {
                         .parse()
                         .map_err(|_| Error::Config(format!("{origin}: {var}: `{value}` is not true or false")))?,
                 )
+            } else if *key == "trace_sample_ratio" {
+                let n: f64 =
+                    value.parse().map_err(|_| Error::Config(format!("{origin}: {var}: `{value}` is not a number")))?;
+                toml::Value::Float(n)
             } else if NUMERIC_KEYS.contains(key) {
                 let n: i64 = value
                     .parse()
@@ -743,6 +770,27 @@ impl Config {
                 name(None, "root_access_key_id"),
                 name(None, "root_secret_access_key")
             ));
+        }
+        if !(0.0..=1.0).contains(&admin.trace_sample_ratio) {
+            problems.push(format!(
+                "{}: {} is outside 0.0..=1.0",
+                name(Some("admin"), "trace_sample_ratio"),
+                admin.trace_sample_ratio
+            ));
+        }
+        if let Some(sink) = &admin.trace_sink
+            && !sink.starts_with("http://")
+        {
+            problems.push(format!(
+                "{}: `{sink}` is not the http:// URL of an OTLP gRPC endpoint (TLS to the sink is not supported)",
+                name(Some("admin"), "trace_sink")
+            ));
+        }
+        if let Some(f) = &admin.log_format
+            && f != "text"
+            && f != "json"
+        {
+            problems.push(format!("{}: `{f}`: use `text` or `json`", name(Some("admin"), "log_format")));
         }
         if admin.metrics_token.as_deref() == Some("") {
             problems.push(format!("{}: must not be empty", name(Some("admin"), "metrics_token")));
@@ -902,6 +950,20 @@ impl S3ApiConfig {
 }
 
 impl AdminConfig {
+    /// Where this process's traces go, if anywhere (`service` names it unless the
+    /// standard variables do).
+    pub fn trace_export(&self, service: crate::telemetry::Service) -> Option<crate::telemetry::traces::Export> {
+        crate::telemetry::traces::export_from(self.trace_sink.as_deref(), service.name(), self.trace_sample_ratio)
+    }
+
+    /// The log level and format this section sets.
+    pub fn log_settings(&self) -> crate::telemetry::LogSettings {
+        crate::telemetry::LogSettings {
+            level: self.log_level.clone(),
+            json: self.log_format.as_deref() == Some("json"),
+        }
+    }
+
     /// How the admin endpoint serves (what `admin_http::start` takes): the listener's
     /// limits and the token `/metrics` requires.
     pub fn limits(&self) -> crate::admin_http::Options {
@@ -1204,9 +1266,37 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_settings_are_checked() {
+        let ok = Config::from_toml_with_overrides(
+            &format!("{BASE}[admin]\ntrace_sink = \"http://localhost:4317\"\ntrace_sample_ratio = 0.25\nlog_format = \"json\"\n"),
+            "/etc/hangar.toml",
+            vec![("HANGAR_ADMIN_TRACE_SAMPLE_RATIO".into(), "0.5".into())],
+        )
+        .unwrap();
+        assert_eq!(ok.admin.trace_sink.as_deref(), Some("http://localhost:4317"));
+        assert_eq!(ok.admin.trace_sample_ratio, 0.5);
+        assert!(ok.admin.log_settings().json);
+        let e = err(
+            &format!(
+                "{BASE}[admin]\ntrace_sink = \"localhost:4317\"\ntrace_sample_ratio = 2.0\nlog_format = \"xml\"\n"
+            ),
+            vec![],
+        );
+        for want in [
+            "[admin] trace_sink: `localhost:4317` is not the http:// URL",
+            "[admin] trace_sample_ratio: 2 is outside",
+            "[admin] log_format: `xml`",
+        ] {
+            assert!(e.contains(want), "{want} missing from: {e}");
+        }
+        let e = err(BASE, vec![("HANGAR_ADMIN_TRACE_SAMPLE_RATIO", "half")]);
+        assert!(e.contains("HANGAR_ADMIN_TRACE_SAMPLE_RATIO") && e.contains("not a number"), "{e}");
+    }
+
+    #[test]
     fn garage_only_keys_are_named_with_a_reason() {
         let text = format!(
-            "{BASE}sled_cache_capacity = 1\nconsistency_mode = \"consistent\"\n[s3_web]\nbind_addr = \"[::]:3902\"\n[k2v_api]\napi_bind_addr = \"[::]:3904\"\n[admin]\ntrace_sink = \"http://x\"\n"
+            "{BASE}sled_cache_capacity = 1\nconsistency_mode = \"consistent\"\n[s3_web]\nbind_addr = \"[::]:3902\"\n[k2v_api]\napi_bind_addr = \"[::]:3904\"\n"
         );
         let e = err(&text, vec![]);
         for want in [
@@ -1214,7 +1304,6 @@ mod tests {
             "consistency_mode is a Garage setting Hangar does not have (",
             "[s3_web] is a Garage section Hangar does not have (",
             "[k2v_api] is a Garage section Hangar does not have (",
-            "[admin] trace_sink is a Garage setting Hangar does not have (",
         ] {
             assert!(e.contains(want), "{want} missing from: {e}");
         }

@@ -6,6 +6,8 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 
+use tracing::Instrument;
+
 use crate::cluster::{NodeRef, quorum};
 use crate::{Error, Result};
 
@@ -20,6 +22,17 @@ where
     F: Fn(NodeRef) -> Fut,
     Fut: Future<Output = Result<T>> + Send + 'static,
 {
+    // The calls are children of this span, so a trace shows what the quorum waited for.
+    let span = tracing::debug_span!("quorum", otel.name = "quorum wait", sets = sets.len());
+    quorum_sets_in(sets, call).instrument(span).await
+}
+
+async fn quorum_sets_in<T, F, Fut>(sets: &[Vec<NodeRef>], call: F) -> Result<(Vec<(NodeRef, T)>, LateAnswers<T>)>
+where
+    T: Send + 'static,
+    F: Fn(NodeRef) -> Fut,
+    Fut: Future<Output = Result<T>> + Send + 'static,
+{
     let nodes: Vec<NodeRef> = sets.iter().flatten().cloned().collect::<BTreeSet<_>>().into_iter().collect();
     if sets.is_empty() || sets.iter().any(|s| s.is_empty()) {
         return Err(Error::Unavailable("no replicas: the layout has none for this partition".into()));
@@ -28,10 +41,13 @@ where
     for n in &nodes {
         let fut = call(n.clone());
         let (tx, n) = (tx.clone(), n.clone());
-        tokio::spawn(async move {
-            let r = fut.await;
-            let _ = tx.send((n, r)).await;
-        });
+        tokio::spawn(
+            async move {
+                let r = fut.await;
+                let _ = tx.send((n, r)).await;
+            }
+            .in_current_span(),
+        );
     }
     drop(tx);
     let reached = |ok: &[(NodeRef, T)]| {

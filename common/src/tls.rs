@@ -55,9 +55,11 @@ pub fn client() -> Option<&'static ClientTlsConfig> {
 /// builder serves TLS. Without the section, both stay plain text.
 pub fn configure(cfg: Option<&RpcTlsConfig>) -> Result<tonic::transport::Server, Error> {
     // Connections of clients that vanished are closed too, with the streams they held.
+    // Calls that carry a trace context get a span in the caller's trace.
     let mut server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(crate::rpc::KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(crate::rpc::KEEPALIVE_TIMEOUT));
+        .http2_keepalive_timeout(Some(crate::rpc::KEEPALIVE_TIMEOUT))
+        .trace_fn(crate::telemetry::traces::serve_span);
     if let Some(cfg) = cfg {
         use_for_clients(client_config(cfg)?);
         server = server.tls_config(server_config(cfg)?).map_err(|e| Error::Config(format!("[rpc_tls]: {e}")))?;

@@ -12,7 +12,8 @@ use std::time::Duration;
 use hangar_proto::control::WorkerStatus;
 use tokio::sync::watch;
 
-use crate::telemetry::{WorkerLabel, metrics};
+use crate::telemetry::metrics;
+use crate::telemetry::metrics::WorkerLabel;
 
 /// What one step did.
 pub enum Step {

@@ -148,8 +148,10 @@ pub async fn run(
         auto_layout = cfg.layout.auto_assign,
         "control plane ready"
     );
+    let health = membership::spawn_health_metrics(control.members.clone(), control.layout.clone());
     let router = rpc_server.add_service(admin_svc).add_service(layout_svc).add_service(member_svc);
     let served = hangar_common::rpc::serve_until(router, listener, shutdown).await;
+    health.abort();
     following.abort();
     if let Some(a) = auto {
         a.abort();

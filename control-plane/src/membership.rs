@@ -245,3 +245,17 @@ pub fn identify(members: &Members, layout: &LayoutManager, addr: &str) -> Identi
     tracing::warn!(node = %found.node_id, addr, "a node with empty directories took back the id at its address");
     IdentifyReply { node_id: found.node_id, wait: false }
 }
+
+/// Publishes the cluster health metrics (`cluster_*`) from heartbeats every few seconds,
+/// for as long as the task runs.
+pub fn spawn_health_metrics(members: Arc<Members>, layout: Arc<LayoutManager>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let up: std::collections::BTreeSet<Arc<str>> =
+                members.list().into_iter().filter(|m| m.healthy).map(|m| Arc::from(m.node.id.as_str())).collect();
+            let view = hangar_common::cluster::View::new(layout.history());
+            hangar_common::telemetry::metrics().cluster_health(&view, &up);
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    })
+}

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use hangar_common::hash::{BlockHash, Hasher};
 use hangar_common::telemetry::metrics;
@@ -101,6 +102,7 @@ impl BlockStore {
         let existed = tokio::fs::try_exists(&path).await?;
         let file = inc.file.take();
         if !existed {
+            let started = Instant::now();
             if let Some(f) = file {
                 f.sync_all().await?;
             }
@@ -108,7 +110,9 @@ impl BlockStore {
             tokio::fs::create_dir_all(parent).await?;
             tokio::fs::rename(&inc.tmp, &path).await?;
             sync_dir(parent).await?;
-            metrics().block_bytes_written.inc_by(inc.len as u64);
+            let m = metrics();
+            m.block_bytes_written.inc_by(inc.len as u64);
+            m.block_write_duration.observe(started.elapsed().as_secs_f64());
         }
         self.add_ref(&expected, owner)?;
         crate::error::flush(&self.meta.db).await?;
@@ -133,6 +137,7 @@ impl BlockStore {
     /// The whole block, verified against its hash.
     pub async fn read(&self, hash: &BlockHash) -> Result<Vec<u8>, DataError> {
         let path = self.path(hash);
+        let started = Instant::now();
         let data = match tokio::fs::read(&path).await {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DataError::BlockNotFound(*hash)),
@@ -143,7 +148,9 @@ impl BlockStore {
             self.quarantine(hash).await;
             return Err(DataError::Corrupt(*hash));
         }
-        metrics().block_bytes_read.inc_by(data.len() as u64);
+        let m = metrics();
+        m.block_bytes_read.inc_by(data.len() as u64);
+        m.block_read_duration.observe(started.elapsed().as_secs_f64());
         Ok(data)
     }
 
@@ -176,6 +183,7 @@ impl BlockStore {
         if tokio::fs::try_exists(&path).await? {
             return Ok(());
         }
+        let started = Instant::now();
         if let Some(f) = inc.file.take() {
             f.sync_all().await?;
         }
@@ -183,7 +191,9 @@ impl BlockStore {
         tokio::fs::create_dir_all(parent).await?;
         tokio::fs::rename(&inc.tmp, &path).await?;
         sync_dir(parent).await?;
-        metrics().block_bytes_written.inc_by(data.len() as u64);
+        let m = metrics();
+        m.block_bytes_written.inc_by(data.len() as u64);
+        m.block_write_duration.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -196,7 +206,7 @@ impl BlockStore {
         }
         match tokio::fs::remove_file(self.path(hash)).await {
             Ok(()) => {
-                metrics().block_deleted.inc();
+                metrics().block_delete_counter.inc();
                 Ok(true)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),

@@ -155,7 +155,18 @@ impl DataNode {
     /// Starts following `cluster`'s layout history (the gate and its acknowledgements) and
     /// the background workers.
     pub fn start(&self, node_id: &str, cluster: Cluster) -> Result<(), DataError> {
+        hangar_common::telemetry::set_this_node(node_id);
         let node_id: Arc<str> = node_id.into();
+        // Disk space in the metrics, as Garage reports it.
+        let (data_dir, meta_dir) = (self.cfg.data_dir.clone(), self.cfg.metadata_dir.clone());
+        tokio::spawn(async move {
+            loop {
+                let m = hangar_common::telemetry::metrics();
+                m.measure_disk("data", &data_dir);
+                m.measure_disk("metadata", &meta_dir);
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            }
+        });
         // Writes made with an older layout than the one this node knows are refused from
         // the first request on.
         let bounds = |h: &hangar_proto::control::LayoutHistory| {
@@ -169,6 +180,7 @@ impl DataNode {
         tokio::spawn(async move {
             loop {
                 let history = rx.borrow_and_update().clone();
+                hangar_common::telemetry::metrics().layout(&history);
                 let (v, oldest) = bounds(&history);
                 // The offload worker learns every partition this node was given, also by a
                 // version retired before its next step.

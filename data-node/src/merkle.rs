@@ -164,7 +164,25 @@ impl Merkle {
             // Leaves change only in a refresh, and refreshes take turns.
             self.todo.remove(&p)?;
         }
+        self.report_todo();
         Ok(())
+    }
+
+    /// Publishes how many leaves of each table wait for a refresh.
+    fn report_todo(&self) {
+        let mut per_table = std::collections::BTreeMap::<u8, i64>::new();
+        for k in self.todo.iter().keys().flatten().filter(|k| k.len() == 3) {
+            *per_table.entry(k[0]).or_default() += 1;
+        }
+        let m = hangar_common::telemetry::metrics();
+        for &t in TABLES {
+            let label = hangar_common::telemetry::metrics::TableLabel {
+                table_name: hangar_common::telemetry::metrics::table_label(t),
+            };
+            m.table_merkle_updater_todo_queue_length
+                .get_or_create(&label)
+                .set(per_table.get(&(t as u8)).copied().unwrap_or(0));
+        }
     }
 
     /// The roots of the partitions set in `partitions` (empty: all), after a refresh.

@@ -10,6 +10,8 @@
 //! Every change of an entry also updates the Merkle index (`merkle`) in the same sled
 //! transaction, so anti-entropy compares trees that always describe the tables.
 
+use hangar_common::telemetry::metrics;
+use hangar_common::telemetry::metrics::{TableLabel, table_label};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -113,12 +115,15 @@ impl MetaStore {
         decide: impl Fn(Option<Entry>) -> Result<(Option<Entry>, R), DataError>,
     ) -> Result<R, DataError> {
         let tree = self.tree(t as i32)?;
+        // Set by the transaction's last (committed) attempt.
+        let changed = std::cell::Cell::new(false);
         let r = (tree, &self.merkle.index, &self.merkle.todo).transaction(|(tree, index, todo)| {
             let local = match tree.get(key)? {
                 None => None,
                 Some(v) => Some(Entry::decode(v.as_ref()).map_err(|e| ConflictableTransactionError::Abort(e.into()))?),
             };
             let (new, r) = decide(local).map_err(ConflictableTransactionError::Abort)?;
+            changed.set(new.is_some());
             if let Some(n) = new {
                 let bytes = n.encode_to_vec();
                 tree.insert(key, bytes.as_slice())?;
@@ -126,7 +131,12 @@ impl MetaStore {
             }
             Ok(r)
         });
-        r.map_err(tx_err)
+        let r = r.map_err(tx_err)?;
+        if changed.get() {
+            let label = TableLabel { table_name: table_label(t) };
+            metrics().table_internal_update_counter.get_or_create(&label).inc();
+        }
+        Ok(r)
     }
 
     /// Removes `key` of `table` if its local entry is still exactly `expected`; true when it

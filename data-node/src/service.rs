@@ -80,7 +80,6 @@ fn storage(disk: &DiskGuard, e: crate::DataError) -> Status {
 impl BlockService for BlockRpc {
     #[tracing::instrument(name = "rpc.put_block", skip_all)]
     async fn put_block(&self, req: Request<Streaming<PutBlockChunk>>) -> Result<Response<PutBlockReply>, Status> {
-        metrics().rpc("PutBlock");
         let _admitted = self.gate.enter(layout_version_of(&req))?;
         let _space = self.disk.reserve_block(self.block_size).map_err(|e| storage(&self.disk, e))?;
         let mut stream = req.into_inner();
@@ -106,7 +105,6 @@ impl BlockService for BlockRpc {
 
     #[tracing::instrument(name = "rpc.get_block", skip_all)]
     async fn get_block(&self, req: Request<GetBlockRequest>) -> Result<Response<ChunkStream>, Status> {
-        metrics().rpc("GetBlock");
         self.gate.check_read(layout_version_of(&req))?;
         let hash = hash_arg(&req.get_ref().hash)?;
         let data = bytes::Bytes::from(self.store.read(&hash).await?);
@@ -118,7 +116,6 @@ impl BlockService for BlockRpc {
     }
 
     async fn has_blocks(&self, req: Request<HasBlocksRequest>) -> Result<Response<HasBlocksReply>, Status> {
-        metrics().rpc("HasBlocks");
         self.gate.check_read(layout_version_of(&req))?;
         let mut present = Vec::new();
         for h in &req.get_ref().hashes {
@@ -132,7 +129,6 @@ impl BlockService for BlockRpc {
 impl MetadataService for MetadataRpc {
     #[tracing::instrument(name = "rpc.meta_insert", skip_all)]
     async fn insert(&self, req: Request<InsertRequest>) -> Result<Response<InsertReply>, Status> {
-        metrics().rpc("Insert");
         let _admitted = self.gate.enter(layout_version_of(&req))?;
         if req.get_ref().table == Table::Register as i32 {
             return Err(Status::invalid_argument("registers are written with Prepare and Accept"));
@@ -165,7 +161,6 @@ impl MetadataService for MetadataRpc {
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
-        metrics().rpc("Get");
         self.gate.check_read(layout_version_of(&req))?;
         self.check_rebuilt()?;
         let r = req.get_ref();
@@ -173,7 +168,6 @@ impl MetadataService for MetadataRpc {
     }
 
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeReply>, Status> {
-        metrics().rpc("Range");
         self.gate.check_read(layout_version_of(&req))?;
         self.check_rebuilt()?;
         let r = req.get_ref();
@@ -183,17 +177,16 @@ impl MetadataService for MetadataRpc {
     }
 
     async fn sync_range(&self, req: Request<SyncRangeRequest>) -> Result<Response<RangeReply>, Status> {
-        metrics().rpc("SyncRange");
         self.gate.check_read(layout_version_of(&req))?;
         self.check_rebuilt()?;
         let r = req.get_ref();
         let limit = if r.limit == 0 { 1000 } else { (r.limit as usize).min(MAX_RANGE) };
         let (entries, more) = self.store.sync_range(r.table, &r.partitions, &r.start, limit)?;
+        count_sent(&req, r.table, entries.len());
         Ok(Response::new(RangeReply { entries, more }))
     }
 
     async fn prepare(&self, req: Request<PrepareRequest>) -> Result<Response<PrepareReply>, Status> {
-        metrics().rpc("Prepare");
         self.check_rebuilt()?;
         let reporting = req.get_ref().ballot.is_none_or(|b| b.round == 0 && b.proposer == 0);
         let _admitted = if reporting {
@@ -216,7 +209,6 @@ impl MetadataService for MetadataRpc {
     }
 
     async fn accept(&self, req: Request<AcceptRequest>) -> Result<Response<AcceptReply>, Status> {
-        metrics().rpc("Accept");
         self.check_rebuilt()?;
         let _admitted = self.gate.enter(layout_version_of(&req))?;
         self.disk.check_metadata().map_err(|e| storage(&self.disk, e))?;
@@ -227,14 +219,12 @@ impl MetadataService for MetadataRpc {
     }
 
     async fn merkle_roots(&self, req: Request<MerkleRootsRequest>) -> Result<Response<MerkleRootsReply>, Status> {
-        metrics().rpc("MerkleRoots");
         self.gate.check_read(layout_version_of(&req))?;
         let roots = self.store.merkle_roots(req.into_inner().partitions.to_vec()).await?;
         Ok(Response::new(MerkleRootsReply { roots }))
     }
 
     async fn merkle_leaves(&self, req: Request<MerkleLeavesRequest>) -> Result<Response<MerkleLeavesReply>, Status> {
-        metrics().rpc("MerkleLeaves");
         self.gate.check_read(layout_version_of(&req))?;
         let r = req.get_ref();
         let leaves = self.store.merkle_leaves(table_arg(r.table)?, partition_arg(r.partition)?).await?;
@@ -242,17 +232,16 @@ impl MetadataService for MetadataRpc {
     }
 
     async fn leaf_entries(&self, req: Request<LeafEntriesRequest>) -> Result<Response<LeafEntriesReply>, Status> {
-        metrics().rpc("LeafEntries");
         self.gate.check_read(layout_version_of(&req))?;
         let r = req.get_ref();
         let limit = if r.limit == 0 { 1000 } else { (r.limit as usize).min(MAX_RANGE) };
         let (entries, next) =
             self.store.leaf_entries(table_arg(r.table)?, partition_arg(r.partition)?, &r.leaves, &r.start, limit)?;
+        count_sent(&req, r.table, entries.len());
         Ok(Response::new(LeafEntriesReply { entries, next: next.unwrap_or_default().into() }))
     }
 
     async fn drop_tombstones(&self, req: Request<InsertRequest>) -> Result<Response<InsertReply>, Status> {
-        metrics().rpc("DropTombstones");
         let _admitted = self.gate.enter(layout_version_of(&req))?;
         let r = req.into_inner();
         let t = table_arg(r.table)?;
@@ -261,5 +250,13 @@ impl MetadataService for MetadataRpc {
         }
         crate::error::flush(&self.store.db).await?;
         Ok(Response::new(InsertReply {}))
+    }
+}
+
+/// Counts entries served to a syncing node, known by its address.
+fn count_sent<T>(req: &Request<T>, table: i32, n: usize) {
+    if let (Ok(t), true) = (Table::try_from(table), n > 0) {
+        let to = req.remote_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into());
+        metrics().sync_sent(t, &to, n);
     }
 }

@@ -111,6 +111,8 @@ COMBOS = {
         "controlPlane": {"persistence": {"size": "2Gi", "storageClass": "fast-ssd"}},
         "frontend": {"service": {"type": "LoadBalancer", "nodePort": 31900, "port": 80}},
         "logLevel": "debug",
+        "telemetry": {"traceSink": "http://otel-collector.monitoring:4317", "traceSampleRatio": 0.25,
+                      "logFormat": "json"},
         "clusterDomain": "k8s.example.internal",
     },
     "external-serviceaccount": {
@@ -475,8 +477,13 @@ def check_configs(label, merged, docs, full):
     secret_dir = "/run/secrets/hangar"
     service = merged["kubernetes"]["serviceName"] or full
     for key, cfg in configs.items():
-        check("s3_web" not in cfg and "trace_sink" not in cfg.get("admin", {}) and "k2v_api" not in cfg,
-              f"{label}: {key} has no [s3_web], [k2v_api] or [admin] trace_sink")
+        check("s3_web" not in cfg and "k2v_api" not in cfg, f"{label}: {key} has no [s3_web] or [k2v_api]")
+        tel = merged["telemetry"]
+        admin = cfg.get("admin", {})
+        check(admin.get("trace_sink") == (tel["traceSink"] or None)
+              and admin.get("trace_sample_ratio") == float(tel["traceSampleRatio"])
+              and admin.get("log_format") == tel["logFormat"],
+              f"{label}: {key} exports traces as the telemetry values say", str(admin))
         check(cfg.get("kubernetes_namespace") == NAMESPACE and cfg.get("kubernetes_service_name") == service
               and cfg.get("kubernetes_skip_crd") == merged["kubernetes"]["skipCrd"]
               and not cfg.get("bootstrap_peers"),

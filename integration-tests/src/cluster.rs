@@ -107,6 +107,8 @@ pub struct Proc {
     pub zone: String,
     /// Top-level TOML lines added to the process's config (shortened delays, ...).
     pub extra: String,
+    /// Lines added to the process's `[admin]` section (trace export, metrics token, ...).
+    pub admin_extra: String,
     /// How the process finds the cluster when not through `bootstrap_peers`.
     pub discovery: Option<Discovery>,
     child: Option<Child>,
@@ -136,9 +138,10 @@ impl Proc {
                 toml += &format!("rpc_bind_addr = \"{}\"\n", self.addr);
                 toml += &format!("replication_factor = {REPLICATION}\n");
                 toml += &format!(
-                    "[admin]\napi_bind_addr = \"{}\"\nadmin_token = {}\n",
+                    "[admin]\napi_bind_addr = \"{}\"\nadmin_token = {}\n{}\n",
                     self.admin_addr,
-                    toml_str(admin_token)
+                    toml_str(admin_token),
+                    self.admin_extra
                 );
             }
             Role::DataNode => {
@@ -148,14 +151,14 @@ impl Proc {
                 if self.discovery.is_none() {
                     toml += &format!("bootstrap_peers = [\"{control_plane}\"]\n");
                 }
-                toml += &format!("[admin]\napi_bind_addr = \"{}\"\n", self.admin_addr);
+                toml += &format!("[admin]\napi_bind_addr = \"{}\"\n{}\n", self.admin_addr, self.admin_extra);
             }
             Role::Frontend => {
                 if self.discovery.is_none() {
                     toml += &format!("bootstrap_peers = [\"{control_plane}\"]\n");
                 }
                 toml += &format!("[s3_api]\napi_bind_addr = \"{}\"\ns3_region = \"{REGION}\"\n", self.addr);
-                toml += &format!("[admin]\napi_bind_addr = \"{}\"\n", self.admin_addr);
+                toml += &format!("[admin]\napi_bind_addr = \"{}\"\n{}\n", self.admin_addr, self.admin_extra);
             }
         }
         if let Some(d) = &self.discovery {
@@ -305,6 +308,8 @@ pub struct Cluster {
     pub discovery: Option<Discovery>,
     /// Top-level TOML lines every process's config gets.
     pub extra: String,
+    /// Lines of the `[admin]` section every process's config gets.
+    pub admin_extra: String,
     /// The temp dir holding every config, data dir and log (removed on drop).
     pub dir: PathBuf,
     // Dropped after the processes are killed (see Drop): first the files, then the lock.
@@ -323,15 +328,26 @@ impl Cluster {
 
     /// [`Cluster::start`] with `extra` (top-level TOML lines) in every process's config.
     pub async fn start_with(n_data: usize, n_frontends: usize, extra: &str) -> Cluster {
-        Self::start_opts(n_data, n_frontends, extra, None).await
+        Self::start_opts(n_data, n_frontends, extra, "", None).await
+    }
+
+    /// [`Cluster::start`] with `admin` (lines of the `[admin]` section) in every process's config.
+    pub async fn start_with_admin(n_data: usize, n_frontends: usize, admin: &str) -> Cluster {
+        Self::start_opts(n_data, n_frontends, "", admin, None).await
     }
 
     /// [`Cluster::start`] with the processes finding each other through `discovery`.
     pub async fn start_discovered(n_data: usize, n_frontends: usize, discovery: Discovery) -> Cluster {
-        Self::start_opts(n_data, n_frontends, "", Some(discovery)).await
+        Self::start_opts(n_data, n_frontends, "", "", Some(discovery)).await
     }
 
-    async fn start_opts(n_data: usize, n_frontends: usize, extra: &str, discovery: Option<Discovery>) -> Cluster {
+    async fn start_opts(
+        n_data: usize,
+        n_frontends: usize,
+        extra: &str,
+        admin_extra: &str,
+        discovery: Option<Discovery>,
+    ) -> Cluster {
         assert!(n_data >= REPLICATION as usize, "replication factor {REPLICATION} needs {REPLICATION} data nodes");
         let lock = ClusterLock::acquire().await;
         let temp = tempfile::Builder::new().prefix("hangar-cluster-").tempdir().expect("create temp dir");
@@ -347,6 +363,7 @@ impl Cluster {
             admin_addr: addrs[1],
             zone: String::new(),
             extra: extra.to_string(),
+            admin_extra: admin_extra.to_string(),
             discovery: discovery.clone(),
             child: None,
             starts: 0,
@@ -359,6 +376,7 @@ impl Cluster {
             rpc_secret: random_hex(32),
             admin_token: random_hex(32),
             extra: extra.to_string(),
+            admin_extra: admin_extra.to_string(),
             discovery: discovery.clone(),
             dir,
             _temp: temp,
@@ -431,6 +449,7 @@ impl Cluster {
             role,
             zone,
             extra: self.extra.clone(),
+            admin_extra: self.admin_extra.clone(),
             discovery: self.discovery.clone(),
             child: None,
             starts: 0,

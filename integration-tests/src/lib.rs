@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod fakes;
+pub mod otlp;
 pub mod sigv4;
 pub mod util;
 

@@ -348,7 +348,7 @@ async fn a_thousand_overwrites_cost_the_same_and_leave_one_version() {
     let bucket = new_bucket(&s3[0], "overwrite").await;
     let calls = |m: &str| -> f64 {
         m.lines()
-            .filter(|l| l.starts_with("hangar_rpc_client_request_total"))
+            .filter(|l| l.starts_with("rpc_request_counter{"))
             .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
             .sum()
     };

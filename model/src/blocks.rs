@@ -71,6 +71,7 @@ impl Blocks {
 
     /// Stores a block with `owner`'s reference (stamped `timestamp`) on a quorum of every
     /// write set.
+    #[tracing::instrument(name = "block.put", level = "debug", skip_all, fields(otel.name = "put block", bytes = data.len()))]
     pub async fn put(&self, hash: BlockHash, owner: Vec<u8>, timestamp: u64, data: Bytes) -> Result<()> {
         self.cluster
             .with_fresh_view(|view| {
@@ -97,6 +98,7 @@ impl Blocks {
     /// asked has started answering within `HEDGE_AFTER`: an unreachable node (cut off by the
     /// network, or gone without closing its connections) costs that delay, not the call
     /// timeout. A replica that answers is waited for, however long its block takes.
+    #[tracing::instrument(name = "block.get", level = "debug", skip_all, fields(otel.name = "get block"))]
     pub async fn get(&self, hash: &[u8], owner: &[u8]) -> Result<Bytes> {
         let view = self.cluster.view();
         let p = block_partition(hash);

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -16,9 +17,12 @@ use hangar_common::call::Method;
 use hangar_common::cluster::{Cluster, NodeRef, View};
 use hangar_common::ids::{next_timestamp, random_u64};
 use hangar_common::quorum::{call_all, quorum_sets};
+use hangar_common::telemetry::metrics;
+use hangar_common::telemetry::metrics::table_label;
 use hangar_common::{Error, Result};
 use hangar_proto::metadata::{Entry, GetRequest, InsertRequest, RangeRequest, Table};
 use prost::Message;
+use tracing::Instrument;
 
 use crate::keys::{prefix_end, successor};
 use crate::schema::{Schema, merge_entries, partition_of, range_in_one_partition};
@@ -86,7 +90,12 @@ impl Tables {
     /// The merged entry (tombstones included) after asking a read quorum; repairs replicas
     /// that answered otherwise.
     pub async fn get_entry(&self, table: Table, key: &[u8]) -> Result<Option<Entry>> {
-        self.cluster.with_fresh_view(|view| self.get_entry_in(view, table, key)).await
+        let name = table_label(table);
+        let span = tracing::debug_span!("table.get", otel.name = %format_args!("get {name}"), table = name);
+        let start = Instant::now();
+        let r = self.cluster.with_fresh_view(|view| self.get_entry_in(view, table, key)).instrument(span).await;
+        metrics().table_request(table, false, start.elapsed());
+        r
     }
 
     async fn get_entry_in(&self, view: Arc<View>, table: Table, key: &[u8]) -> Result<Option<Entry>> {
@@ -195,7 +204,13 @@ impl Tables {
     /// involved has a quorum in each set. A node that knows a newer layout makes the write
     /// wait (a few seconds at most) for this process to learn it, then go again.
     pub async fn insert(&self, table: Table, entries: Vec<Entry>) -> Result<()> {
-        self.cluster.with_fresh_view(|view| self.insert_in(view, table, entries.clone())).await
+        let name = table_label(table);
+        let span = tracing::debug_span!("table.insert", otel.name = %format_args!("insert {name}"), table = name, entries = entries.len());
+        let start = Instant::now();
+        let r =
+            self.cluster.with_fresh_view(|view| self.insert_in(view, table, entries.clone())).instrument(span).await;
+        metrics().table_request(table, true, start.elapsed());
+        r
     }
 
     async fn insert_in(&self, view: Arc<View>, table: Table, entries: Vec<Entry>) -> Result<()> {
@@ -269,7 +284,16 @@ impl Tables {
         end: &[u8],
         limit: u32,
     ) -> Result<(Vec<Entry>, Option<Vec<u8>>)> {
-        self.cluster.with_fresh_view(|view| self.range_entries_in(view, table, start, end, limit)).await
+        let name = table_label(table);
+        let span = tracing::debug_span!("table.range", otel.name = %format_args!("range {name}"), table = name, limit);
+        let started = Instant::now();
+        let r = self
+            .cluster
+            .with_fresh_view(|view| self.range_entries_in(view, table, start, end, limit))
+            .instrument(span)
+            .await;
+        metrics().table_request(table, false, started.elapsed());
+        r
     }
 
     async fn range_entries_in(

@@ -106,7 +106,11 @@ impl Store {
         use futures::FutureExt;
         let data_version = random_id();
         let (store, dv, o) = (self.clone(), data_version.clone(), owner.clone());
-        let pending = async move { store.begin_pending(&dv, &o).await.map_err(|e| e.to_string()) }.boxed().shared();
+        let pending = tracing::Instrument::in_current_span(async move {
+            store.begin_pending(&dv, &o).await.map_err(|e| e.to_string())
+        })
+        .boxed()
+        .shared();
         tokio::spawn(pending.clone());
         let (store, dv, o) = (self.clone(), data_version.clone(), owner.clone());
         let every = self.renew_every;
@@ -244,7 +248,8 @@ impl DataWriter {
         let (store, dv, offset, pending) =
             (self.store.clone(), self.data_version.clone(), self.offset, self.pending.clone());
         self.offset += block.len() as u64;
-        self.in_flight.push_back(tokio::spawn(async move {
+        // In the request's span, so its trace shows the block writes.
+        self.in_flight.push_back(tokio::spawn(tracing::Instrument::in_current_span(async move {
             let hash = BlockHash::of(&block);
             let value = BlockEntry { hash: hash.0.to_vec().into(), size: block.len() as u32 };
             let e = entry(version_block_key(&dv, offset), &value, None);
@@ -253,7 +258,7 @@ impl DataWriter {
             listed?;
             pending.map_err(Error::Unavailable)?;
             store.blocks.put(hash, dv, timestamp, block).await
-        }));
+        })));
         while self.in_flight.len() >= IN_FLIGHT {
             self.complete_one().await?;
         }

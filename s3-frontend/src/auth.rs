@@ -17,7 +17,9 @@ impl KeyAuth {
 #[async_trait::async_trait]
 impl S3Auth for KeyAuth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        match self.store.get_key(access_key).await {
+        // The secret for the signature check: the trace's "key lookup".
+        let span = tracing::debug_span!("key lookup", purpose = "signature");
+        match tracing::Instrument::instrument(self.store.get_key(access_key), span).await {
             Ok(Some(k)) => Ok(SecretKey::from(k.value.secret)),
             Ok(None) => Err(s3_error!(InvalidAccessKeyId, "the access key id does not exist")),
             Err(e) => Err(crate::errors::internal(e)),

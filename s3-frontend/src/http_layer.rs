@@ -22,7 +22,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use hangar_common::telemetry::{NameLabel, OpLabels, metrics};
+use hangar_common::telemetry::metrics::{EndpointLabel, ErrorLabels};
+use hangar_common::telemetry::{metrics, traces};
 use http::{HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use s3s::service::S3Service;
@@ -35,9 +36,10 @@ use crate::host::RootDomain;
 /// Presigned URLs may be valid for at most this long, as in AWS.
 pub const MAX_PRESIGNED_EXPIRY_SECS: u64 = 7 * 24 * 3600;
 
-/// The S3 operation a request turned out to be, filled in by the access check.
+/// The S3 operation a request turned out to be and its bucket, filled in by the access
+/// check.
 #[derive(Clone, Default)]
-pub struct OpName(pub Arc<OnceLock<String>>);
+pub struct OpName(pub Arc<OnceLock<(String, Option<String>)>>);
 
 /// What the layer checks against.
 pub struct Guard {
@@ -75,8 +77,20 @@ impl RequestIdService {
     }
 }
 
+/// A request id when traces are not exported: 32 random hex digits, the shape of a trace id.
 pub fn new_request_id() -> String {
-    hex::encode_upper(hangar_common::ids::random_id())
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The declared length of a body: `x-amz-decoded-content-length` for aws-chunked uploads
+/// (whose handlers check it against the data), else `Content-Length` (0 when absent:
+/// chunked responses are not counted).
+fn declared_length(headers: &http::HeaderMap) -> u64 {
+    let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    match ChunkFraming::applies(headers) {
+        Some(_) => get("x-amz-decoded-content-length").unwrap_or(0),
+        None => get("content-length").unwrap_or(0),
+    }
 }
 
 /// Completes an S3 error body raised inside s3s: puts in the `<RequestId>`, and a
@@ -347,10 +361,36 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
 
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         let inner = self.inner.clone();
-        let id = new_request_id();
         let method = req.method().clone();
-        let span = tracing::info_span!("s3_request", request_id = %id, method = %method, peer = %self.peer);
+        // Named for its operation once s3s has recognised it; the request id is the trace
+        // id, so a client's failing request can be found in the tracing backend. A request
+        // not sampled gets the same span under a target that is never exported.
+        macro_rules! request_span {
+            ($target:expr) => {
+                tracing::info_span!(
+                    target: $target,
+                    traces::REQUEST_SPAN,
+                    otel.kind = "server",
+                    trace_id = tracing::field::Empty,
+                    http.request.method = %method,
+                    client.address = %self.peer.ip(),
+                    bucket = tracing::field::Empty,
+                    http.response.status_code = tracing::field::Empty,
+                    http.request.body.size = tracing::field::Empty,
+                    http.response.body.size = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                )
+            };
+        }
+        let span = if traces::enabled() && !traces::sample() {
+            request_span!(traces::UNTRACED_TARGET)
+        } else {
+            request_span!(module_path!())
+        };
+        let id = traces::trace_id(&span).unwrap_or_else(new_request_id);
+        span.record("trace_id", tracing::field::display(&id));
         let refused = self.guard.check(&req);
+        let received = declared_length(req.headers());
         Box::pin(
             async move {
                 let start = Instant::now();
@@ -376,6 +416,7 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
                         resp.headers_mut().remove(http::header::CONTENT_LENGTH);
                         *resp.body_mut() = Body::from(new);
                     }
+                    // Client errors are the client's business: INFO, never ERROR.
                     if status == StatusCode::NOT_IMPLEMENTED {
                         // The client asked for something Hangar does not do: not a failure.
                         tracing::info!(status = status.as_u16(), "request refused: not implemented");
@@ -391,12 +432,35 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
                 }
                 // Labels from fixed sets: the S3 operation s3s recognised (or "unknown"),
                 // and the status code.
-                let op = op.0.get().cloned().unwrap_or_else(|| "unknown".into());
+                let (op, bucket) = op.0.get().cloned().unwrap_or_else(|| ("unknown".into(), None));
+                let sent = declared_length(resp.headers());
+                let span = tracing::Span::current();
+                span.record("http.response.status_code", status.as_u16());
+                span.record("http.request.body.size", received);
+                span.record("http.response.body.size", sent);
+                if let Some(b) = &bucket {
+                    span.record("bucket", b.as_str());
+                }
+                if status.is_server_error() {
+                    span.record("otel.status_code", "ERROR");
+                }
+                traces::rename(&span, op.clone());
+                traces::end(&span);
                 let m = metrics();
-                m.api_s3_request_counter
-                    .get_or_create(&OpLabels { op: op.clone(), status: status.as_u16().to_string() })
-                    .inc();
-                m.api_s3_request_duration.get_or_create(&NameLabel { name: op }).observe(start.elapsed().as_secs_f64());
+                let label = EndpointLabel { api_endpoint: op };
+                m.api_s3_request_counter.get_or_create(&label).inc();
+                m.api_s3_request_duration.get_or_create(&label).observe(start.elapsed().as_secs_f64());
+                // A body's declared length is checked against what came only when the
+                // request succeeded: a failed one counts nothing.
+                if status.is_success() {
+                    m.api_s3_request_bytes_received.get_or_create(&label).inc_by(received);
+                }
+                m.api_s3_response_bytes_sent.get_or_create(&label).inc_by(sent);
+                if status.is_client_error() || status.is_server_error() {
+                    let labels =
+                        ErrorLabels { api_endpoint: label.api_endpoint, status_code: status.as_u16().to_string() };
+                    m.api_s3_error_counter.get_or_create(&labels).inc();
+                }
                 Ok(resp)
             }
             .instrument(span),

@@ -36,12 +36,17 @@ pub async fn object_body(store: &Store, obj: &Object, range: Range<u64>) -> Resu
     }
     let (tx, mut rx) = mpsc::channel(READ_AHEAD);
     let (store2, parts) = (store.clone(), obj.parts.clone());
-    tokio::spawn(async move {
-        if let Err(e) = send_range(&store2, &parts, range, &tx).await {
-            tracing::warn!(error = ?e, "object read failed");
-            let _ = tx.send(Err(e)).await;
-        }
-    });
+    // A child of the request's span: the body streams on after the response head.
+    let span = tracing::debug_span!("read data", bytes = range.end - range.start);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            if let Err(e) = send_range(&store2, &parts, range, &tx).await {
+                tracing::warn!(error = ?e, "object read failed");
+                let _ = tx.send(Err(e)).await;
+            }
+        },
+        span,
+    ));
     let first = match rx.recv().await {
         Some(Ok(b)) => b,
         Some(Err(e)) => return Err(e),

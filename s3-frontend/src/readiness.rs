@@ -27,6 +27,7 @@ pub fn spawn(cluster: Cluster) -> tokio::task::JoinHandle<()> {
                 Some("frontend: no layout received yet".to_string())
             } else {
                 let up = reachable(&cluster, view.all_nodes()).await;
+                hangar_common::telemetry::metrics().cluster_health(&view, &up);
                 missing_quorum(&view, &up)
             };
             set_problem(NAME, problem);

@@ -196,6 +196,7 @@ impl AntiEntropy {
                 Vec::new()
             };
             if !new.is_empty() {
+                hangar_common::telemetry::metrics().sync_received(t, &peer.id, new.len());
                 self.ctx.meta.insert(t as i32, new).await.map_err(err)?;
             }
             self.queue_missing_blocks(&refs).await?;

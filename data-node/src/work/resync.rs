@@ -97,12 +97,16 @@ impl Worker for Resync {
                 failing += u64::from(ResyncItem::decode(&item.map_err(sled_err)?).errors > 0);
             }
             (self.counts, self.counted) = ((len, failing), Some(Instant::now()));
+            let m = hangar_common::telemetry::metrics();
+            m.block_resync_queue_length.set(len as i64);
+            m.block_resync_errored_blocks.set(failing as i64);
         }
         if due.is_empty() {
             let wait = soonest.saturating_sub(now).clamp(200, 10_000);
             return Ok(Step::Idle(Duration::from_millis(wait)));
         }
         let outcomes = futures::future::join_all(due.iter().map(|(h, _)| self.resync(*h))).await;
+        hangar_common::telemetry::metrics().block_resync_counter.inc_by(outcomes.len() as u64);
         for ((hash, old), outcome) in due.into_iter().zip(outcomes) {
             match outcome {
                 Outcome::Done(fetched) => {

@@ -151,6 +151,7 @@ impl Sync {
         let r = cluster.call(source, Method::SyncRange, v, req, |r| async move { c.sync_range(r).await }).await?;
         let last = r.entries.last().map(|e: &Entry| successor(&e.key));
         if !r.entries.is_empty() {
+            hangar_common::telemetry::metrics().sync_received(table, &source.id, r.entries.len());
             self.ctx
                 .meta
                 .insert(table as i32, r.entries)

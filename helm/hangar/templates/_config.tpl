@@ -18,6 +18,7 @@ default_capacity = {{ . | quote }}
 [admin]
 api_bind_addr = "0.0.0.0:3903"
 admin_token_file = "{{ include "hangar.secretDir" . }}/{{ .Values.secret.adminTokenKey }}"
+{{ include "hangar.telemetryConfig" . }}
 {{- end }}
 
 {{- define "hangar.config.dataNode" -}}
@@ -27,6 +28,7 @@ rpc_bind_addr = "0.0.0.0:3901"
 {{ include "hangar.discoveryConfig" . }}
 [admin]
 api_bind_addr = "0.0.0.0:3903"
+{{ include "hangar.telemetryConfig" . }}
 {{- end }}
 
 {{- define "hangar.config.frontend" -}}
@@ -39,4 +41,14 @@ root_domain = {{ . | quote }}
 {{- end }}
 [admin]
 api_bind_addr = "0.0.0.0:3903"
+{{ include "hangar.telemetryConfig" . }}
+{{- end }}
+
+{{/* The [admin] keys of traces and logs, the same in every role. */}}
+{{- define "hangar.telemetryConfig" -}}
+{{- with .Values.telemetry.traceSink }}
+trace_sink = {{ . | quote }}
+{{- end }}
+trace_sample_ratio = {{ .Values.telemetry.traceSampleRatio | float64 | printf "%.4f" }}
+log_format = {{ .Values.telemetry.logFormat | quote }}
 {{- end }}

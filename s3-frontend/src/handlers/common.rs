@@ -5,6 +5,7 @@ use hangar_proto::model::{AccessKey, Bucket, Header, Object};
 use s3s::auth::Credentials;
 use s3s::dto::{ETag, Metadata, Timestamp, TimestampFormat};
 use s3s::{S3Error, S3Result, s3_error};
+use tracing::Instrument;
 
 use super::Hangar;
 use crate::access::Right;
@@ -51,7 +52,7 @@ impl Hangar {
     /// The calling key (s3s verified its signature already).
     pub(super) async fn caller(&self, creds: Option<&Credentials>) -> S3Result<AccessKey> {
         let id = creds.map(|c| c.access_key.as_str()).ok_or_else(|| s3_error!(AccessDenied))?;
-        match self.store.get_key(id).await.or_s3()? {
+        match self.store.get_key(id).instrument(tracing::debug_span!("key lookup")).await.or_s3()? {
             Some(k) => Ok(k.value),
             None => Err(s3_error!(InvalidAccessKeyId)),
         }
@@ -65,10 +66,12 @@ impl Hangar {
         right: Right,
     ) -> S3Result<(AccessKey, Bucket)> {
         let key = self.caller(creds).await?;
-        let bucket = self.store.bucket_by_name(name).await.or_s3()?.ok_or_else(|| {
+        let bucket = self.store.bucket_by_name(name).instrument(tracing::debug_span!("bucket lookup")).await.or_s3()?;
+        let bucket = bucket.ok_or_else(|| {
             S3Error::with_message(s3s::S3ErrorCode::NoSuchBucket, format!("bucket `{name}` does not exist"))
         })?;
-        if !right.held(self.store.key_rights(&key, &bucket.id).await.or_s3()?) {
+        let rights = self.store.key_rights(&key, &bucket.id).instrument(tracing::debug_span!("permission check")).await;
+        if !right.held(rights.or_s3()?) {
             return Err(s3_error!(AccessDenied, "the key has no {right:?} right on this bucket"));
         }
         Ok((key, bucket))
