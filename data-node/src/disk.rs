@@ -5,7 +5,8 @@
 //! which free space, still go through. The free space is read at most every 500 ms; blocks
 //! being written and written since the last reading count against it, so a fast disk
 //! cannot run past the reserve between two readings. The condition shows in `/health` and
-//! in `hangar_disk_full` from the first refused block until a block is taken again (or a
+//! in `hangar_disk_full` from the first refused block until a block is taken with a block's
+//! worth of room above the reserve (or a
 //! reading finds room), and clears by itself once space is free again.
 
 use std::path::PathBuf;
@@ -106,8 +107,16 @@ impl DiskGuard {
             self.refused.store(true, Ordering::Relaxed);
             return Err(e);
         }
-        if self.refused.swap(false, Ordering::Relaxed) {
-            self.report(false, self.free());
+        // The disk stops counting as full only with a block's worth of room above the
+        // reserve: a block of the refused upload still in flight, taken just after the
+        // refusal, must not clear it.
+        if self.refused.load(Ordering::Relaxed) {
+            let free = self.free();
+            if free.saturating_sub(before + bytes) >= self.reserve.saturating_add(bytes)
+                && self.refused.swap(false, Ordering::Relaxed)
+            {
+                self.report(false, free);
+            }
         }
         Ok(r)
     }
