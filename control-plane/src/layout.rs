@@ -512,6 +512,18 @@ mod tests {
         StagedRole { node_id: id.into(), zone: zone.into(), capacity: 100, ..Default::default() }
     }
 
+    /// Opens a database again after its handles were dropped: sled's flusher thread lets go
+    /// of the directory's lock a moment later.
+    fn reopen(path: &std::path::Path) -> sled::Db {
+        for _ in 0..100 {
+            if let Ok(db) = sled::open(path) {
+                return db;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        sled::open(path).unwrap()
+    }
+
     #[test]
     fn single_node_layout_persists() {
         let dir = tempfile::tempdir().unwrap();
@@ -523,7 +535,7 @@ mod tests {
             assert_eq!(counts(&m.current()).get("n1"), Some(&PARTITIONS));
             assert_eq!(m.init_single_node(node).unwrap().version, 1, "second init keeps the layout");
         }
-        let m = LayoutManager::open(sled::open(dir.path()).unwrap(), 1).unwrap();
+        let m = LayoutManager::open(reopen(dir.path()), 1).unwrap();
         assert_eq!(m.current().version, 1);
         assert_eq!(m.current().nodes[0].node_id, "n1");
     }
@@ -561,7 +573,7 @@ mod tests {
 
         // History survives a restart.
         drop(m);
-        let m = LayoutManager::open(sled::open(dir.path()).unwrap(), 3).unwrap();
+        let m = LayoutManager::open(reopen(dir.path()), 3).unwrap();
         assert_eq!(m.current().version, 1);
     }
 
