@@ -1,6 +1,7 @@
 //! Operations that read a state and change it, raced through two frontends of a cluster,
 //! 100 rounds each: CompleteMultipartUpload against AbortMultipartUpload, UploadPart against
-//! CompleteMultipartUpload, and PUTs of one key. Exactly one of Complete and Abort wins;
+//! CompleteMultipartUpload, PUTs of one key, conditional PUTs (If-None-Match, If-Match) of
+//! one key, and tag changes against PUTs. Exactly one of Complete and Abort wins;
 //! an acknowledged object always reads back whole, also after the deletion delay; and once
 //! everything is deleted, no block is left on any node.
 
@@ -122,6 +123,86 @@ async fn racing_puts_of_one_key_free_the_loser() {
         let got = get_bytes(&b, &bucket, &key).await;
         assert!(got == x || got == y, "round {round}: the object is neither PUT");
         assert_eq!(get_bytes(&a, &bucket, &key).await, got, "round {round}: the frontends disagree");
+    }
+    delete_all(&a, &bucket).await;
+    no_blocks_left(&cluster).await;
+}
+
+/// Exactly one of two results is a success, the other a 412; which one won.
+fn one_winner<T: std::fmt::Debug, E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug>(
+    round: usize,
+    x: &Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+    y: &Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> bool {
+    match (x, y) {
+        (Ok(_), Err(e)) | (Err(e), Ok(_)) => {
+            assert_eq!(err_code(e).as_deref(), Some("PreconditionFailed"), "round {round}: {e:?}");
+            x.is_ok()
+        }
+        _ => panic!("round {round}: both or neither won: {x:?}, {y:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_puts_racing_through_two_frontends_have_one_winner() {
+    let cluster = Cluster::start_with(3, 2, FAST_GC).await;
+    let (a, b) = (cluster.s3_client_no_retry(0), cluster.s3_client_no_retry(1));
+    let bucket = new_bucket(&a, "cond").await;
+    for round in 0..ROUNDS {
+        // Ten keys, each deleted before it is raced for again: later rounds race over the
+        // key's earlier conditional value, which a deletion made stale.
+        let key = format!("c{}", round % 10);
+        a.delete_object().bucket(&bucket).key(&key).send().await.expect("delete");
+        let (x, y) = (random_bytes(300_000), random_bytes(300_000));
+        let (rx, ry) = tokio::join!(
+            a.put_object().bucket(&bucket).key(&key).if_none_match("*").body(x.clone().into()).send(),
+            b.put_object().bucket(&bucket).key(&key).if_none_match("*").body(y.clone().into()).send()
+        );
+        let created = if one_winner(round, &rx, &ry) { x } else { y };
+        assert_eq!(get_bytes(&b, &bucket, &key).await, created, "round {round}: not the winner's data");
+        assert_eq!(get_bytes(&a, &bucket, &key).await, created, "round {round}: the frontends disagree");
+
+        // Two writers replacing the value they both read: one wins.
+        let etag = etag_of(&created);
+        let (p, q) = (random_bytes(1000), random_bytes(1000));
+        let (rp, rq) = tokio::join!(
+            a.put_object().bucket(&bucket).key(&key).if_match(&etag).body(p.clone().into()).send(),
+            b.put_object().bucket(&bucket).key(&key).if_match(&etag).body(q.clone().into()).send()
+        );
+        let replaced = if one_winner(round, &rp, &rq) { p } else { q };
+        assert_eq!(get_bytes(&a, &bucket, &key).await, replaced, "round {round}: not the If-Match winner's data");
+    }
+    delete_all(&a, &bucket).await;
+    no_blocks_left(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_changes_racing_puts_never_undo_them() {
+    let cluster = Cluster::start_with(3, 2, FAST_GC).await;
+    let (a, b) = (cluster.s3_client_no_retry(0), cluster.s3_client_no_retry(1));
+    let bucket = new_bucket(&a, "tagrace").await;
+    let mut last = std::collections::BTreeMap::new();
+    for round in 0..ROUNDS {
+        let key = format!("t{}", round % 10);
+        put_bytes(&a, &bucket, &key, &random_bytes(300_000)).await;
+        let newer = random_bytes(300_000);
+        let tags = aws_sdk_s3::types::Tagging::builder()
+            .tag_set(aws_sdk_s3::types::Tag::builder().key("round").value(round.to_string()).build().expect("tag"))
+            .build()
+            .expect("tagging");
+        let (tagged, put) = tokio::join!(
+            b.put_object_tagging().bucket(&bucket).key(&key).tagging(tags).send(),
+            a.put_object().bucket(&bucket).key(&key).body(newer.clone().into()).send()
+        );
+        tagged.unwrap_or_else(|e| panic!("round {round}: tagging: {e:?}"));
+        put.unwrap_or_else(|e| panic!("round {round}: put: {e:?}"));
+        assert_eq!(get_bytes(&b, &bucket, &key).await, newer, "round {round}: a tag change undid a PUT");
+        last.insert(key, newer);
+    }
+    // Past the deletion delay, the data of every acknowledged PUT is still whole.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (key, data) in &last {
+        assert_eq!(&get_bytes(&a, &bucket, key).await, data, "{key}");
     }
     delete_all(&a, &bucket).await;
     no_blocks_left(&cluster).await;

@@ -16,7 +16,7 @@
 use hangar_common::ids::{new_access_key_id, new_secret_key, now_ms, random_id};
 use hangar_common::{Error, Result};
 use hangar_proto::metadata::{Entry, Table};
-use hangar_proto::model::{AccessKey, Bucket, BucketAlias, Grant, NameClaim, Object};
+use hangar_proto::model::{AccessKey, Bucket, BucketAlias, Grant, NameClaim, Object, TagSet};
 use prost::Message;
 
 use crate::Store;
@@ -357,21 +357,40 @@ impl Store {
         self.release_name(name, &bucket.id).await
     }
 
-    /// Sets a bucket's quotas (0: no limit); each one a register of its own.
-    pub async fn set_quotas(&self, bucket: &Bucket, max_size: Option<u64>, max_objects: Option<u64>) -> Result<Bucket> {
+    /// Changes settings of a bucket's current value; each setting `change` touches must
+    /// renew its own timestamp, so concurrent changes of different settings both survive.
+    async fn change_bucket(&self, bucket: &Bucket, change: impl FnOnce(&mut Bucket)) -> Result<Bucket> {
         let cur = self.tables.get::<Buckets>(&bucket_key(&bucket.id)).await?;
         let Some(cur) = cur else { return Err(Error::NotFound(format!("bucket `{}`", bucket.name))) };
         let mut b = cur.value;
-        if let Some(v) = max_size {
-            b.max_size = v;
-            b.max_size_ts = stamp(Some(b.max_size_ts));
-        }
-        if let Some(v) = max_objects {
-            b.max_objects = v;
-            b.max_objects_ts = stamp(Some(b.max_objects_ts));
-        }
+        change(&mut b);
         self.update_fields(Table::Bucket, cur.key, cur.timestamp, &b).await?;
         Ok(b)
+    }
+
+    /// Sets a bucket's quotas (0: no limit); each one a register of its own.
+    pub async fn set_quotas(&self, bucket: &Bucket, max_size: Option<u64>, max_objects: Option<u64>) -> Result<Bucket> {
+        self.change_bucket(bucket, |b| {
+            if let Some(v) = max_size {
+                b.max_size = v;
+                b.max_size_ts = stamp(Some(b.max_size_ts));
+            }
+            if let Some(v) = max_objects {
+                b.max_objects = v;
+                b.max_objects_ts = stamp(Some(b.max_objects_ts));
+            }
+        })
+        .await
+    }
+
+    /// Sets or removes (None) a bucket's tags.
+    pub async fn set_bucket_tags(&self, bucket: &Bucket, tags: Option<TagSet>) -> Result<()> {
+        self.change_bucket(bucket, |b| {
+            b.tags = tags;
+            b.tags_ts = stamp(Some(b.tags_ts));
+        })
+        .await
+        .map(drop)
     }
 
     /// Aborts the multipart uploads of a bucket started before `before_ms`; how many.

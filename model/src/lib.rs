@@ -9,6 +9,7 @@ pub mod blocks;
 pub mod cas;
 pub mod catalog;
 pub mod client;
+pub mod conditional;
 pub mod keys;
 pub mod multipart;
 pub mod object;
@@ -31,6 +32,8 @@ pub struct Store {
     /// How often a writer renews its pending entry: often enough that no collector, which
     /// waits `pending_write_grace_secs`, ever takes a live writer for a dead one.
     pub renew_every: std::time::Duration,
+    /// How long a data version may stay pending before the collector may release it.
+    pub pending_grace: std::time::Duration,
 }
 
 impl Store {
@@ -41,6 +44,7 @@ impl Store {
             blocks: blocks::Blocks::new(cluster.clone()),
             registers: cas::Registers::new(cluster),
             block_size: cfg.block_size,
+            pending_grace: grace,
             renew_every: (grace / 4).clamp(std::time::Duration::from_millis(250), version::REFRESH_EVERY),
         }
     }

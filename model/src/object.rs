@@ -8,7 +8,7 @@
 use hangar_common::Result;
 use hangar_common::cluster::NodeRef;
 use hangar_proto::metadata::{Entry, Table};
-use hangar_proto::model::Object;
+use hangar_proto::model::{Object, TagSet};
 use prost::Message;
 
 use crate::Store;
@@ -59,6 +59,24 @@ impl Store {
             self.committed(&p.data_version);
         }
         Ok(())
+    }
+
+    /// Replaces the tags of the object value `found` (None removes them). Written as the
+    /// same version with the same timestamp, so the tags merge into that value and never
+    /// undo a newer PUT or DELETE of the key; false when such a write had replaced the
+    /// value already (the tags went with it).
+    pub async fn set_object_tags(
+        &self,
+        bucket_id: &[u8],
+        key: &str,
+        found: &Found<Object>,
+        tags: Option<TagSet>,
+    ) -> Result<bool> {
+        let mut obj = found.value.clone();
+        obj.tags = tags;
+        obj.tags_ts = crate::client::stamp(Some(obj.tags_ts));
+        self.put_object_at(bucket_id, key, &obj, found.timestamp).await?;
+        Ok(self.object(bucket_id, key).await?.is_some_and(|now| now.value.version_id == obj.version_id))
     }
 
     /// Whether `data_version` is still used by the object entry `key`, asking every holder

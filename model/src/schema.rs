@@ -105,8 +105,10 @@ table!(
     BucketGrants, Table::BucketGrant, model::Grant, merge = merge_grant
 );
 table!(
-    /// Objects: one current value per key; the value that loses is released.
-    Objects, Table::Object, model::Object
+    /// Objects: one current value per key; the value that loses is released. Two values
+    /// of one version (same version id) differ only by their tags, which merge as a
+    /// register.
+    Objects, Table::Object, model::Object, merge = merge_object
 );
 table!(
     /// Open multipart uploads.
@@ -295,6 +297,11 @@ pub fn name_register(name: &str) -> Vec<u8> {
     KeyBuf::new().str("bucket-name").str(name).finish()
 }
 
+/// An object key's conditional-write register.
+pub fn object_register(bucket_id: &[u8], key: &str) -> Vec<u8> {
+    KeyBuf::new().str("object").fixed(bucket_id).str(key).finish()
+}
+
 /// A multipart upload's register.
 pub fn upload_register(upload_id: &[u8]) -> Vec<u8> {
     KeyBuf::new().str("upload").fixed(upload_id).finish()
@@ -340,10 +347,12 @@ pub fn merge(table: Table, local: Option<&Entry>, incoming: &Entry) -> Merged {
     match table {
         // The value that did not win is released: it was overwritten or deleted. Every
         // replica sees the same pair and releases the same versions (idempotent).
+        // Only versions the merged value no longer uses: two values of one version (a tag
+        // change) release nothing.
         Table::Object => {
             let loser = if entry == *local { incoming } else { local };
             if loser != &entry && !loser.tombstone {
-                effects.extend(release_effect(loser));
+                effects.extend(release_effect(loser, &entry));
             }
         }
         Table::BlockRef if changed => effects.extend(block_effect(&entry)),
@@ -404,7 +413,16 @@ fn merge_access_key(a: &model::AccessKey, b: &model::AccessKey) -> model::Access
 fn merge_bucket(a: &model::Bucket, b: &model::Bucket) -> model::Bucket {
     let (max_size, max_size_ts) = reg((a.max_size, a.max_size_ts), (b.max_size, b.max_size_ts));
     let (max_objects, max_objects_ts) = reg((a.max_objects, a.max_objects_ts), (b.max_objects, b.max_objects_ts));
-    model::Bucket { max_size, max_size_ts, max_objects, max_objects_ts, ..a.clone() }
+    let (tags, tags_ts) = reg((a.tags.clone(), a.tags_ts), (b.tags.clone(), b.tags_ts));
+    model::Bucket { max_size, max_size_ts, max_objects, max_objects_ts, tags, tags_ts, ..a.clone() }
+}
+
+fn merge_object(a: &model::Object, b: &model::Object) -> model::Object {
+    if a.version_id != b.version_id {
+        return a.clone();
+    }
+    let (tags, tags_ts) = reg((a.tags.clone(), a.tags_ts), (b.tags.clone(), b.tags_ts));
+    model::Object { tags, tags_ts, ..a.clone() }
 }
 
 fn merge_grant(a: &model::Grant, b: &model::Grant) -> model::Grant {
@@ -432,10 +450,14 @@ fn merge_acceptor(a: &AcceptorState, b: &AcceptorState) -> AcceptorState {
     AcceptorState { promised, accepted: acc.accepted, value: acc.value.clone() }
 }
 
-fn release_effect(e: &Entry) -> Option<Effect> {
-    let obj = model::Object::decode(e.value.as_ref()).ok()?;
-    let dvs: Vec<Vec<u8>> = obj.parts.iter().map(|p| p.data_version.to_vec()).collect();
-    (!dvs.is_empty()).then(|| Effect::Release { object_key: e.key.to_vec(), data_versions: dvs })
+/// The data versions `lost` uses and `kept` does not.
+fn release_effect(lost: &Entry, kept: &Entry) -> Option<Effect> {
+    let obj = model::Object::decode(lost.value.as_ref()).ok()?;
+    let still = (!kept.tombstone).then(|| model::Object::decode(kept.value.as_ref()).ok()).flatten();
+    let used = |dv: &[u8]| still.as_ref().is_some_and(|k| k.parts.iter().any(|p| p.data_version == dv));
+    let dvs: Vec<Vec<u8>> =
+        obj.parts.iter().filter(|p| !used(&p.data_version)).map(|p| p.data_version.to_vec()).collect();
+    (!dvs.is_empty()).then(|| Effect::Release { object_key: lost.key.to_vec(), data_versions: dvs })
 }
 
 fn block_effect(e: &Entry) -> Vec<Effect> {
@@ -488,6 +510,34 @@ mod tests {
         assert_eq!(m.effects, lost());
         // The same value again releases nothing.
         assert!(merge(Table::Object, Some(&new), &new).effects.is_empty());
+    }
+
+    #[test]
+    fn tag_changes_merge_with_their_version_and_release_nothing() {
+        let tagged = |ts: u64, v: &str| model::Object {
+            version_id: vec![7; 16].into(),
+            parts: vec![model::PartData { data_version: vec![1; 16].into(), ..Default::default() }],
+            tags: Some(model::TagSet { tags: vec![model::Tag { key: "k".into(), value: v.into() }] }),
+            tags_ts: ts,
+            ..Default::default()
+        };
+        // Written with the object's own timestamp: the newer tags win either way round.
+        let (a, b) = (entry(b"o", &tagged(1, "old"), 10), entry(b"o", &tagged(2, "new"), 10));
+        for (x, y) in [(&a, &b), (&b, &a)] {
+            let m = merge(Table::Object, Some(x), y);
+            let o = model::Object::decode(m.entry.value.as_ref()).unwrap();
+            assert_eq!(o.tags.unwrap().tags[0].value, "new");
+            assert!(m.effects.is_empty(), "a tag change released data: {:?}", m.effects);
+        }
+        // A newer object replaces the tagged one entirely, and releases its data.
+        let other = model::Object {
+            version_id: vec![8; 16].into(),
+            parts: vec![model::PartData { data_version: vec![2; 16].into(), ..Default::default() }],
+            ..Default::default()
+        };
+        let m = merge(Table::Object, Some(&b), &entry(b"o", &other, 11));
+        assert!(model::Object::decode(m.entry.value.as_ref()).unwrap().tags.is_none());
+        assert_eq!(m.effects, vec![Effect::Release { object_key: b"o".to_vec(), data_versions: vec![vec![1; 16]] }]);
     }
 
     #[test]

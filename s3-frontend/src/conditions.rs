@@ -63,6 +63,21 @@ impl Conditions<'_> {
             Outcome::NotModified => {
                 let mut e = S3Error::new(S3ErrorCode::NotModified);
                 e.set_status_code(http::StatusCode::NOT_MODIFIED);
+                // A 304 carries the validators a cache needs to refresh its copy (RFC 9110
+                // section 15.4.5), as AWS sends them.
+                let mut headers = http::HeaderMap::new();
+                if let Ok(v) = http::HeaderValue::from_str(&format!("\"{etag}\"")) {
+                    headers.insert(http::header::ETAG, v);
+                }
+                let lm = time::OffsetDateTime::from_unix_timestamp((last_modified_ms / 1000) as i64)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+                let mut date = Vec::new();
+                if Timestamp::from(lm).format(s3s::dto::TimestampFormat::HttpDate, &mut date).is_ok()
+                    && let Ok(v) = http::HeaderValue::from_bytes(&date)
+                {
+                    headers.insert(http::header::LAST_MODIFIED, v);
+                }
+                e.set_headers(headers);
                 Err(e)
             }
             Outcome::Failed => Err(s3_error!(PreconditionFailed, "precondition failed")),

@@ -296,6 +296,19 @@ impl Guard {
                 }
             }
         }
+        if let Some(refusal) = unsupported_promise(headers) {
+            return Some(refusal);
+        }
+        // Versioning is never enabled: only the current version exists, named "null".
+        if let Some(v) = query_value(req.uri(), "versionId")
+            && v != "null"
+        {
+            return Some(Refusal::from((
+                StatusCode::NOT_FOUND,
+                "NoSuchVersion",
+                "versioning is not enabled on any bucket: only the current version (\"null\") exists".into(),
+            )));
+        }
         let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
         if req.method() == http::Method::POST
             && content_type.trim_start().to_ascii_lowercase().starts_with("multipart/form-data")
@@ -321,6 +334,30 @@ impl Guard {
         }
         None
     }
+}
+
+/// A request asking for a protection Hangar does not give — encryption with a customer
+/// key (SSE-C) or an object lock — is refused rather than stored without it, which the
+/// client would take for done.
+fn unsupported_promise(headers: &http::HeaderMap) -> Option<Refusal> {
+    let has = |n: &str| headers.contains_key(n);
+    let what = if has("x-amz-server-side-encryption-customer-algorithm")
+        || has("x-amz-copy-source-server-side-encryption-customer-algorithm")
+    {
+        "server-side encryption with customer keys (SSE-C)"
+    } else if has("x-amz-object-lock-mode") || has("x-amz-object-lock-retain-until-date") {
+        "object lock retention"
+    } else if headers.get("x-amz-object-lock-legal-hold").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"ON")) {
+        "object lock legal holds"
+    } else if headers
+        .get("x-amz-bucket-object-lock-enabled")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+    {
+        "object lock"
+    } else {
+        return None;
+    };
+    Some(Refusal::from((StatusCode::NOT_IMPLEMENTED, "NotImplemented", format!("Hangar does not support {what}"))))
 }
 
 /// Why a request must not reach s3s: the S3 error to answer.

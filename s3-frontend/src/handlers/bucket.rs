@@ -40,6 +40,17 @@ pub async fn list_buckets(h: &Hangar, req: S3Request<ListBucketsInput>) -> S3Res
 pub async fn create_bucket(h: &Hangar, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
     let key = h.caller(req.credentials.as_ref()).await?;
     let name = &req.input.bucket;
+    let i = &req.input;
+    super::acl::only_private(
+        i.acl.as_ref().map(|a| a.as_str()),
+        &[
+            i.grant_full_control.as_ref(),
+            i.grant_read.as_ref(),
+            i.grant_read_acp.as_ref(),
+            i.grant_write.as_ref(),
+            i.grant_write_acp.as_ref(),
+        ],
+    )?;
     if let Some(loc) = req.input.create_bucket_configuration.as_ref().and_then(|c| c.location_constraint.as_ref())
         && !loc.as_str().is_empty()
         && loc.as_str() != h.cfg.region

@@ -55,7 +55,8 @@ pub async fn list_objects(h: &Hangar, req: S3Request<ListObjectsInput>) -> S3Res
     let encoding_type = i.encoding_type.clone();
     let enc = encoder(encoding_type.as_ref())?;
     let prefix = i.prefix.clone().unwrap_or_default();
-    let delimiter = i.delimiter.clone();
+    // An empty delimiter is no delimiter, as in AWS.
+    let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
     let max = max_keys(i.max_keys)?;
     let start = i.marker.clone().filter(|m| !m.is_empty()).map(Start::After).unwrap_or(Start::Beginning);
     let mut listed = list(
@@ -89,7 +90,8 @@ pub async fn list_objects_v2(
     let encoding_type = i.encoding_type.clone();
     let enc = encoder(encoding_type.as_ref())?;
     let prefix = i.prefix.clone().unwrap_or_default();
-    let delimiter = i.delimiter.clone();
+    // An empty delimiter is no delimiter, as in AWS.
+    let delimiter = i.delimiter.clone().filter(|d| !d.is_empty());
     let max = max_keys(i.max_keys)?;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     // The continuation token is where the next page starts; it wins over start-after.

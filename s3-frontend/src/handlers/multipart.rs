@@ -15,8 +15,10 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::Hangar;
+use super::acl::only_private;
 use super::common::{StoredHeaders, check_key, etag, timestamp_ms};
-use super::object::{DeclaredChecksums, body_claims, copy_source, receive, verify_body};
+use super::object::{DeclaredChecksums, body_claims, check_write_conditions, claim, copy_source, receive, verify_body};
+use super::tagging;
 use crate::access::Right;
 use crate::conditions::Conditions;
 use crate::errors::OrS3;
@@ -114,6 +116,11 @@ pub async fn create(
     let (key, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
     let i = &req.input;
     check_key(&i.key)?;
+    only_private(
+        i.acl.as_ref().map(|a| a.as_str()),
+        &[i.grant_full_control.as_ref(), i.grant_read.as_ref(), i.grant_read_acp.as_ref(), i.grant_write_acp.as_ref()],
+    )?;
+    let tags = i.tagging.as_deref().map(tagging::from_header).transpose()?.flatten();
     let upload = Upload {
         upload_id: String::new(),
         key: i.key.clone(),
@@ -129,6 +136,7 @@ pub async fn create(
         }
         .to_headers(),
         initiator_key_id: key.id,
+        tags,
     };
     let id = h.store.create_upload(&bucket.id, &i.key, upload).await.or_s3()?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
@@ -279,11 +287,20 @@ pub async fn complete(
         inline_data: None,
         parts: chosen,
         checksums: vec![],
+        tags: upload.value.tags.clone(),
+        tags_ts: 0,
     };
     let prev = h.get_object_entry(&bucket, &i.key).await?;
+    let (if_match, if_none_match) = (i.if_match.as_ref(), i.if_none_match.as_ref());
+    check_write_conditions(if_match, if_none_match, prev.as_ref().map(|p| &p.value))?;
     let change = Change { new_size: obj.size, replaced: prev.as_ref().map(|p| p.value.size) };
     h.quotas.check(&h.store, &bucket, change).await?;
-    let timestamp = hangar_model::client::stamp(prev.map(|p| p.timestamp));
+    let timestamp = if if_match.is_some() || if_none_match.is_some() {
+        let check = |cur: Option<&Object>| check_write_conditions(if_match, if_none_match, cur);
+        claim(h, &bucket.id, &i.key, &obj, Some(&upload_id), check).await?
+    } else {
+        hangar_model::client::stamp(prev.map(|p| p.timestamp))
+    };
     // Complete and Abort race on the upload's register: exactly one wins.
     let done = match h.store.complete_upload(&bucket.id, &i.key, &upload_id, obj, timestamp).await.or_s3()? {
         Outcome::Completed(o, _) => o,

@@ -13,14 +13,17 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::Hangar;
+use super::acl::only_private;
 use super::common::{ObjectHeaders, StoredHeaders, check_key, etag, timestamp_ms};
+use super::tagging;
 use crate::access::Right;
 use crate::conditions::Conditions;
 use crate::errors::{OrS3, custom_error};
-use crate::http_layer::ChunkFraming;
+use crate::http_layer::{ChunkFraming, bounded};
 use crate::quota::Change;
 use crate::read_pipeline::object_body;
 use crate::write_pipeline::{BodyHashes, Stored, StoredData, discard, store};
+use hangar_model::conditional::Claim;
 
 /// Largest single PUT, as in AWS.
 pub const MAX_PUT_SIZE: i64 = 5 * 1024 * 1024 * 1024;
@@ -232,6 +235,16 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
     let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
     let S3Request { input, headers, trailing_headers, extensions, .. } = req;
     check_key(&input.key)?;
+    only_private(
+        input.acl.as_ref().map(|a| a.as_str()),
+        &[
+            input.grant_full_control.as_ref(),
+            input.grant_read.as_ref(),
+            input.grant_read_acp.as_ref(),
+            input.grant_write_acp.as_ref(),
+        ],
+    )?;
+    let tags = input.tagging.as_deref().map(tagging::from_header).transpose()?.flatten();
     if input.content_length.is_some_and(|l| l > MAX_PUT_SIZE) {
         return Err(s3_error!(EntityTooLarge, "a single PUT may hold at most 5 GiB; use multipart upload"));
     }
@@ -270,17 +283,34 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
         inline_data: None,
         parts: vec![],
         checksums: checksums.clone(),
+        tags,
+        tags_ts: 0,
     };
-    match stored.data {
-        StoredData::Inline(b) => obj.inline_data = Some(b),
+    match &stored.data {
+        StoredData::Inline(b) => obj.inline_data = Some(b.clone()),
         StoredData::Blocks { data_version } => obj.parts.push(PartData {
             part_number: 1,
-            data_version: data_version.into(),
+            data_version: data_version.clone().into(),
             size: stored.size,
             etag: etag_hex.clone(),
         }),
     }
-    h.store.put_object(&bucket.id, &input.key, &obj, prev.map(|p| p.timestamp)).await.or_s3()?;
+    let (if_match, if_none_match) = (input.if_match.as_ref(), input.if_none_match.as_ref());
+    let written = if if_match.is_some() || if_none_match.is_some() {
+        let check = |cur: Option<&Object>| check_write_conditions(if_match, if_none_match, cur);
+        match claim(h, &bucket.id, &input.key, &obj, None, check).await {
+            Ok(timestamp) => h.store.put_object_at(&bucket.id, &input.key, &obj, timestamp).await.or_s3(),
+            Err(e) => Err(e),
+        }
+    } else {
+        h.store.put_object(&bucket.id, &input.key, &obj, prev.map(|p| p.timestamp)).await.or_s3()
+    };
+    if let Err(e) = written {
+        if e.code() == &S3ErrorCode::PreconditionFailed || e.code() == &S3ErrorCode::NoSuchKey {
+            discard(&h.store, &stored).await;
+        }
+        return Err(e);
+    }
     h.quotas.record(&bucket, Change { new_size: obj.size, replaced });
     let mut out = PutObjectOutput { e_tag: Some(etag(&etag_hex)), ..Default::default() };
     for c in checksums {
@@ -294,6 +324,24 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
         }
     }
     Ok(S3Response::new(out))
+}
+
+/// Claims a conditional write of `obj` (see `hangar_model::conditional`): the timestamp to
+/// write it with, or the S3 error when the condition fails or another conditional write of
+/// the key won meanwhile (412, as AWS answers the loser of such a race).
+pub async fn claim(
+    h: &Hangar,
+    bucket_id: &[u8],
+    key: &str,
+    obj: &Object,
+    upload_id: Option<&[u8]>,
+    check: impl FnOnce(Option<&Object>) -> S3Result<()>,
+) -> S3Result<u64> {
+    match h.store.claim_object(bucket_id, key, obj, upload_id, check).await.or_s3()? {
+        Claim::Won(timestamp) => Ok(timestamp),
+        Claim::Refused(e) => Err(e),
+        Claim::Lost => Err(s3_error!(PreconditionFailed, "a concurrent conditional write of this key won")),
+    }
 }
 
 /// If-Match / If-None-Match on writes: a write only where the condition holds.
@@ -332,7 +380,7 @@ fn select_range(
             return if n == 1 {
                 Ok((0..obj.size, false, Some(1)))
             } else {
-                Err(custom_error("InvalidPartNumber", 416, "the object has no such part"))
+                Err(custom_error("InvalidPartNumber", 400, "the object has only one part"))
             };
         }
         let mut start = 0;
@@ -342,7 +390,7 @@ fn select_range(
             }
             start += p.size;
         }
-        return Err(custom_error("InvalidPartNumber", 416, "the object has no such part"));
+        return Err(custom_error("InvalidPartNumber", 400, format!("the object has {} parts", obj.parts.len())));
     }
     match range {
         None => Ok((0..obj.size, false, None)),
@@ -419,6 +467,7 @@ pub async fn get_object(h: &Hangar, req: S3Request<GetObjectInput>) -> S3Result<
     let body = object_body(&h.store, obj, range.clone()).await?;
     let mut out = object_output!(GetObjectOutput, obj, &range, partial, parts, checksum_mode(i.checksum_mode.as_ref()));
     out.body = Some(body);
+    out.tag_count = tagging::count(obj.tags.as_ref());
     Ok(S3Response::new(out))
 }
 
@@ -435,14 +484,19 @@ pub async fn head_object(h: &Hangar, req: S3Request<HeadObjectInput>) -> S3Resul
     }
     .check_read(&obj.etag, obj.last_modified_ms)?;
     let (range, partial, parts) = select_range(obj, i.range.as_ref(), i.part_number)?;
-    Ok(S3Response::new(object_output!(
+    let mut resp = S3Response::new(object_output!(
         HeadObjectOutput,
         obj,
         &range,
         partial,
         parts,
         checksum_mode(i.checksum_mode.as_ref())
-    )))
+    ));
+    // s3s's HeadObject output has no field for it; GET and HEAD answer alike.
+    if let Some(n) = tagging::count(obj.tags.as_ref()) {
+        resp.headers.insert("x-amz-tagging-count", http::HeaderValue::from(n));
+    }
+    Ok(resp)
 }
 
 /// Deletes one object; deleting a missing object succeeds, as in S3. Its data is
@@ -514,6 +568,19 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
     let i = &req.input;
     let (_, bucket) = h.bucket(creds, &i.bucket, Right::Write).await?;
     check_key(&i.key)?;
+    only_private(
+        i.acl.as_ref().map(|a| a.as_str()),
+        &[i.grant_full_control.as_ref(), i.grant_read.as_ref(), i.grant_read_acp.as_ref(), i.grant_write_acp.as_ref()],
+    )?;
+    let replace_tags = match i.tagging_directive.as_ref().map(|d| d.as_str()) {
+        None | Some(TaggingDirective::COPY) => false,
+        Some(TaggingDirective::REPLACE) => true,
+        Some(other) => {
+            return Err(s3_error!(InvalidArgument, "unknown x-amz-tagging-directive `{}`", bounded(other)));
+        }
+    };
+    let new_tags =
+        if replace_tags { i.tagging.as_deref().map(tagging::from_header).transpose()?.flatten() } else { None };
     let src = copy_source(
         h,
         creds,
@@ -583,6 +650,8 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
         inline_data: s.inline_data.clone(),
         parts,
         checksums: s.checksums.clone(),
+        tags: if replace_tags { new_tags } else { s.tags.clone() },
+        tags_ts: 0,
     };
     h.store.put_object(&bucket.id, &i.key, &obj, prev.map(|p| p.timestamp)).await.or_s3()?;
     h.quotas.record(&bucket, change);
@@ -594,4 +663,68 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
         }),
         ..Default::default()
     }))
+}
+
+/// Most parts one GetObjectAttributes answer lists, as in AWS.
+const MAX_ATTRIBUTE_PARTS: i32 = 1000;
+
+pub async fn get_object_attributes(
+    h: &Hangar,
+    req: S3Request<GetObjectAttributesInput>,
+) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+    let i = &req.input;
+    if i.version_id.as_deref().is_some_and(|v| v != "null") {
+        return Err(s3_error!(NoSuchVersion, "versioning is not enabled: only the current version exists"));
+    }
+    let (_, bucket) = h.bucket(req.credentials.as_ref(), &i.bucket, Right::Read).await?;
+    check_key(&i.key)?;
+    let found = h.object_or_404(&bucket, &i.key).await?;
+    let obj = &found.value;
+    let wanted = |a: &str| i.object_attributes.iter().any(|w| w.as_str() == a);
+    let mut out =
+        GetObjectAttributesOutput { last_modified: Some(timestamp_ms(obj.last_modified_ms)), ..Default::default() };
+    if wanted(ObjectAttributes::ETAG) {
+        out.e_tag = Some(etag(&obj.etag));
+    }
+    if wanted(ObjectAttributes::OBJECT_SIZE) {
+        out.object_size = Some(obj.size as i64);
+    }
+    if wanted(ObjectAttributes::STORAGE_CLASS) {
+        out.storage_class = Some(StorageClass::from_static(StorageClass::STANDARD));
+    }
+    if wanted(ObjectAttributes::CHECKSUM) && !obj.checksums.is_empty() {
+        out.checksum = Some(Checksum {
+            checksum_crc32: checksum_of(obj, "x-amz-checksum-crc32"),
+            checksum_crc32c: checksum_of(obj, "x-amz-checksum-crc32c"),
+            checksum_sha1: checksum_of(obj, "x-amz-checksum-sha1"),
+            checksum_sha256: checksum_of(obj, "x-amz-checksum-sha256"),
+            checksum_crc64nvme: checksum_of(obj, "x-amz-checksum-crc64nvme"),
+            ..Default::default()
+        });
+    }
+    // Parts are listed for objects made by a multipart upload, as AWS lists them.
+    if wanted(ObjectAttributes::OBJECT_PARTS) && obj.etag.contains('-') {
+        let max = i.max_parts.unwrap_or(MAX_ATTRIBUTE_PARTS).clamp(0, MAX_ATTRIBUTE_PARTS) as usize;
+        let marker = i.part_number_marker.unwrap_or(0).max(0) as u32;
+        let after: Vec<&PartData> = obj.parts.iter().filter(|p| p.part_number > marker).collect();
+        let page: Vec<ObjectPart> = after
+            .iter()
+            .take(max)
+            .map(|p| ObjectPart {
+                part_number: Some(p.part_number as i32),
+                size: Some(p.size as i64),
+                ..Default::default()
+            })
+            .collect();
+        let truncated = after.len() > page.len();
+        out.object_parts = Some(GetObjectAttributesParts {
+            is_truncated: Some(truncated),
+            max_parts: Some(max as i32),
+            next_part_number_marker: page.last().and_then(|p| p.part_number).filter(|_| truncated),
+            part_number_marker: Some(marker as i32),
+            parts: Some(page),
+            total_parts_count: Some(obj.parts.len() as i32),
+        });
+    }
+    Ok(S3Response::new(out))
 }
