@@ -193,6 +193,23 @@ pub enum BucketCommand {
         #[arg(long, value_parser = parse_count_limit)]
         max_objects: Option<u64>,
     },
+    /// Serve a bucket on the website endpoint (`[s3_web]`, port 3902), anonymously, or stop.
+    Website {
+        /// The bucket's name or id.
+        bucket: String,
+        /// Serve the bucket.
+        #[arg(long, conflicts_with = "deny", required_unless_present = "deny")]
+        allow: bool,
+        /// Stop serving it.
+        #[arg(long)]
+        deny: bool,
+        /// Appended to paths ending in `/` [default: the frontends' `[s3_web] index`, index.html].
+        #[arg(long, requires = "allow")]
+        index_document: Option<String>,
+        /// Served with status 404 for keys that do not exist.
+        #[arg(long, requires = "allow")]
+        error_document: Option<String>,
+    },
     /// Abort multipart uploads that were started long ago and never finished.
     CleanupIncompleteUploads {
         /// Abort uploads started more than this long ago: 1d, 12h, 30m, 2w.
@@ -400,6 +417,13 @@ fn print_bucket(b: &BucketInfo, usage: bool) {
         println!("Multipart uploads in progress: {}", b.uploads);
     }
     println!("Quotas: max size {}, max objects {}", limit(b.max_size, human), limit(b.max_objects, |v| v.to_string()));
+    if b.website {
+        let index = if b.website_index.is_empty() { "the default" } else { b.website_index.as_str() };
+        let error = if b.website_error.is_empty() { "none" } else { b.website_error.as_str() };
+        println!("Website: served (index document {index}, error document {error})");
+    } else {
+        println!("Website: not served");
+    }
     if !b.keys.is_empty() {
         println!("Keys:");
         let rows: Vec<Vec<String>> = b
@@ -635,6 +659,15 @@ pub async fn bucket(c: &Admin, cmd: BucketCommand) -> CliResult {
             // Quotas not named keep their value.
             let req = SetBucketQuotasRequest { bucket, max_size, max_objects };
             print_bucket(&g.set_bucket_quotas(req).await.map_err(|e| c.err(e))?.into_inner(), false)
+        }
+        BucketCommand::Website { bucket, allow, deny: _, index_document, error_document } => {
+            let req = SetBucketWebsiteRequest {
+                bucket,
+                allow,
+                index_document: index_document.unwrap_or_default(),
+                error_document: error_document.unwrap_or_default(),
+            };
+            print_bucket(&g.set_bucket_website(req).await.map_err(|e| c.err(e))?.into_inner(), false)
         }
         BucketCommand::CleanupIncompleteUploads { older_than, buckets, yes } => {
             if !yes {

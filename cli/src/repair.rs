@@ -21,6 +21,12 @@ pub enum RepairCommand {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Apply the buckets' lifecycle rules now (expire objects, abort old uploads) instead of
+    /// at the next daily pass.
+    Lifecycle {
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Read every block and check its hash; corrupt ones are replaced from other replicas.
     Scrub {
         #[command(subcommand)]
@@ -120,6 +126,7 @@ pub async fn repair(c: &Admin, cmd: RepairCommand) -> CliResult {
     let (kind, scrub, node) = match cmd {
         RepairCommand::Tables { node } => (RepairKind::Tables, ScrubCommand::Unspecified, node),
         RepairCommand::Blocks { node } => (RepairKind::Blocks, ScrubCommand::Unspecified, node),
+        RepairCommand::Lifecycle { node } => (RepairKind::Lifecycle, ScrubCommand::Unspecified, node),
         RepairCommand::Scrub { cmd } => {
             let (s, node) = match cmd {
                 ScrubCommandArg::Start { node } => (ScrubCommand::Start, node),

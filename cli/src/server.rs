@@ -30,6 +30,10 @@ pub struct ServerArgs {
     /// admin.api_bind_addr from the config].
     #[arg(long)]
     admin_addr: Option<SocketAddr>,
+    /// Static website address [default: none, or s3_web.bind_addr from the config; Garage's
+    /// port is 3902].
+    #[arg(long)]
+    web_addr: Option<SocketAddr>,
 }
 
 type BoxError = Box<dyn std::error::Error>;
@@ -73,6 +77,9 @@ fn load_config(
     }
     if let Some(a) = args.admin_addr {
         cfg.admin.api_bind_addr = a;
+    }
+    if let Some(a) = args.web_addr {
+        cfg.s3_web.bind_addr = Some(a);
     }
     Ok(cfg)
 }
@@ -221,6 +228,7 @@ pub async fn run(
     let (root_id, root_secret) = ensure_root_key(&store, &cfg).await?;
 
     let s3_listener = bind("S3", cfg.s3_api.api_bind_addr).await?;
+    let web = hangar_s3_frontend::WebEndpoint::start(&cfg, store.clone()).await?;
     let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr, cfg.admin.limits()).await?;
     let s3_local = s3_listener.local_addr()?;
     // In a container, loopback is where the published port leads.
@@ -229,6 +237,9 @@ pub async fn run(
     println!("export AWS_ACCESS_KEY_ID={root_id}");
     println!("export AWS_SECRET_ACCESS_KEY={root_secret}");
     println!("export AWS_DEFAULT_REGION={}", cfg.s3_api.s3_region);
+    if let Some(w) = &web {
+        println!("export WEB_ENDPOINT=http://{}", hangar_common::config::local_dial_addr(w.addr));
+    }
     println!("export S3_ENDPOINT=http://{s3_endpoint}");
     tracing::info!(s3 = %s3_local, rpc = %rpc_local, admin = %cfg.admin.api_bind_addr, "hangar server ready");
 
@@ -247,6 +258,9 @@ pub async fn run(
     tracing::info!("shutting down");
     let _ = s3_stop.send(());
     let _ = s3.await;
+    if let Some(w) = web {
+        w.stop().await;
+    }
     admin.stop().await;
     heartbeat.abort();
     health.abort();

@@ -76,6 +76,10 @@ pub struct Config {
     /// blocks released (0: never).
     #[serde(default = "default_multipart_max_age")]
     pub multipart_max_age_secs: u64,
+    /// The length of a "day" in lifecycle rules, and how often the lifecycle worker runs.
+    /// 86400; tests shorten it so that a rule's "1 day" passes in seconds.
+    #[serde(default = "default_lifecycle_day")]
+    pub lifecycle_day_secs: u64,
     /// Defaults of the worker variables (`hangar worker set` changes them per node): the
     /// scrub's rest between steps as a multiple of the step's duration, the time between
     /// two scrubs, the resync's rest, and how many blocks it fetches at once.
@@ -97,6 +101,9 @@ pub struct Config {
     pub root_secret_access_key: Option<String>,
     #[serde(default)]
     pub s3_api: S3ApiConfig,
+    /// The static website endpoint; served only when the section sets `bind_addr`.
+    #[serde(default)]
+    pub s3_web: S3WebConfig,
     #[serde(default)]
     pub admin: AdminConfig,
     /// The zone this node announces through discovery (automatic layout places it there).
@@ -284,6 +291,25 @@ pub struct AdminConfig {
     pub log_format: Option<String>,
 }
 
+/// `[s3_web]`: buckets with a website configuration, served anonymously over HTTP.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3WebConfig {
+    /// Where to listen (Garage's port is 3902); no website endpoint without it.
+    #[serde(default)]
+    pub bind_addr: Option<SocketAddr>,
+    /// `bucket<root_domain>` names the bucket; any other Host is the bucket's full name.
+    #[serde(default)]
+    pub root_domain: Option<String>,
+    /// The index document `hangar bucket website --allow` sets when not told otherwise.
+    #[serde(default = "default_index")]
+    pub index: String,
+}
+
+fn default_index() -> String {
+    "index.html".into()
+}
+
 impl Default for S3ApiConfig {
     fn default() -> Self {
         Self {
@@ -352,6 +378,9 @@ fn default_tombstone_gc_delay() -> u64 {
 }
 fn default_multipart_max_age() -> u64 {
     7 * 24 * 3600
+}
+fn default_lifecycle_day() -> u64 {
+    24 * 3600
 }
 fn default_scrub_tranquility() -> u32 {
     4
@@ -432,6 +461,7 @@ pub const ENV_KEYS: &[(&str, Option<&str>, &str)] = &[
     ("HANGAR_ANTI_ENTROPY_INTERVAL_SECS", None, "anti_entropy_interval_secs"),
     ("HANGAR_TOMBSTONE_GC_DELAY_SECS", None, "tombstone_gc_delay_secs"),
     ("HANGAR_MULTIPART_MAX_AGE_SECS", None, "multipart_max_age_secs"),
+    ("HANGAR_LIFECYCLE_DAY_SECS", None, "lifecycle_day_secs"),
     ("HANGAR_SCRUB_TRANQUILITY", None, "scrub_tranquility"),
     ("HANGAR_SCRUB_INTERVAL_SECS", None, "scrub_interval_secs"),
     ("HANGAR_RESYNC_TRANQUILITY", None, "resync_tranquility"),
@@ -456,6 +486,9 @@ pub const ENV_KEYS: &[(&str, Option<&str>, &str)] = &[
     ("HANGAR_S3_SEND_TIMEOUT_SECS", Some("s3_api"), "send_timeout_secs"),
     ("HANGAR_S3_BODY_TIMEOUT_SECS", Some("s3_api"), "body_timeout_secs"),
     ("HANGAR_S3_MAX_XML_BODY_BYTES", Some("s3_api"), "max_xml_body_bytes"),
+    ("HANGAR_S3_WEB_BIND_ADDR", Some("s3_web"), "bind_addr"),
+    ("HANGAR_S3_WEB_ROOT_DOMAIN", Some("s3_web"), "root_domain"),
+    ("HANGAR_S3_WEB_INDEX", Some("s3_web"), "index"),
     ("HANGAR_ADMIN_API_BIND_ADDR", Some("admin"), "api_bind_addr"),
     ("HANGAR_ADMIN_TOKEN", Some("admin"), "admin_token"),
     ("HANGAR_ADMIN_TOKEN_FILE", Some("admin"), "admin_token_file"),
@@ -488,6 +521,7 @@ const NUMERIC_KEYS: &[&str] = &[
     "anti_entropy_interval_secs",
     "tombstone_gc_delay_secs",
     "multipart_max_age_secs",
+    "lifecycle_day_secs",
     "scrub_tranquility",
     "scrub_interval_secs",
     "resync_tranquility",
@@ -523,11 +557,11 @@ const GARAGE_ONLY_KEYS: &[(Option<&str>, &str, &str)] = &[
     (None, "use_local_tz", "logs are in UTC"),
     (None, "allow_punycode", "Hangar's bucket-name rules have no such option"),
     (Some("admin"), "metrics_require_token", "set metrics_token or metrics_token_file"),
+    (Some("s3_web"), "add_host_to_metrics", "website metrics are counted by HTTP method only"),
 ];
 
 /// Garage sections Hangar does not have: (section, why or what to use instead).
-const GARAGE_ONLY_SECTIONS: &[(&str, &str)] =
-    &[("s3_web", "Hangar does not serve buckets as websites"), ("k2v_api", "Hangar has no K2V API")];
+const GARAGE_ONLY_SECTIONS: &[(&str, &str)] = &[("k2v_api", "Hangar has no K2V API")];
 
 /// Garage settings whose meaning Hangar shares: accepted with the one value Hangar
 /// implements, and dropped once checked.
@@ -580,6 +614,7 @@ fn section_keys(section: Option<&str>) -> Option<&'static [&'static str]> {
     match section {
         None => Some(struct_fields::<Config>()),
         Some("s3_api") => Some(struct_fields::<S3ApiConfig>()),
+        Some("s3_web") => Some(struct_fields::<S3WebConfig>()),
         Some("admin") => Some(struct_fields::<AdminConfig>()),
         Some("rpc_tls") => Some(struct_fields::<RpcTlsConfig>()),
         Some("kubernetes_discovery") => Some(struct_fields::<KubernetesDiscovery>()),
@@ -1296,13 +1331,12 @@ mod tests {
     #[test]
     fn garage_only_keys_are_named_with_a_reason() {
         let text = format!(
-            "{BASE}sled_cache_capacity = 1\nconsistency_mode = \"consistent\"\n[s3_web]\nbind_addr = \"[::]:3902\"\n[k2v_api]\napi_bind_addr = \"[::]:3904\"\n"
+            "{BASE}sled_cache_capacity = 1\nconsistency_mode = \"consistent\"\n[k2v_api]\napi_bind_addr = \"[::]:3904\"\n"
         );
         let e = err(&text, vec![]);
         for want in [
             "sled_cache_capacity is a Garage setting Hangar does not have (",
             "consistency_mode is a Garage setting Hangar does not have (",
-            "[s3_web] is a Garage section Hangar does not have (",
             "[k2v_api] is a Garage section Hangar does not have (",
         ] {
             assert!(e.contains(want), "{want} missing from: {e}");

@@ -84,6 +84,9 @@ impl AdminRpc {
             max_size: b.max_size,
             max_objects: b.max_objects,
             uploads,
+            website: b.website.is_some(),
+            website_index: b.website.as_ref().map(|w| w.index_document.clone()).unwrap_or_default(),
+            website_error: b.website.as_ref().map(|w| w.error_document.clone()).unwrap_or_default(),
         })
     }
 }
@@ -274,6 +277,36 @@ impl AdminService for AdminRpc {
         let r = req.get_ref();
         let b = self.store.resolve_bucket(&r.bucket).await.map_err(status)?;
         let b = self.store.set_quotas(&b, r.max_size, r.max_objects).await.map_err(status)?;
+        Ok(Response::new(self.bucket_info(&b, false).await.map_err(status)?))
+    }
+
+    async fn set_bucket_website(&self, req: Request<SetBucketWebsiteRequest>) -> Result<Response<BucketInfo>, Status> {
+        let r = req.get_ref();
+        let b = self.store.resolve_bucket(&r.bucket).await.map_err(status)?;
+        let website = if r.allow {
+            for (what, doc) in [("index document", &r.index_document), ("error document", &r.error_document)] {
+                if doc.len() > 1024 {
+                    return Err(Status::invalid_argument(format!("the {what} is longer than 1024 bytes")));
+                }
+            }
+            if r.index_document.contains('/') {
+                return Err(Status::invalid_argument("the index document is a name without `/` (e.g. index.html)"));
+            }
+            // Routing rules set through the S3 API stay, and so do documents not named here;
+            // serving the bucket's documents ends a redirection of every request.
+            let kept = b.website.clone().unwrap_or_default();
+            let or_kept = |given: &str, old: String| if given.is_empty() { old } else { given.to_string() };
+            Some(hangar_proto::model::WebsiteConfig {
+                index_document: or_kept(&r.index_document, kept.index_document),
+                error_document: or_kept(&r.error_document, kept.error_document),
+                redirect_all: None,
+                routing_rules: kept.routing_rules,
+            })
+        } else {
+            None
+        };
+        self.store.set_bucket_website(&b, website).await.map_err(status)?;
+        let b = self.store.resolve_bucket(&r.bucket).await.map_err(status)?;
         Ok(Response::new(self.bucket_info(&b, false).await.map_err(status)?))
     }
 

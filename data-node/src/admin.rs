@@ -12,7 +12,7 @@ use hangar_proto::control::*;
 use tonic::{Request, Response, Status};
 
 use crate::meta_store::{MetaStore, ResyncItem};
-use crate::work::{block_scan, scrub, vars::Vars};
+use crate::work::{block_scan, lifecycle, scrub, vars::Vars};
 
 pub struct NodeAdminRpc {
     pub meta: Arc<MetaStore>,
@@ -45,6 +45,10 @@ impl NodeAdminService for NodeAdminRpc {
                 block_scan::request(&self.repair_state).map_err(internal)?;
                 "block scan started".to_string()
             }
+            RepairKind::Lifecycle => {
+                lifecycle::request(&self.repair_state).map_err(internal)?;
+                "lifecycle pass started".to_string()
+            }
             RepairKind::Scrub => {
                 let cmd = match r.scrub() {
                     ScrubCommand::Start => scrub::Command::Start,
@@ -57,7 +61,9 @@ impl NodeAdminService for NodeAdminRpc {
                 };
                 scrub::command(&self.scrub_state, cmd).map_err(internal)?
             }
-            RepairKind::Unspecified => return Err(Status::invalid_argument("repair needs tables, blocks or scrub")),
+            RepairKind::Unspecified => {
+                return Err(Status::invalid_argument("repair needs tables, blocks, scrub or lifecycle"));
+            }
         };
         self.workers.wake();
         Ok(Response::new(RepairReply { results: vec![msg] }))

@@ -247,6 +247,15 @@ impl DataNode {
             counts: (0, 0),
             counted: None,
         });
+        w.spawn(work::lifecycle::Lifecycle {
+            ctx: ctx.clone(),
+            state: self.meta.db.open_tree("repair_state")?,
+            day: Duration::from_secs(self.cfg.lifecycle_day_secs.max(1)),
+            rules: Default::default(),
+            expired: 0,
+            aborted: 0,
+            report: String::new(),
+        });
         w.spawn(work::block_scan::BlockScan {
             ctx: ctx.clone(),
             state: self.meta.db.open_tree("repair_state")?,

@@ -148,7 +148,7 @@ impl ServerBuilder {
 async fn try_start(builder: &ServerBuilder, data_dir: &Path, log_path: &Path) -> Result<Server, String> {
     let bin = hangar_bin();
     assert!(bin.exists(), "hangar binary not found at {} (build the workspace or set HANGAR_BIN)", bin.display());
-    let [s3_addr, rpc_addr, admin_addr] = free_addrs::<3>();
+    let [s3_addr, rpc_addr, admin_addr, web_addr] = free_addrs::<4>();
     let log = File::create(log_path).expect("create server log");
 
     let mut cmd = Command::new(&bin);
@@ -161,6 +161,8 @@ async fn try_start(builder: &ServerBuilder, data_dir: &Path, log_path: &Path) ->
         .arg(rpc_addr.to_string())
         .arg("--admin-addr")
         .arg(admin_addr.to_string())
+        .arg("--web-addr")
+        .arg(web_addr.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));
@@ -221,6 +223,7 @@ async fn try_start(builder: &ServerBuilder, data_dir: &Path, log_path: &Path) ->
     let get = |k: &str| vars.get(k).cloned().unwrap_or_else(|| panic!("server did not print {k}=...; got {vars:?}"));
     let endpoint = get("S3_ENDPOINT");
     assert_eq!(endpoint, format!("http://{s3_addr}"), "S3_ENDPOINT does not match --s3-addr");
+    assert_eq!(get("WEB_ENDPOINT"), format!("http://{web_addr}"), "WEB_ENDPOINT does not match --web-addr");
     let server = Server {
         child,
         endpoint,
@@ -230,6 +233,7 @@ async fn try_start(builder: &ServerBuilder, data_dir: &Path, log_path: &Path) ->
         s3_addr,
         rpc_addr,
         admin_addr,
+        web_addr,
         data_dir: data_dir.to_path_buf(),
         log_path: log_path.to_path_buf(),
         builder: builder.clone(),
@@ -264,6 +268,8 @@ pub struct Server {
     pub s3_addr: SocketAddr,
     pub rpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The static website endpoint (`--web-addr`).
+    pub web_addr: SocketAddr,
     pub data_dir: PathBuf,
     log_path: PathBuf,
     builder: ServerBuilder,

@@ -16,7 +16,9 @@
 use hangar_common::ids::{new_access_key_id, new_secret_key, now_ms, random_id};
 use hangar_common::{Error, Result};
 use hangar_proto::metadata::{Entry, Table};
-use hangar_proto::model::{AccessKey, Bucket, BucketAlias, Grant, NameClaim, Object, TagSet};
+use hangar_proto::model::{
+    AccessKey, Bucket, BucketAlias, CorsConfig, Grant, LifecycleConfig, NameClaim, Object, TagSet, WebsiteConfig,
+};
 use prost::Message;
 
 use crate::Store;
@@ -388,6 +390,36 @@ impl Store {
         self.change_bucket(bucket, |b| {
             b.tags = tags;
             b.tags_ts = stamp(Some(b.tags_ts));
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Sets or removes (None) a bucket's CORS rules.
+    pub async fn set_bucket_cors(&self, bucket: &Bucket, cors: Option<CorsConfig>) -> Result<()> {
+        self.change_bucket(bucket, |b| {
+            b.cors = cors;
+            b.cors_ts = stamp(Some(b.cors_ts));
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Sets or removes (None) a bucket's website configuration.
+    pub async fn set_bucket_website(&self, bucket: &Bucket, website: Option<WebsiteConfig>) -> Result<()> {
+        self.change_bucket(bucket, |b| {
+            b.website = website;
+            b.website_ts = stamp(Some(b.website_ts));
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Sets or removes (None) a bucket's lifecycle rules.
+    pub async fn set_bucket_lifecycle(&self, bucket: &Bucket, lifecycle: Option<LifecycleConfig>) -> Result<()> {
+        self.change_bucket(bucket, |b| {
+            b.lifecycle = lifecycle;
+            b.lifecycle_ts = stamp(Some(b.lifecycle_ts));
         })
         .await
         .map(drop)

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod client;
 pub mod conditional;
 pub mod keys;
+pub mod lifecycle;
 pub mod multipart;
 pub mod object;
 pub mod schema;

@@ -414,7 +414,24 @@ fn merge_bucket(a: &model::Bucket, b: &model::Bucket) -> model::Bucket {
     let (max_size, max_size_ts) = reg((a.max_size, a.max_size_ts), (b.max_size, b.max_size_ts));
     let (max_objects, max_objects_ts) = reg((a.max_objects, a.max_objects_ts), (b.max_objects, b.max_objects_ts));
     let (tags, tags_ts) = reg((a.tags.clone(), a.tags_ts), (b.tags.clone(), b.tags_ts));
-    model::Bucket { max_size, max_size_ts, max_objects, max_objects_ts, tags, tags_ts, ..a.clone() }
+    let (cors, cors_ts) = reg((a.cors.clone(), a.cors_ts), (b.cors.clone(), b.cors_ts));
+    let (website, website_ts) = reg((a.website.clone(), a.website_ts), (b.website.clone(), b.website_ts));
+    let (lifecycle, lifecycle_ts) = reg((a.lifecycle.clone(), a.lifecycle_ts), (b.lifecycle.clone(), b.lifecycle_ts));
+    model::Bucket {
+        max_size,
+        max_size_ts,
+        max_objects,
+        max_objects_ts,
+        tags,
+        tags_ts,
+        cors,
+        cors_ts,
+        website,
+        website_ts,
+        lifecycle,
+        lifecycle_ts,
+        ..a.clone()
+    }
 }
 
 fn merge_object(a: &model::Object, b: &model::Object) -> model::Object {

@@ -68,12 +68,13 @@ fn scope_region(credential: &str) -> Option<&str> {
 pub struct RequestIdService {
     inner: Arc<S3Service>,
     guard: Arc<Guard>,
+    cors: crate::cors::Lookup,
     peer: SocketAddr,
 }
 
 impl RequestIdService {
-    pub fn new(inner: Arc<S3Service>, guard: Arc<Guard>, peer: SocketAddr) -> Self {
-        Self { inner, guard, peer }
+    pub fn new(inner: Arc<S3Service>, guard: Arc<Guard>, cors: crate::cors::Lookup, peer: SocketAddr) -> Self {
+        Self { inner, guard, cors, peer }
     }
 }
 
@@ -143,7 +144,7 @@ pub fn bounded(s: &str) -> String {
     }
 }
 
-fn xml_escape(s: &str) -> String {
+pub(crate) fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
@@ -209,6 +210,18 @@ const XML_SUBRESOURCES: &[&str] = &[
 ];
 
 impl Guard {
+    /// The bucket a request names (by its Host under the root domain, else by its path).
+    fn bucket_of(&self, req: &http::Request<Incoming>) -> Option<String> {
+        let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        if let Some(b) = self.root_domain.as_ref().and_then(|d| d.bucket_of(host)) {
+            return Some(b.to_string());
+        }
+        let path = req.uri().path().trim_start_matches('/');
+        let first = path.split('/').next().unwrap_or_default();
+        let name = percent_encoding::percent_decode_str(first).decode_utf8().ok()?;
+        (!name.is_empty()).then(|| name.into_owned())
+    }
+
     /// Whether the request carries an XML body (everything that has a body except object
     /// data: PutObject and UploadPart).
     fn xml_body(&self, req: &http::Request<Incoming>) -> bool {
@@ -426,15 +439,35 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
         };
         let id = traces::trace_id(&span).unwrap_or_else(new_request_id);
         span.record("trace_id", tracing::field::display(&id));
-        let refused = self.guard.check(&req);
+        // A CORS preflight is answered from the bucket's rules, unsigned, as S3 does.
+        let preflight = (req.method() == http::Method::OPTIONS).then(|| self.guard.bucket_of(&req));
+        let refused = if preflight.is_some() { None } else { self.guard.check(&req) };
+        let origin = req.headers().get(http::header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let cors = self.cors.clone();
+        let headers_for_preflight = preflight.as_ref().map(|_| req.headers().clone());
         let received = declared_length(req.headers());
         Box::pin(
             async move {
                 let start = Instant::now();
                 let op = OpName::default();
-                let mut resp = match refused {
-                    Some(r) => r.response(&id),
-                    None => {
+                let mut resp = match (preflight, refused) {
+                    (Some(bucket), _) => {
+                        let _ = op.0.set(("PreflightRequest".into(), bucket.clone()));
+                        let rules = match &bucket {
+                            Some(b) => cors.rules(b).await,
+                            None => None,
+                        };
+                        match crate::cors::preflight(rules.as_ref(), &headers_for_preflight.unwrap_or_default()) {
+                            Ok(h) => {
+                                let mut r = HttpResponse::new(Body::empty());
+                                *r.headers_mut() = h;
+                                r
+                            }
+                            Err(e) => error_response(e.status, e.code, e.message, &id, ""),
+                        }
+                    }
+                    (None, Some(r)) => r.response(&id),
+                    (None, None) => {
                         let (mut parts, body) = req.into_parts();
                         parts.extensions.insert(op.clone());
                         let body = match ChunkFraming::applies(&parts.headers) {
@@ -470,6 +503,13 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
                 // Labels from fixed sets: the S3 operation s3s recognised (or "unknown"),
                 // and the status code.
                 let (op, bucket) = op.0.get().cloned().unwrap_or_else(|| ("unknown".into(), None));
+                // A browser's actual request gets the CORS headers its bucket's rules allow.
+                if let (Some(origin), Some(b)) = (&origin, &bucket)
+                    && op != "PreflightRequest"
+                {
+                    let rules = cors.rules(b).await;
+                    crate::cors::decorate(rules.as_ref(), origin, method.as_str(), resp.headers_mut());
+                }
                 let sent = declared_length(resp.headers());
                 let span = tracing::Span::current();
                 span.record("http.response.status_code", status.as_u16());

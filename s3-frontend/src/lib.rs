@@ -6,6 +6,7 @@
 pub mod access;
 pub mod auth;
 pub mod conditions;
+pub mod cors;
 pub mod errors;
 pub mod handlers;
 pub mod host;
@@ -14,6 +15,7 @@ pub mod listing;
 pub mod quota;
 pub mod read_pipeline;
 pub mod readiness;
+pub mod web;
 pub mod write_pipeline;
 
 use std::future::Future;
@@ -34,6 +36,8 @@ pub struct FrontendConfig {
     pub body_timeout: Duration,
     /// Largest XML request body.
     pub max_xml_body: u64,
+    /// The website index document of configurations that name none (`[s3_web] index`).
+    pub web_index: String,
 }
 
 impl FrontendConfig {
@@ -44,6 +48,7 @@ impl FrontendConfig {
             block_size: cfg.block_size,
             body_timeout: Duration::from_secs(cfg.s3_api.body_timeout_secs),
             max_xml_body: cfg.s3_api.max_xml_body_bytes,
+            web_index: cfg.s3_web.index.clone(),
         }
     }
 }
@@ -77,15 +82,48 @@ pub async fn run(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let cors = cors::Lookup::new(store.clone());
     let service = Arc::new(s3_service(&cfg, store));
     let guard = Arc::new(http_layer::Guard::new(&cfg));
     hangar_common::http_server::serve(
         listener,
         limits,
-        move |peer| http_layer::RequestIdService::new(service.clone(), guard.clone(), peer),
+        move |peer| http_layer::RequestIdService::new(service.clone(), guard.clone(), cors.clone(), peer),
         shutdown,
     )
     .await
+}
+
+/// The website endpoint, running.
+pub struct WebEndpoint {
+    pub addr: std::net::SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WebEndpoint {
+    /// Starts the website endpoint when `[s3_web] bind_addr` is set.
+    pub async fn start(
+        cfg: &hangar_common::config::Config,
+        store: Store,
+    ) -> Result<Option<WebEndpoint>, hangar_common::Error> {
+        let Some(addr) = cfg.s3_web.bind_addr else { return Ok(None) };
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| hangar_common::Error::Config(format!("[s3_web] bind_addr: cannot listen on {addr}: {e}")))?;
+        let addr = listener.local_addr()?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let web = web::Web::new(store, cfg.s3_web.root_domain.as_deref(), &cfg.s3_web.index);
+        let task = tokio::spawn(web::run(listener, web, cfg.s3_api.limits(), stop.clone().cancelled_owned()));
+        tracing::info!(web = %addr, "website endpoint ready");
+        Ok(Some(WebEndpoint { addr, stop, task }))
+    }
+
+    /// Stops accepting, and lets open requests finish.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
 }
 
 /// Runs a frontend on its own (`hangar s3-frontend --config FILE`) until `shutdown`: follows
@@ -142,7 +180,11 @@ pub async fn run_service(
     let cluster = Cluster::new(history, cfg.rpc_options())?;
     let probe = readiness::spawn(cluster.clone());
     let store = Store::new(cluster, &cfg);
+    let web = WebEndpoint::start(&cfg, store.clone()).await?;
     run(listener, FrontendConfig::from_config(&cfg), store, cfg.s3_api.limits(), shutdown).await;
+    if let Some(w) = web {
+        w.stop().await;
+    }
     probe.abort();
     heartbeat.abort();
     announcer.stop().await;

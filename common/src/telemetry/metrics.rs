@@ -104,6 +104,18 @@ pub struct ErrorLabels {
     pub status_code: String,
 }
 
+/// The HTTP method of a website request (Garage's label).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodErrorLabels {
+    pub method: String,
+    pub status_code: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
     pub rpc_endpoint: &'static str,
@@ -190,6 +202,10 @@ pub struct Metrics {
     pub api_s3_request_duration: Durations<EndpointLabel>,
     pub api_s3_request_bytes_received: Family<EndpointLabel, Count>,
     pub api_s3_response_bytes_sent: Family<EndpointLabel, Count>,
+    // Website endpoint (frontends).
+    pub web_request_counter: Family<MethodLabel, Count>,
+    pub web_error_counter: Family<MethodErrorLabels, Count>,
+    pub web_request_duration: Durations<MethodLabel>,
     // Block store (data nodes).
     pub block_bytes_read: Count,
     pub block_bytes_written: Count,
@@ -257,6 +273,9 @@ impl Metrics {
             api_s3_request_duration: "api_s3_request_duration" = durations(), "S3 request duration in seconds until the response head, by operation";
             api_s3_request_bytes_received: "api_s3_request_bytes_received" = Family::default(), "Bytes of S3 request bodies, by operation (as declared by the client)";
             api_s3_response_bytes_sent: "api_s3_response_bytes_sent" = Family::default(), "Bytes of S3 response bodies, by operation (as declared in the response)";
+            web_request_counter: "web_request_counter" = Family::default(), "Website endpoint requests, by HTTP method";
+            web_error_counter: "web_error_counter" = Family::default(), "Website endpoint requests answered with an error status, by HTTP method and status";
+            web_request_duration: "web_request_duration" = durations(), "Website endpoint request duration in seconds until the response head, by HTTP method";
             block_bytes_read: "block_bytes_read" = Count::default(), "Bytes of blocks read from the data directory";
             block_bytes_written: "block_bytes_written" = Count::default(), "Bytes of blocks written to the data directory";
             block_read_duration: "block_read_duration" = seconds(), "Duration of reading one block from disk, in seconds";

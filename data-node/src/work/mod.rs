@@ -7,6 +7,8 @@
 //! - `collect`: releases data versions whose release was asked for, or whose writer went
 //!   away (a pending entry not renewed within the grace period and used by nothing);
 //! - `janitor`: finishes multipart uploads that were decided but left half done;
+//! - `lifecycle`: once a day, expires objects and aborts uploads as their buckets' lifecycle
+//!   rules say;
 //! - `sync`: copies the partitions this node gains in a new layout version from their
 //!   previous holders (metadata, then blocks), then reports the version synced;
 //! - `offload`: deletes what this node holds of partitions it lost, once no live layout
@@ -23,6 +25,7 @@ pub mod block_scan;
 pub mod collect;
 pub mod gc;
 pub mod janitor;
+pub mod lifecycle;
 pub mod offload;
 pub mod release;
 pub mod resync;
