@@ -41,17 +41,20 @@ def free_port():
 class Server:
     """A `hangar server` child process and what it printed."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, web_port=None):
+        """`web_port`: also serve the website endpoint there (`--web-addr`)."""
         self.data_dir = os.path.join(workdir, "data")
         os.makedirs(self.data_dir, exist_ok=True)
         self.s3_addr = f"127.0.0.1:{free_port()}"
         self.rpc_addr = f"127.0.0.1:{free_port()}"
         self.admin_addr = f"127.0.0.1:{free_port()}"
+        self.web_addr = f"127.0.0.1:{web_port}" if web_port else None
+        web_args = ["--web-addr", self.web_addr] if web_port else []
         self.log_path = os.path.join(workdir, "server.log")
         env = {k: v for k, v in os.environ.items() if not k.startswith("HANGAR_")}
         self.proc = subprocess.Popen(
             [HANGAR_BIN, "server", "--data-dir", self.data_dir, "--s3-addr", self.s3_addr,
-             "--rpc-addr", self.rpc_addr, "--admin-addr", self.admin_addr],
+             "--rpc-addr", self.rpc_addr, "--admin-addr", self.admin_addr, *web_args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=open(self.log_path, "wb"), env=env, text=True,
         )
         # A reader thread drains stdout for the server's whole life.
