@@ -124,6 +124,19 @@ mpu_abort() {
 }
 check "abort multipart upload" mpu_abort
 
+# ---- server-side encryption with a customer key (SSE-C) -------------------------------------
+head -c 32 /dev/urandom >"$WORK/ssec.key"
+check "s3 cp upload with --sse-c" s3 cp "$F/medium.bin" "s3://$B/secret.bin" --sse-c AES256 \
+    --sse-c-key "fileb://$WORK/ssec.key"
+check "an SSE-C object cannot be read without its key" bash -c "! aws --endpoint-url '$S3_ENDPOINT' s3 cp \
+    's3://$B/secret.bin' '$WORK/nokey.out' 2>'$WORK/nokey.err' && grep -q '400' '$WORK/nokey.err'"
+check "s3 cp download with --sse-c round-trips" bash -c "aws --endpoint-url '$S3_ENDPOINT' s3 cp \
+    's3://$B/secret.bin' '$WORK/secret.out' --sse-c AES256 --sse-c-key 'fileb://$WORK/ssec.key' >/dev/null &&
+    cmp '$F/medium.bin' '$WORK/secret.out'"
+check_eq "head-object with the key shows the algorithm" AES256 \
+    s3api head-object --bucket "$B" --key secret.bin --sse-customer-algorithm AES256 \
+    --sse-customer-key "fileb://$WORK/ssec.key" --query SSECustomerAlgorithm --output text
+
 # ---- admin CLI -----------------------------------------------------------------------------
 check "hangar status" hangar_cli status
 key_with_rights() {

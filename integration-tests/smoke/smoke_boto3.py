@@ -321,6 +321,26 @@ def run_checks(server):
         assert error_code(lambda: user.put_object(Bucket=bucket, Key="nope", Body=b"x"))[0] == "AccessDenied"
     check("admin CLI key without rights, then bucket allow", t_key_rights)
 
+    def t_sse_c():
+        key = os.urandom(32)
+        sse = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+        data = os.urandom(3 * MIB + 17)
+        s3.put_object(Bucket=bucket, Key="secret.bin", Body=data, **sse)
+        assert s3.get_object(Bucket=bucket, Key="secret.bin", **sse)["Body"].read() == data
+        part = s3.get_object(Bucket=bucket, Key="secret.bin", Range="bytes=1048570-1048600", **sse)["Body"].read()
+        assert part == data[1048570:1048601]
+        assert error_code(lambda: s3.get_object(Bucket=bucket, Key="secret.bin")) == ("InvalidRequest", 400)
+        other = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": os.urandom(32)}
+        assert error_code(lambda: s3.get_object(Bucket=bucket, Key="secret.bin", **other)) == ("AccessDenied", 403)
+        # upload_file takes the same arguments, multipart included.
+        big = os.urandom(11 * MIB)
+        s3.upload_fileobj(io.BytesIO(big), bucket, "secret-mp.bin", ExtraArgs=sse,
+                          Config=TransferConfig(multipart_threshold=MIB * 5, multipart_chunksize=MIB * 5))
+        out = io.BytesIO()
+        s3.download_fileobj(bucket, "secret-mp.bin", out, ExtraArgs=sse)
+        assert out.getvalue() == big
+    check("SSE-C: put, get, range, refusals, upload_fileobj/download_fileobj", t_sse_c)
+
     def t_bucket_not_empty():
         assert error_code(lambda: s3.delete_bucket(Bucket=bucket)) == ("BucketNotEmpty", 409)
     check("delete_bucket on a non-empty bucket is BucketNotEmpty", t_bucket_not_empty)

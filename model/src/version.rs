@@ -245,13 +245,20 @@ impl DataWriter {
     /// then sends it (with the version's reference, stamped like the list entry) to its
     /// replicas.
     pub async fn push(&mut self, block: Bytes) -> Result<()> {
+        let len = block.len() as u32;
+        self.push_stored(block, len).await
+    }
+
+    /// Stores `stored`, the encrypted form of the next `plain_len` bytes of the version: the
+    /// block list records the plaintext length, so offsets stay those of the data.
+    pub async fn push_stored(&mut self, block: Bytes, plain_len: u32) -> Result<()> {
         let (store, dv, offset, pending) =
             (self.store.clone(), self.data_version.clone(), self.offset, self.pending.clone());
-        self.offset += block.len() as u64;
+        self.offset += plain_len as u64;
         // In the request's span, so its trace shows the block writes.
         self.in_flight.push_back(tokio::spawn(tracing::Instrument::in_current_span(async move {
             let hash = BlockHash::of(&block);
-            let value = BlockEntry { hash: hash.0.to_vec().into(), size: block.len() as u32 };
+            let value = BlockEntry { hash: hash.0.to_vec().into(), size: plain_len };
             let e = entry(version_block_key(&dv, offset), &value, None);
             let timestamp = e.timestamp;
             let (listed, pending) = futures::join!(store.tables.insert(Table::VersionBlock, vec![e]), pending);

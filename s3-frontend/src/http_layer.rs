@@ -349,16 +349,11 @@ impl Guard {
     }
 }
 
-/// A request asking for a protection Hangar does not give — encryption with a customer
-/// key (SSE-C) or an object lock — is refused rather than stored without it, which the
-/// client would take for done.
+/// A request asking for a protection Hangar does not give — an object lock — is refused
+/// rather than stored without it, which the client would take for done.
 fn unsupported_promise(headers: &http::HeaderMap) -> Option<Refusal> {
     let has = |n: &str| headers.contains_key(n);
-    let what = if has("x-amz-server-side-encryption-customer-algorithm")
-        || has("x-amz-copy-source-server-side-encryption-customer-algorithm")
-    {
-        "server-side encryption with customer keys (SSE-C)"
-    } else if has("x-amz-object-lock-mode") || has("x-amz-object-lock-retain-until-date") {
+    let what = if has("x-amz-object-lock-mode") || has("x-amz-object-lock-retain-until-date") {
         "object lock retention"
     } else if headers.get("x-amz-object-lock-legal-hold").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"ON")) {
         "object lock legal holds"

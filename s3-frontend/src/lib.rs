@@ -15,6 +15,7 @@ pub mod listing;
 pub mod quota;
 pub mod read_pipeline;
 pub mod readiness;
+pub mod sse_c;
 pub mod web;
 pub mod write_pipeline;
 

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::errors::internal;
+use crate::sse_c::CustomerKey;
 
 /// Blocks fetched ahead of the one being sent.
 const READ_AHEAD: usize = 2;
@@ -24,9 +25,20 @@ const READ_AHEAD: usize = 2;
 #[error("{0}")]
 pub struct ReadError(String);
 
-/// The bytes `range` of `obj` as a stream, once its first bytes are in hand.
-pub async fn object_body(store: &Store, obj: &Object, range: Range<u64>) -> Result<StreamingBlob, S3Error> {
+/// The bytes `range` of `obj` as a stream, once its first bytes are in hand; decrypted with
+/// `key` when the object is encrypted (the caller checked the key with `sse_c::check`).
+pub async fn object_body(
+    store: &Store,
+    obj: &Object,
+    range: Range<u64>,
+    key: Option<&CustomerKey>,
+) -> Result<StreamingBlob, S3Error> {
+    let key = key.filter(|_| !obj.sse_customer_key_md5.is_empty()).cloned();
     if let Some(data) = &obj.inline_data {
+        let data = match &key {
+            Some(k) => k.open(data)?,
+            None => data.clone(),
+        };
         let (s, e) = (range.start as usize, (range.end as usize).min(data.len()));
         let chunk = data.slice(s.min(e)..e);
         return Ok(StreamingBlob::wrap(futures::stream::iter([Ok::<_, ReadError>(chunk)])));
@@ -40,7 +52,7 @@ pub async fn object_body(store: &Store, obj: &Object, range: Range<u64>) -> Resu
     let span = tracing::debug_span!("read data", bytes = range.end - range.start);
     tokio::spawn(tracing::Instrument::instrument(
         async move {
-            if let Err(e) = send_range(&store2, &parts, range, &tx).await {
+            if let Err(e) = send_range(&store2, &parts, range, &tx, key.as_ref()).await {
                 tracing::warn!(error = ?e, "object read failed");
                 let _ = tx.send(Err(e)).await;
             }
@@ -66,6 +78,7 @@ async fn send_range(
     parts: &[PartData],
     range: Range<u64>,
     tx: &mpsc::Sender<Result<Bytes, S3Error>>,
+    key: Option<&CustomerKey>,
 ) -> Result<(), S3Error> {
     let mut part_start = 0u64;
     for part in parts {
@@ -103,9 +116,14 @@ async fn send_range(
                     tracing::warn!(block = %hex::encode(&block.hash), error = %e, "cannot read a block");
                     internal(e)
                 })?;
-                if data.len() as u64 != block.size as u64 {
+                let overhead = if key.is_some() { crate::sse_c::OVERHEAD } else { 0 };
+                if data.len() != block.size as usize + overhead {
                     return Err(s3_error!(InternalError, "a block has an unexpected size"));
                 }
+                let data = match key {
+                    Some(k) => k.open(&data)?,
+                    None => data,
+                };
                 if off > pos {
                     return Err(s3_error!(InternalError, "the object's block list has a gap"));
                 }

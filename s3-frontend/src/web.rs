@@ -298,6 +298,10 @@ impl Web {
         head: bool,
         conditional: bool,
     ) -> Response {
+        // Encrypted with a customer key: nobody can read it here.
+        if !obj.sse_customer_key_md5.is_empty() {
+            return page(StatusCode::FORBIDDEN, "AccessDenied", "The object is encrypted with a customer key.");
+        }
         let mut range = 0..obj.size;
         let mut status = status;
         if conditional {
@@ -350,7 +354,7 @@ impl Web {
         let body = if head {
             Body::empty()
         } else {
-            match object_body(&self.store, obj, range.clone()).await {
+            match object_body(&self.store, obj, range.clone(), None).await {
                 Ok(b) => Body::from(b),
                 Err(e) => {
                     tracing::warn!(error = %e, "website request: object data unreadable");

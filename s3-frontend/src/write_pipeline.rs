@@ -15,6 +15,7 @@ use s3s::{S3Error, s3_error};
 
 use crate::errors::{OrS3, custom_error};
 use crate::http_layer::bounded;
+use crate::sse_c::CustomerKey;
 
 /// Hashes computed over the body as it streams through.
 pub struct BodyHashes {
@@ -62,9 +63,10 @@ fn body_error(e: &dyn std::fmt::Display) -> S3Error {
     }
 }
 
-/// Streams `body` into storage for `owner`. Small bodies stay inline when `allow_inline`.
-/// On any failure, the blocks already stored are released. Returns what was stored and
-/// the hashes of the body, to be checked by the caller.
+/// Streams `body` into storage for `owner`, encrypted with `key` when given (SSE-C). Small
+/// bodies stay inline when `allow_inline`. On any failure, the blocks already stored are
+/// released. Returns what was stored and the hashes of the body (of the plaintext), to be
+/// checked by the caller.
 pub async fn store<S, E>(
     store: &Store,
     owner: Owner,
@@ -72,6 +74,7 @@ pub async fn store<S, E>(
     allow_inline: bool,
     body_timeout: Duration,
     mut hashes: BodyHashes,
+    key: Option<&CustomerKey>,
 ) -> Result<(Stored, BodyHashes), S3Error>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -94,14 +97,18 @@ where
             buf.extend_from_slice(&chunk);
             while buf.len() >= store.block_size {
                 let block = buf.split_to(store.block_size).freeze();
-                push(store, &owner, &mut writer, block).await?;
+                push(store, &owner, &mut writer, block, key).await?;
             }
         }
         if allow_inline && writer.is_none() && buf.len() <= INLINE_THRESHOLD {
-            return Ok((size, Some(buf.freeze())));
+            let data = match key {
+                Some(k) => k.seal(&buf)?,
+                None => buf.freeze(),
+            };
+            return Ok((size, Some(data)));
         }
         if !buf.is_empty() || writer.is_none() {
-            push(store, &owner, &mut writer, buf.freeze()).await?;
+            push(store, &owner, &mut writer, buf.freeze(), key).await?;
         }
         Ok((size, None))
     }
@@ -122,13 +129,20 @@ where
     }
 }
 
-async fn push(store: &Store, owner: &Owner, writer: &mut Option<DataWriter>, block: Bytes) -> Result<(), S3Error> {
+async fn push(
+    store: &Store,
+    owner: &Owner,
+    writer: &mut Option<DataWriter>,
+    block: Bytes,
+    key: Option<&CustomerKey>,
+) -> Result<(), S3Error> {
     if writer.is_none() {
         *writer = Some(store.writer(owner.clone()).await.or_s3()?);
     }
-    match writer.as_mut() {
-        Some(w) => w.push(block).await.or_s3(),
-        None => Err(s3_error!(InternalError, "no data writer")),
+    let Some(w) = writer.as_mut() else { return Err(s3_error!(InternalError, "no data writer")) };
+    match key {
+        Some(k) => w.push_stored(k.seal(&block)?, block.len() as u32).await.or_s3(),
+        None => w.push(block).await.or_s3(),
     }
 }
 

@@ -17,13 +17,17 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use super::Hangar;
 use super::acl::only_private;
 use super::common::{StoredHeaders, check_key, etag, timestamp_ms};
-use super::object::{DeclaredChecksums, body_claims, check_write_conditions, claim, copy_source, receive, verify_body};
+use super::object::{
+    DeclaredChecksums, body_claims, check_write_conditions, claim, copy_source, data_etag, receive, sse_key,
+    verify_body,
+};
 use super::tagging;
 use crate::access::Right;
 use crate::conditions::Conditions;
 use crate::errors::OrS3;
 use crate::quota::Change;
 use crate::read_pipeline::object_body;
+use crate::sse_c;
 use crate::write_pipeline::{BodyHashes, StoredData, discard, store};
 
 /// Smallest part but the last, as in AWS.
@@ -121,6 +125,7 @@ pub async fn create(
         &[i.grant_full_control.as_ref(), i.grant_read.as_ref(), i.grant_read_acp.as_ref(), i.grant_write_acp.as_ref()],
     )?;
     let tags = i.tagging.as_deref().map(tagging::from_header).transpose()?.flatten();
+    let sse = sse_key!(i, sse_customer_algorithm, sse_customer_key, sse_customer_key_md5)?;
     let upload = Upload {
         upload_id: String::new(),
         key: i.key.clone(),
@@ -137,12 +142,15 @@ pub async fn create(
         .to_headers(),
         initiator_key_id: key.id,
         tags,
+        sse_customer_key_md5: sse.as_ref().map(|k| k.md5.clone()).unwrap_or_default(),
     };
     let id = h.store.create_upload(&bucket.id, &i.key, upload).await.or_s3()?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),
         upload_id: Some(hex::encode(id)),
+        sse_customer_algorithm: sse.as_ref().map(|_| sse_c::ALGORITHM.into()),
+        sse_customer_key_md5: sse.map(|k| k.md5),
         ..Default::default()
     }))
 }
@@ -160,16 +168,18 @@ pub async fn upload_part(h: &Hangar, req: S3Request<UploadPartInput>) -> S3Resul
     if input.content_length.is_some_and(|l| l > MAX_PART_SIZE) {
         return Err(s3_error!(EntityTooLarge, "a part may hold at most 5 GiB"));
     }
-    let (upload_id, _) = get_upload(h, &bucket, &input.key, &input.upload_id).await?;
+    let (upload_id, upload) = get_upload(h, &bucket, &input.key, &input.upload_id).await?;
+    let sse = sse_key!(input, sse_customer_algorithm, sse_customer_key, sse_customer_key_md5)?;
+    sse_c::check(&upload.value.sse_customer_key_md5, sse.as_ref())?;
     let announced = input.content_length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0);
     h.quotas.check(&h.store, &bucket, Change { new_size: announced, replaced: Some(0) }).await?;
     let claims = body_claims!(input, headers, extensions, trailing_headers);
     let owner = Owner::Part { upload_id: upload_id.clone(), part_number: n };
-    let (stored, verified) = receive(h, owner, input.body, false, claims).await?;
+    let (stored, verified) = receive(h, owner, input.body, false, claims, sse.as_ref()).await?;
     let StoredData::Blocks { data_version } = stored.data else {
         return Err(s3_error!(InternalError, "part stored inline"));
     };
-    let etag_hex = hex::encode(verified.md5);
+    let etag_hex = data_etag(sse.as_ref(), &verified.md5);
     let part = StoredPart {
         part_number: n,
         data_version: data_version.into(),
@@ -202,7 +212,15 @@ pub async fn upload_part_copy(
     let i = &req.input;
     let (_, bucket) = h.bucket(creds, &i.bucket, Right::Write).await?;
     let n = check_part_number(i.part_number)?;
-    let (upload_id, _) = get_upload(h, &bucket, &i.key, &i.upload_id).await?;
+    let (upload_id, upload) = get_upload(h, &bucket, &i.key, &i.upload_id).await?;
+    let dst_key = sse_key!(i, sse_customer_algorithm, sse_customer_key, sse_customer_key_md5)?;
+    sse_c::check(&upload.value.sse_customer_key_md5, dst_key.as_ref())?;
+    let src_key = sse_key!(
+        i,
+        copy_source_sse_customer_algorithm,
+        copy_source_sse_customer_key,
+        copy_source_sse_customer_key_md5
+    )?;
     let src = copy_source(
         h,
         creds,
@@ -215,13 +233,14 @@ pub async fn upload_part_copy(
         },
     )
     .await?;
+    sse_c::check(&src.value.sse_customer_key_md5, src_key.as_ref())?;
     let range = copy_range(i.copy_source_range.as_deref(), src.value.size)?;
     // The part's ETag is the MD5 of its bytes, so they stream through the write pipeline;
     // blocks the data nodes already hold are deduplicated there.
-    let body = object_body(&h.store, &src.value, range).await?;
+    let body = object_body(&h.store, &src.value, range, src_key.as_ref()).await?;
     let owner = Owner::Part { upload_id: upload_id.clone(), part_number: n };
     let hashes = BodyHashes::new(false, Default::default());
-    let (stored, hashes) = store(&h.store, owner, body, false, h.cfg.body_timeout, hashes).await?;
+    let (stored, hashes) = store(&h.store, owner, body, false, h.cfg.body_timeout, hashes, dst_key.as_ref()).await?;
     let md5 = match verify_body(hashes, None, None, DeclaredChecksums(Vec::new()), None) {
         Ok(v) => v.md5,
         Err(e) => {
@@ -232,7 +251,7 @@ pub async fn upload_part_copy(
     let StoredData::Blocks { data_version } = stored.data else {
         return Err(s3_error!(InternalError, "part stored inline"));
     };
-    let etag_hex = hex::encode(md5);
+    let etag_hex = data_etag(dst_key.as_ref(), &md5);
     let part = StoredPart {
         part_number: n,
         data_version: data_version.into(),
@@ -289,6 +308,7 @@ pub async fn complete(
         checksums: vec![],
         tags: upload.value.tags.clone(),
         tags_ts: 0,
+        sse_customer_key_md5: upload.value.sse_customer_key_md5.clone(),
     };
     let prev = h.get_object_entry(&bucket, &i.key).await?;
     let (if_match, if_none_match) = (i.if_match.as_ref(), i.if_none_match.as_ref());

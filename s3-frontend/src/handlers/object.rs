@@ -22,6 +22,7 @@ use crate::errors::{OrS3, custom_error};
 use crate::http_layer::{ChunkFraming, bounded};
 use crate::quota::Change;
 use crate::read_pipeline::object_body;
+use crate::sse_c::{self, CustomerKey};
 use crate::write_pipeline::{BodyHashes, Stored, StoredData, discard, store};
 use hangar_model::conditional::Claim;
 
@@ -169,6 +170,39 @@ macro_rules! body_claims {
 }
 pub(crate) use body_claims;
 
+/// The SSE-C key an input's three fields give (`sse_c::CustomerKey::from_headers`).
+macro_rules! sse_key {
+    ($input:expr, $alg:ident, $key:ident, $md5:ident) => {
+        $crate::sse_c::CustomerKey::from_headers($input.$alg.as_deref(), $input.$key.as_deref(), $input.$md5.as_deref())
+    };
+}
+pub(crate) use sse_key;
+
+/// The ETag of data whose MD5 is `md5`: that MD5, or for data encrypted with a customer key,
+/// a value keyed with it (`CustomerKey::etag`).
+pub fn data_etag(key: Option<&CustomerKey>, md5: &[u8]) -> String {
+    match key {
+        Some(k) => k.etag(md5),
+        None => hex::encode(md5),
+    }
+}
+
+/// The stored form of what `store` wrote: inline data, or the object's single part.
+fn object_data(stored: &Stored, etag_hex: &str) -> (Option<bytes::Bytes>, Vec<PartData>) {
+    match &stored.data {
+        StoredData::Inline(b) => (Some(b.clone()), vec![]),
+        StoredData::Blocks { data_version } => (
+            None,
+            vec![PartData {
+                part_number: 1,
+                data_version: data_version.clone().into(),
+                size: stored.size,
+                etag: etag_hex.to_string(),
+            }],
+        ),
+    }
+}
+
 /// What a request says about its body, besides the body.
 pub struct BodyClaims<'a> {
     pub headers: &'a http::HeaderMap,
@@ -203,21 +237,22 @@ fn check_streaming(claims: &BodyClaims<'_>, received: u64, announced: &[String])
     Ok(())
 }
 
-/// Streams a request body into storage for `owner` and checks it against everything the
-/// client declared; on a mismatch nothing stored is kept.
+/// Streams a request body into storage for `owner` (encrypted with `key`, when given) and
+/// checks it against everything the client declared; on a mismatch nothing stored is kept.
 pub async fn receive(
     h: &Hangar,
     owner: Owner,
     body: Option<StreamingBlob>,
     allow_inline: bool,
     claims: BodyClaims<'_>,
+    key: Option<&CustomerKey>,
 ) -> S3Result<(Stored, Verified)> {
     let signed_sha = signed_payload_sha256(claims.headers);
     let announced = announced_trailers(claims.headers);
     let hashes = BodyHashes::new(signed_sha.is_some(), claims.declared.hasher(claims.algorithm, &announced));
     let body =
         body.unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
-    let (stored, hashes) = store(&h.store, owner, body, allow_inline, h.cfg.body_timeout, hashes).await?;
+    let (stored, hashes) = store(&h.store, owner, body, allow_inline, h.cfg.body_timeout, hashes, key).await?;
     let checked = check_streaming(&claims, stored.size, &announced).and_then(|()| {
         let trailers = claims.trailers.and_then(|t| t.take());
         verify_body(hashes, claims.content_md5, signed_sha.as_deref(), claims.declared, trailers)
@@ -245,6 +280,13 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
         ],
     )?;
     let tags = input.tagging.as_deref().map(tagging::from_header).transpose()?.flatten();
+    let sse = sse_key!(input, sse_customer_algorithm, sse_customer_key, sse_customer_key_md5)?;
+    if sse.is_some() && input.server_side_encryption.is_some() {
+        return Err(s3_error!(
+            InvalidArgument,
+            "Server Side Encryption with Customer provided key is incompatible with the encryption method specified"
+        ));
+    }
     if input.content_length.is_some_and(|l| l > MAX_PUT_SIZE) {
         return Err(s3_error!(EntityTooLarge, "a single PUT may hold at most 5 GiB; use multipart upload"));
     }
@@ -255,7 +297,7 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
     h.quotas.check(&h.store, &bucket, Change { new_size: announced, replaced }).await?;
     let claims = body_claims!(input, headers, extensions, trailing_headers);
     let owner = Owner::Object { bucket_id: bucket.id.to_vec(), key: input.key.clone() };
-    let (stored, Verified { md5, checksums }) = receive(h, owner, input.body, true, claims).await?;
+    let (stored, Verified { md5, checksums }) = receive(h, owner, input.body, true, claims, sse.as_ref()).await?;
     if stored.size > announced {
         // No length was announced (or a smaller one): check what actually came.
         if let Err(e) = h.quotas.check(&h.store, &bucket, Change { new_size: stored.size, replaced }).await {
@@ -273,28 +315,21 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
         metadata: input.metadata.as_ref(),
     }
     .to_headers();
-    let etag_hex = hex::encode(md5);
-    let mut obj = Object {
+    let etag_hex = data_etag(sse.as_ref(), &md5);
+    let (inline_data, parts) = object_data(&stored, &etag_hex);
+    let obj = Object {
         version_id: random_id().into(),
         size: stored.size,
         etag: etag_hex.clone(),
         last_modified_ms: now_ms(),
         headers,
-        inline_data: None,
-        parts: vec![],
+        inline_data,
+        parts,
         checksums: checksums.clone(),
         tags,
         tags_ts: 0,
+        sse_customer_key_md5: sse.as_ref().map(|k| k.md5.clone()).unwrap_or_default(),
     };
-    match &stored.data {
-        StoredData::Inline(b) => obj.inline_data = Some(b.clone()),
-        StoredData::Blocks { data_version } => obj.parts.push(PartData {
-            part_number: 1,
-            data_version: data_version.clone().into(),
-            size: stored.size,
-            etag: etag_hex.clone(),
-        }),
-    }
     let (if_match, if_none_match) = (input.if_match.as_ref(), input.if_none_match.as_ref());
     let written = if if_match.is_some() || if_none_match.is_some() {
         let check = |cur: Option<&Object>| check_write_conditions(if_match, if_none_match, cur);
@@ -312,7 +347,12 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
         return Err(e);
     }
     h.quotas.record(&bucket, Change { new_size: obj.size, replaced });
-    let mut out = PutObjectOutput { e_tag: Some(etag(&etag_hex)), ..Default::default() };
+    let mut out = PutObjectOutput {
+        e_tag: Some(etag(&etag_hex)),
+        sse_customer_algorithm: sse.as_ref().map(|_| sse_c::ALGORITHM.into()),
+        sse_customer_key_md5: sse.map(|k| k.md5),
+        ..Default::default()
+    };
     for c in checksums {
         let v = Some(c.value);
         match c.name.as_str() {
@@ -442,6 +482,8 @@ macro_rules! object_output {
             checksum_sha1: if cks { checksum_of(obj, "x-amz-checksum-sha1") } else { None },
             checksum_sha256: if cks { checksum_of(obj, "x-amz-checksum-sha256") } else { None },
             checksum_crc64nvme: if cks { checksum_of(obj, "x-amz-checksum-crc64nvme") } else { None },
+            sse_customer_algorithm: (!obj.sse_customer_key_md5.is_empty()).then(|| sse_c::ALGORITHM.into()),
+            sse_customer_key_md5: (!obj.sse_customer_key_md5.is_empty()).then(|| obj.sse_customer_key_md5.clone()),
             ..Default::default()
         }
     }};
@@ -456,6 +498,8 @@ pub async fn get_object(h: &Hangar, req: S3Request<GetObjectInput>) -> S3Result<
     let i = &req.input;
     let found = h.object_or_404(&bucket, &i.key).await?;
     let obj = &found.value;
+    let sse = sse_key!(i, sse_customer_algorithm, sse_customer_key, sse_customer_key_md5)?;
+    sse_c::check(&obj.sse_customer_key_md5, sse.as_ref())?;
     Conditions {
         if_match: i.if_match.as_ref(),
         if_none_match: i.if_none_match.as_ref(),
@@ -464,7 +508,7 @@ pub async fn get_object(h: &Hangar, req: S3Request<GetObjectInput>) -> S3Result<
     }
     .check_read(&obj.etag, obj.last_modified_ms)?;
     let (range, partial, parts) = select_range(obj, i.range.as_ref(), i.part_number)?;
-    let body = object_body(&h.store, obj, range.clone()).await?;
+    let body = object_body(&h.store, obj, range.clone(), sse.as_ref()).await?;
     let mut out = object_output!(GetObjectOutput, obj, &range, partial, parts, checksum_mode(i.checksum_mode.as_ref()));
     out.body = Some(body);
     out.tag_count = tagging::count(obj.tags.as_ref());
@@ -476,6 +520,8 @@ pub async fn head_object(h: &Hangar, req: S3Request<HeadObjectInput>) -> S3Resul
     let i = &req.input;
     let found = h.object_or_404(&bucket, &i.key).await?;
     let obj = &found.value;
+    let sse = sse_key!(i, sse_customer_algorithm, sse_customer_key, sse_customer_key_md5)?;
+    sse_c::check(&obj.sse_customer_key_md5, sse.as_ref())?;
     Conditions {
         if_match: i.if_match.as_ref(),
         if_none_match: i.if_none_match.as_ref(),
@@ -619,39 +665,62 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
         src.value.headers.clone()
     };
     let s = &src.value;
+    let src_key = sse_key!(
+        i,
+        copy_source_sse_customer_algorithm,
+        copy_source_sse_customer_key,
+        copy_source_sse_customer_key_md5
+    )?;
+    sse_c::check(&s.sse_customer_key_md5, src_key.as_ref())?;
+    let dst_key = sse_key!(i, sse_customer_algorithm, sse_customer_key, sse_customer_key_md5)?;
     let prev = h.get_object_entry(&bucket, &i.key).await?;
     let change = Change { new_size: s.size, replaced: prev.as_ref().map(|p| p.value.size) };
     h.quotas.check(&h.store, &bucket, change).await?;
-    // Blocks are content-addressed: the copy shares them under data versions of its own
-    // and moves no data.
     let owner = Owner::Object { bucket_id: bucket.id.to_vec(), key: i.key.clone() };
-    let mut parts: Vec<PartData> = Vec::with_capacity(s.parts.len());
-    for p in &s.parts {
-        let dv = random_id();
-        let shared = async {
-            h.store.begin_pending(&dv, &owner).await?;
-            h.store.share_version(&p.data_version, &dv, p.size).await
-        }
-        .await;
-        parts.push(PartData { data_version: dv.into(), ..p.clone() });
-        if let Err(e) = shared {
-            for done in &parts {
-                let _ = h.store.mark_release(&done.data_version, &owner).await;
+    let (etag_hex, inline_data, parts) = if src_key.is_some() || dst_key.is_some() {
+        // Encrypted on either side: the data is decrypted and stored again (encrypted with
+        // the destination's key, if any).
+        let body = object_body(&h.store, s, 0..s.size, src_key.as_ref()).await?;
+        let hashes = BodyHashes::new(false, Default::default());
+        let (stored, hashes) =
+            store(&h.store, owner.clone(), body, true, h.cfg.body_timeout, hashes, dst_key.as_ref()).await?;
+        let md5: [u8; 16] = hashes.md5.finalize().into();
+        let etag_hex = data_etag(dst_key.as_ref(), &md5);
+        let (inline_data, parts) = object_data(&stored, &etag_hex);
+        (etag_hex, inline_data, parts)
+    } else {
+        // Blocks are content-addressed: the copy shares them under data versions of its own
+        // and moves no data.
+        let mut parts: Vec<PartData> = Vec::with_capacity(s.parts.len());
+        for p in &s.parts {
+            let dv = random_id();
+            let shared = async {
+                h.store.begin_pending(&dv, &owner).await?;
+                h.store.share_version(&p.data_version, &dv, p.size).await
             }
-            return Err(crate::errors::internal(e));
+            .await;
+            parts.push(PartData { data_version: dv.into(), ..p.clone() });
+            if let Err(e) = shared {
+                for done in &parts {
+                    let _ = h.store.mark_release(&done.data_version, &owner).await;
+                }
+                return Err(crate::errors::internal(e));
+            }
         }
-    }
+        (s.etag.clone(), s.inline_data.clone(), parts)
+    };
     let obj = Object {
         version_id: random_id().into(),
         size: s.size,
-        etag: s.etag.clone(),
+        etag: etag_hex,
         last_modified_ms: now_ms(),
         headers,
-        inline_data: s.inline_data.clone(),
+        inline_data,
         parts,
         checksums: s.checksums.clone(),
         tags: if replace_tags { new_tags } else { s.tags.clone() },
         tags_ts: 0,
+        sse_customer_key_md5: dst_key.as_ref().map(|k| k.md5.clone()).unwrap_or_default(),
     };
     h.store.put_object(&bucket.id, &i.key, &obj, prev.map(|p| p.timestamp)).await.or_s3()?;
     h.quotas.record(&bucket, change);
@@ -661,6 +730,8 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
             last_modified: Some(timestamp_ms(obj.last_modified_ms)),
             ..Default::default()
         }),
+        sse_customer_algorithm: dst_key.as_ref().map(|_| sse_c::ALGORITHM.into()),
+        sse_customer_key_md5: dst_key.map(|k| k.md5),
         ..Default::default()
     }))
 }
@@ -680,6 +751,8 @@ pub async fn get_object_attributes(
     check_key(&i.key)?;
     let found = h.object_or_404(&bucket, &i.key).await?;
     let obj = &found.value;
+    let sse = sse_key!(i, sse_customer_algorithm, sse_customer_key, sse_customer_key_md5)?;
+    sse_c::check(&obj.sse_customer_key_md5, sse.as_ref())?;
     let wanted = |a: &str| i.object_attributes.iter().any(|w| w.as_str() == a);
     let mut out =
         GetObjectAttributesOutput { last_modified: Some(timestamp_ms(obj.last_modified_ms)), ..Default::default() };
