@@ -357,3 +357,158 @@ async fn protections_hangar_does_not_give_are_refused_not_ignored() {
     let null = s3.get_object().bucket(&bucket).key("k").version_id("null").send().await.expect("version null");
     assert_eq!(body_bytes(null.body).await, b"data");
 }
+
+#[tokio::test]
+async fn multipart_checksums_composite_and_full_object_are_kept_and_returned() {
+    use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart};
+    use base64::Engine;
+    use hangar_integration_tests::sigv4::crc32_base64;
+    use sha2::Digest;
+    let (_server, s3, bucket) = Server::start_with_bucket("mpsum").await;
+    let (a, b) = (random_bytes(5 << 20), random_bytes(3000));
+    let b64 = base64::engine::general_purpose::STANDARD;
+
+    // COMPOSITE SHA256: the checksum of the parts' checksums, then "-2".
+    let id = s3
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("composite")
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(id.checksum_algorithm(), Some(&ChecksumAlgorithm::Sha256));
+    assert_eq!(id.checksum_type(), Some(&ChecksumType::Composite));
+    let id = id.upload_id().expect("id").to_string();
+    let mut parts = Vec::new();
+    for (n, data) in [(1, &a), (2, &b)] {
+        let out = s3
+            .upload_part()
+            .bucket(&bucket)
+            .key("composite")
+            .upload_id(&id)
+            .part_number(n)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .body(data.clone().into())
+            .send()
+            .await
+            .expect("part");
+        let sum = out.checksum_sha256().expect("the part's SHA256").to_string();
+        assert_eq!(sum, b64.encode(sha2::Sha256::digest(data)));
+        parts.push(
+            CompletedPart::builder().part_number(n).e_tag(out.e_tag().expect("etag")).checksum_sha256(sum).build(),
+        );
+    }
+    let listed = s3.list_parts().bucket(&bucket).key("composite").upload_id(&id).send().await.expect("list parts");
+    assert!(listed.parts().iter().all(|p| p.checksum_sha256().is_some()), "ListParts shows the checksums");
+    // A part listed with another checksum than it was uploaded with is refused.
+    let wrong = CompletedPart::builder()
+        .part_number(2)
+        .e_tag(parts[1].e_tag().expect("etag"))
+        .checksum_sha256(b64.encode([0u8; 32]))
+        .build();
+    let r = s3
+        .complete_multipart_upload()
+        .bucket(&bucket)
+        .key("composite")
+        .upload_id(&id)
+        .multipart_upload(CompletedMultipartUpload::builder().parts(parts[0].clone()).parts(wrong).build())
+        .send()
+        .await;
+    expect_s3_error(r, 400, Some("InvalidPart"));
+    let done = s3
+        .complete_multipart_upload()
+        .bucket(&bucket)
+        .key("composite")
+        .upload_id(&id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send()
+        .await
+        .expect("complete");
+    let mut concat = sha2::Sha256::digest(&a).to_vec();
+    concat.extend(sha2::Sha256::digest(&b));
+    let want = format!("{}-2", b64.encode(sha2::Sha256::digest(&concat)));
+    assert_eq!(done.checksum_sha256(), Some(want.as_str()));
+    let head = s3.head_object().bucket(&bucket).key("composite").checksum_mode(ChecksumMode::Enabled).send().await;
+    let head = head.expect("head");
+    assert_eq!(head.checksum_sha256(), Some(want.as_str()));
+    assert_eq!(head.checksum_type(), Some(&ChecksumType::Composite));
+    let attrs = s3
+        .get_object_attributes()
+        .bucket(&bucket)
+        .key("composite")
+        .object_attributes(ObjectAttributes::Checksum)
+        .object_attributes(ObjectAttributes::ObjectParts)
+        .send()
+        .await
+        .expect("attributes");
+    assert_eq!(attrs.checksum().and_then(|c| c.checksum_sha256()), Some(want.as_str()));
+    let part_sums: Vec<_> =
+        attrs.object_parts().expect("parts").parts().iter().map(|p| p.checksum_sha256().is_some()).collect();
+    assert_eq!(part_sums, [true, true]);
+
+    // FULL_OBJECT CRC32: the CRC of the whole object, combined from the parts'.
+    let id = s3
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("full")
+        .checksum_algorithm(ChecksumAlgorithm::Crc32)
+        .checksum_type(ChecksumType::FullObject)
+        .send()
+        .await
+        .expect("create")
+        .upload_id()
+        .expect("id")
+        .to_string();
+    let mut parts = Vec::new();
+    for (n, data) in [(1, &a), (2, &b)] {
+        let out = s3
+            .upload_part()
+            .bucket(&bucket)
+            .key("full")
+            .upload_id(&id)
+            .part_number(n)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .body(data.clone().into())
+            .send()
+            .await
+            .expect("part");
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().expect("etag"))
+                .checksum_crc32(out.checksum_crc32().expect("crc32"))
+                .build(),
+        );
+    }
+    let mut whole = a.clone();
+    whole.extend_from_slice(&b);
+    let done = s3
+        .complete_multipart_upload()
+        .bucket(&bucket)
+        .key("full")
+        .upload_id(&id)
+        .checksum_type(ChecksumType::FullObject)
+        .checksum_crc32(crc32_base64(&whole))
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send()
+        .await
+        .expect("complete");
+    assert_eq!(done.checksum_crc32(), Some(crc32_base64(&whole).as_str()));
+    assert_eq!(done.checksum_type(), Some(&ChecksumType::FullObject));
+    let got =
+        s3.get_object().bucket(&bucket).key("full").checksum_mode(ChecksumMode::Enabled).send().await.expect("get");
+    assert_eq!(got.checksum_crc32(), Some(crc32_base64(&whole).as_str()));
+    assert_eq!(body_bytes(got.body).await, whole);
+
+    // A checksum type the algorithm cannot have is refused at creation.
+    let r = s3
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("bad")
+        .checksum_algorithm(ChecksumAlgorithm::Sha1)
+        .checksum_type(ChecksumType::FullObject)
+        .send()
+        .await;
+    expect_s3_error(r, 400, Some("InvalidRequest"));
+}

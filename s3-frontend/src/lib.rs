@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod checksums;
 pub mod conditions;
 pub mod cors;
 pub mod errors;

@@ -9,7 +9,7 @@ use hangar_model::keys::{prefix_end, successor};
 use hangar_model::multipart::{Outcome, parse_upload_id};
 use hangar_model::schema::{MultipartUploads, object_prefix, parse_upload_key, upload_key, upload_prefix};
 use hangar_model::version::Owner;
-use hangar_proto::model::{Bucket, MultipartUpload as Upload, Object, Part as StoredPart, PartData};
+use hangar_proto::model::{Bucket, Header, MultipartUpload as Upload, Object, Part as StoredPart, PartData};
 use md5::Digest;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
@@ -18,11 +18,12 @@ use super::Hangar;
 use super::acl::only_private;
 use super::common::{StoredHeaders, check_key, etag, timestamp_ms};
 use super::object::{
-    DeclaredChecksums, body_claims, check_write_conditions, claim, copy_source, data_etag, receive, sse_key,
-    verify_body,
+    DeclaredChecksums, body_claims, check_write_conditions, claim, copy_source, data_etag, receive, set_checksums,
+    sse_key, verify_body,
 };
 use super::tagging;
 use crate::access::Right;
+use crate::checksums;
 use crate::conditions::Conditions;
 use crate::errors::OrS3;
 use crate::quota::Change;
@@ -93,16 +94,77 @@ pub fn choose_parts(
                 format!("part {n} is smaller than the 5 MiB minimum for all parts but the last"),
             ));
         }
+        let listed_sums = [
+            ("x-amz-checksum-crc32", &p.checksum_crc32),
+            ("x-amz-checksum-crc32c", &p.checksum_crc32c),
+            ("x-amz-checksum-crc64nvme", &p.checksum_crc64nvme),
+            ("x-amz-checksum-sha1", &p.checksum_sha1),
+            ("x-amz-checksum-sha256", &p.checksum_sha256),
+        ];
+        for (name, want) in listed_sums {
+            if let Some(want) = want
+                && !sp.checksums.iter().any(|c| c.name == name && &c.value == want)
+            {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::InvalidPart,
+                    format!("part {n}'s {name} does not match the part uploaded"),
+                ));
+            }
+        }
         md5s.update(hex::decode(&sp.etag).unwrap_or_default());
         chosen.push(PartData {
             part_number: sp.part_number,
             data_version: sp.data_version.clone(),
             size: sp.size,
             etag: sp.etag.clone(),
+            checksums: sp.checksums.clone(),
         });
     }
     let etag = format!("{}-{}", hex::encode(md5s.finalize()), chosen.len());
     Ok((chosen, etag))
+}
+
+/// The checksum algorithm an upload was created with, if any.
+fn upload_algorithm(u: &Upload) -> Option<ChecksumAlgorithm> {
+    (!u.checksum_algorithm.is_empty()).then(|| ChecksumAlgorithm::from(u.checksum_algorithm.clone()))
+}
+
+/// The checksum of the object an upload becomes (see `checksums`): none when the upload has
+/// no algorithm. A whole-object checksum the request gives must match it, and a checksum
+/// type the request names must be the upload's.
+fn object_checksums(u: &Upload, parts: &[PartData], req: &CompleteMultipartUploadInput) -> S3Result<Vec<Header>> {
+    if u.checksum_algorithm.is_empty() {
+        return Ok(vec![]);
+    }
+    if let Some(t) = &req.checksum_type
+        && t.as_str() != u.checksum_type
+    {
+        return Err(s3_error!(InvalidRequest, "the upload was created with checksum type {}", u.checksum_type));
+    }
+    let algorithm = checksums::Algorithm::from_name(&u.checksum_algorithm)?;
+    let name = algorithm.header();
+    let mut values = Vec::with_capacity(parts.len());
+    for p in parts {
+        let v = p.checksums.iter().find(|c| c.name == name).ok_or_else(|| {
+            S3Error::with_message(S3ErrorCode::InvalidPart, format!("part {} has no {name}", p.part_number))
+        })?;
+        values.push((v.value.as_str(), p.size));
+    }
+    let value = checksums::of_parts(algorithm, &u.checksum_type, &values)?;
+    let given = [
+        ("x-amz-checksum-crc32", &req.checksum_crc32),
+        ("x-amz-checksum-crc32c", &req.checksum_crc32c),
+        ("x-amz-checksum-crc64nvme", &req.checksum_crc64nvme),
+        ("x-amz-checksum-sha1", &req.checksum_sha1),
+        ("x-amz-checksum-sha256", &req.checksum_sha256),
+    ];
+    if let Some((_, Some(want))) = given.iter().find(|(n, _)| *n == name)
+        && want.trim_end_matches(|c: char| c == '-' || c.is_ascii_digit())
+            != value.split('-').next().unwrap_or_default()
+    {
+        return Err(S3Error::with_message(S3ErrorCode::BadDigest, format!("{name} does not match the object")));
+    }
+    Ok(vec![Header { name: name.to_string(), value }])
 }
 
 fn check_part_number(n: i32) -> S3Result<u32> {
@@ -126,6 +188,16 @@ pub async fn create(
     )?;
     let tags = i.tagging.as_deref().map(tagging::from_header).transpose()?.flatten();
     let sse = sse_key!(i, sse_customer_algorithm, sse_customer_key, sse_customer_key_md5)?;
+    let (checksum_algorithm, checksum_type) = match &i.checksum_algorithm {
+        Some(a) => {
+            let a = checksums::Algorithm::from_name(a.as_str())?;
+            (a.name(), checksums::upload_type(a, i.checksum_type.as_ref().map(|t| t.as_str()))?)
+        }
+        None if i.checksum_type.is_some() => {
+            return Err(s3_error!(InvalidRequest, "x-amz-checksum-type needs x-amz-checksum-algorithm"));
+        }
+        None => ("", ""),
+    };
     let upload = Upload {
         upload_id: String::new(),
         key: i.key.clone(),
@@ -143,6 +215,8 @@ pub async fn create(
         initiator_key_id: key.id,
         tags,
         sse_customer_key_md5: sse.as_ref().map(|k| k.md5.clone()).unwrap_or_default(),
+        checksum_algorithm: checksum_algorithm.to_string(),
+        checksum_type: checksum_type.to_string(),
     };
     let id = h.store.create_upload(&bucket.id, &i.key, upload).await.or_s3()?;
     Ok(S3Response::new(CreateMultipartUploadOutput {
@@ -151,6 +225,8 @@ pub async fn create(
         upload_id: Some(hex::encode(id)),
         sse_customer_algorithm: sse.as_ref().map(|_| sse_c::ALGORITHM.into()),
         sse_customer_key_md5: sse.map(|k| k.md5),
+        checksum_algorithm: (!checksum_algorithm.is_empty()).then(|| checksum_algorithm.to_string().into()),
+        checksum_type: (!checksum_type.is_empty()).then(|| checksum_type.to_string().into()),
         ..Default::default()
     }))
 }
@@ -173,7 +249,12 @@ pub async fn upload_part(h: &Hangar, req: S3Request<UploadPartInput>) -> S3Resul
     sse_c::check(&upload.value.sse_customer_key_md5, sse.as_ref())?;
     let announced = input.content_length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0);
     h.quotas.check(&h.store, &bucket, Change { new_size: announced, replaced: Some(0) }).await?;
-    let claims = body_claims!(input, headers, extensions, trailing_headers);
+    let mut claims = body_claims!(input, headers, extensions, trailing_headers);
+    // The upload's algorithm: every part keeps that checksum (computed when not sent).
+    let upload_algorithm = upload_algorithm(&upload.value);
+    if upload_algorithm.is_some() {
+        claims.algorithm = upload_algorithm.as_ref();
+    }
     let owner = Owner::Part { upload_id: upload_id.clone(), part_number: n };
     let (stored, verified) = receive(h, owner, input.body, false, claims, sse.as_ref()).await?;
     let StoredData::Blocks { data_version } = stored.data else {
@@ -186,9 +267,12 @@ pub async fn upload_part(h: &Hangar, req: S3Request<UploadPartInput>) -> S3Resul
         size: stored.size,
         etag: etag_hex.clone(),
         last_modified_ms: now_ms(),
+        checksums: verified.checksums,
     };
     record_part(h, &upload_id, &part).await?;
-    Ok(S3Response::new(UploadPartOutput { e_tag: Some(etag(&etag_hex)), ..Default::default() }))
+    let mut out = UploadPartOutput { e_tag: Some(etag(&etag_hex)), ..Default::default() };
+    set_checksums!(out, &part.checksums);
+    Ok(S3Response::new(out))
 }
 
 /// Parses `bytes=first-last` of x-amz-copy-source-range against the source size.
@@ -239,10 +323,12 @@ pub async fn upload_part_copy(
     // blocks the data nodes already hold are deduplicated there.
     let body = object_body(&h.store, &src.value, range, src_key.as_ref()).await?;
     let owner = Owner::Part { upload_id: upload_id.clone(), part_number: n };
-    let hashes = BodyHashes::new(false, Default::default());
+    let upload_algorithm = upload_algorithm(&upload.value);
+    let hashes = BodyHashes::new(false, DeclaredChecksums(Vec::new()).hasher(upload_algorithm.as_ref(), &[]));
     let (stored, hashes) = store(&h.store, owner, body, false, h.cfg.body_timeout, hashes, dst_key.as_ref()).await?;
-    let md5 = match verify_body(hashes, None, None, DeclaredChecksums(Vec::new()), None) {
-        Ok(v) => v.md5,
+    let verified = verify_body(hashes, None, None, DeclaredChecksums(Vec::new()), None, upload_algorithm.as_ref());
+    let (md5, checksums) = match verified {
+        Ok(v) => (v.md5, v.checksums),
         Err(e) => {
             discard(&h.store, &stored).await;
             return Err(e);
@@ -258,6 +344,7 @@ pub async fn upload_part_copy(
         size: stored.size,
         etag: etag_hex.clone(),
         last_modified_ms: now_ms(),
+        checksums,
     };
     record_part(h, &upload_id, &part).await?;
     Ok(S3Response::new(UploadPartCopyOutput {
@@ -297,6 +384,7 @@ pub async fn complete(
             return Err(e);
         }
     };
+    let checksums = object_checksums(&upload.value, &chosen, i)?;
     let obj = Object {
         version_id: random_id().into(),
         size: chosen.iter().map(|p| p.size).sum(),
@@ -305,10 +393,11 @@ pub async fn complete(
         headers: upload.value.headers.clone(),
         inline_data: None,
         parts: chosen,
-        checksums: vec![],
+        checksums,
         tags: upload.value.tags.clone(),
         tags_ts: 0,
         sse_customer_key_md5: upload.value.sse_customer_key_md5.clone(),
+        checksum_type: upload.value.checksum_type.clone(),
     };
     let prev = h.get_object_entry(&bucket, &i.key).await?;
     let (if_match, if_none_match) = (i.if_match.as_ref(), i.if_none_match.as_ref());
@@ -327,13 +416,16 @@ pub async fn complete(
         Outcome::Aborted => return Err(no_such_upload()),
     };
     h.quotas.record(&bucket, change);
-    Ok(S3Response::new(CompleteMultipartUploadOutput {
+    let mut out = CompleteMultipartUploadOutput {
         bucket: Some(i.bucket.clone()),
         key: Some(i.key.clone()),
         e_tag: Some(etag(&done.etag)),
         location: Some(format!("/{}/{}", i.bucket, i.key)),
+        checksum_type: (!done.checksum_type.is_empty()).then(|| done.checksum_type.clone().into()),
         ..Default::default()
-    }))
+    };
+    set_checksums!(out, &done.checksums);
+    Ok(S3Response::new(out))
 }
 
 pub async fn abort(
@@ -382,12 +474,16 @@ pub async fn list_parts(h: &Hangar, req: S3Request<ListPartsInput>) -> S3Result<
     let next = page.last().map(|p| p.part_number as i32);
     let parts = page
         .into_iter()
-        .map(|p| Part {
-            part_number: Some(p.part_number as i32),
-            e_tag: Some(etag(&p.etag)),
-            size: Some(p.size as i64),
-            last_modified: Some(timestamp_ms(p.last_modified_ms)),
-            ..Default::default()
+        .map(|p| {
+            let mut part = Part {
+                part_number: Some(p.part_number as i32),
+                e_tag: Some(etag(&p.etag)),
+                size: Some(p.size as i64),
+                last_modified: Some(timestamp_ms(p.last_modified_ms)),
+                ..Default::default()
+            };
+            set_checksums!(part, &p.checksums);
+            part
         })
         .collect();
     Ok(S3Response::new(ListPartsOutput {

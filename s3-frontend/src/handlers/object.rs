@@ -94,14 +94,45 @@ pub struct Verified {
     pub checksums: Vec<Header>,
 }
 
+/// Sets the `checksum_*` fields of an S3 output from stored checksums.
+macro_rules! set_checksums {
+    ($out:expr, $list:expr) => {
+        for c in $list {
+            let v = Some(c.value.clone());
+            match c.name.as_str() {
+                "x-amz-checksum-crc32" => $out.checksum_crc32 = v,
+                "x-amz-checksum-crc32c" => $out.checksum_crc32c = v,
+                "x-amz-checksum-sha1" => $out.checksum_sha1 = v,
+                "x-amz-checksum-sha256" => $out.checksum_sha256 = v,
+                _ => $out.checksum_crc64nvme = v,
+            }
+        }
+    };
+}
+pub(crate) use set_checksums;
+
+/// The computed checksum named `name` (x-amz-checksum-*).
+fn computed_value(computed: &s3s::dto::Checksum, name: &str) -> Option<String> {
+    match name {
+        "x-amz-checksum-crc32" => computed.checksum_crc32.clone(),
+        "x-amz-checksum-crc32c" => computed.checksum_crc32c.clone(),
+        "x-amz-checksum-sha1" => computed.checksum_sha1.clone(),
+        "x-amz-checksum-sha256" => computed.checksum_sha256.clone(),
+        "x-amz-checksum-crc64nvme" => computed.checksum_crc64nvme.clone(),
+        _ => None,
+    }
+}
+
 /// Checks the body against what the client declared: Content-MD5, the signed SHA-256 and
-/// x-amz-checksum-* (headers and trailers). Returns the checksums to keep with the object.
+/// x-amz-checksum-* (headers and trailers). Returns the checksums to keep with the object:
+/// the declared ones, and the one of `algorithm` (computed here when not declared).
 pub fn verify_body(
     hashes: BodyHashes,
     content_md5: Option<&str>,
     signed_sha256: Option<&str>,
     mut declared: DeclaredChecksums,
     trailers: Option<http::HeaderMap>,
+    algorithm: Option<&ChecksumAlgorithm>,
 ) -> Result<Verified, S3Error> {
     let md5: [u8; 16] = hashes.md5.finalize().into();
     let sha = hashes.sha256.map(|s| hex::encode(s.finalize()));
@@ -133,17 +164,18 @@ pub fn verify_body(
     }
     let mut keep = Vec::new();
     for (name, want) in declared.0 {
-        let got = match name {
-            "x-amz-checksum-crc32" => &computed.checksum_crc32,
-            "x-amz-checksum-crc32c" => &computed.checksum_crc32c,
-            "x-amz-checksum-sha1" => &computed.checksum_sha1,
-            "x-amz-checksum-sha256" => &computed.checksum_sha256,
-            _ => &computed.checksum_crc64nvme,
-        };
-        if got.as_deref() != Some(want.as_str()) {
+        if computed_value(&computed, name).as_deref() != Some(want.as_str()) {
             return Err(S3Error::with_message(S3ErrorCode::BadDigest, format!("{name} does not match the data")));
         }
         keep.push(Header { name: name.to_string(), value: want });
+    }
+    if let Some(a) = algorithm {
+        let name = format!("x-amz-checksum-{}", a.as_str().to_ascii_lowercase());
+        if !keep.iter().any(|k| k.name == name)
+            && let Some(value) = computed_value(&computed, &name)
+        {
+            keep.push(Header { name, value });
+        }
     }
     Ok(Verified { md5, checksums: keep })
 }
@@ -198,6 +230,7 @@ fn object_data(stored: &Stored, etag_hex: &str) -> (Option<bytes::Bytes>, Vec<Pa
                 data_version: data_version.clone().into(),
                 size: stored.size,
                 etag: etag_hex.to_string(),
+                checksums: vec![],
             }],
         ),
     }
@@ -255,7 +288,7 @@ pub async fn receive(
     let (stored, hashes) = store(&h.store, owner, body, allow_inline, h.cfg.body_timeout, hashes, key).await?;
     let checked = check_streaming(&claims, stored.size, &announced).and_then(|()| {
         let trailers = claims.trailers.and_then(|t| t.take());
-        verify_body(hashes, claims.content_md5, signed_sha.as_deref(), claims.declared, trailers)
+        verify_body(hashes, claims.content_md5, signed_sha.as_deref(), claims.declared, trailers, claims.algorithm)
     });
     match checked {
         Ok(v) => Ok((stored, v)),
@@ -329,6 +362,7 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
         tags,
         tags_ts: 0,
         sse_customer_key_md5: sse.as_ref().map(|k| k.md5.clone()).unwrap_or_default(),
+        checksum_type: String::new(),
     };
     let (if_match, if_none_match) = (input.if_match.as_ref(), input.if_none_match.as_ref());
     let written = if if_match.is_some() || if_none_match.is_some() {
@@ -353,16 +387,7 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
         sse_customer_key_md5: sse.map(|k| k.md5),
         ..Default::default()
     };
-    for c in checksums {
-        let v = Some(c.value);
-        match c.name.as_str() {
-            "x-amz-checksum-crc32" => out.checksum_crc32 = v,
-            "x-amz-checksum-crc32c" => out.checksum_crc32c = v,
-            "x-amz-checksum-sha1" => out.checksum_sha1 = v,
-            "x-amz-checksum-sha256" => out.checksum_sha256 = v,
-            _ => out.checksum_crc64nvme = v,
-        }
-    }
+    set_checksums!(out, &checksums);
     Ok(S3Response::new(out))
 }
 
@@ -484,9 +509,16 @@ macro_rules! object_output {
             checksum_crc64nvme: if cks { checksum_of(obj, "x-amz-checksum-crc64nvme") } else { None },
             sse_customer_algorithm: (!obj.sse_customer_key_md5.is_empty()).then(|| sse_c::ALGORITHM.into()),
             sse_customer_key_md5: (!obj.sse_customer_key_md5.is_empty()).then(|| obj.sse_customer_key_md5.clone()),
+            checksum_type: (cks && !obj.checksums.is_empty()).then(|| checksum_type_of(obj)),
             ..Default::default()
         }
     }};
+}
+
+/// The checksum type of an object's checksums: FULL_OBJECT for a single PUT's.
+fn checksum_type_of(obj: &Object) -> ChecksumType {
+    let t = if obj.checksum_type.is_empty() { crate::checksums::FULL_OBJECT } else { obj.checksum_type.as_str() };
+    ChecksumType::from(t.to_string())
 }
 
 fn checksum_mode(m: Option<&ChecksumMode>) -> bool {
@@ -721,6 +753,7 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
         tags: if replace_tags { new_tags } else { s.tags.clone() },
         tags_ts: 0,
         sse_customer_key_md5: dst_key.as_ref().map(|k| k.md5.clone()).unwrap_or_default(),
+        checksum_type: s.checksum_type.clone(),
     };
     h.store.put_object(&bucket.id, &i.key, &obj, prev.map(|p| p.timestamp)).await.or_s3()?;
     h.quotas.record(&bucket, change);
@@ -766,14 +799,9 @@ pub async fn get_object_attributes(
         out.storage_class = Some(StorageClass::from_static(StorageClass::STANDARD));
     }
     if wanted(ObjectAttributes::CHECKSUM) && !obj.checksums.is_empty() {
-        out.checksum = Some(Checksum {
-            checksum_crc32: checksum_of(obj, "x-amz-checksum-crc32"),
-            checksum_crc32c: checksum_of(obj, "x-amz-checksum-crc32c"),
-            checksum_sha1: checksum_of(obj, "x-amz-checksum-sha1"),
-            checksum_sha256: checksum_of(obj, "x-amz-checksum-sha256"),
-            checksum_crc64nvme: checksum_of(obj, "x-amz-checksum-crc64nvme"),
-            ..Default::default()
-        });
+        let mut c = Checksum { checksum_type: Some(checksum_type_of(obj)), ..Default::default() };
+        set_checksums!(c, &obj.checksums);
+        out.checksum = Some(c);
     }
     // Parts are listed for objects made by a multipart upload, as AWS lists them.
     if wanted(ObjectAttributes::OBJECT_PARTS) && obj.etag.contains('-') {
@@ -783,10 +811,14 @@ pub async fn get_object_attributes(
         let page: Vec<ObjectPart> = after
             .iter()
             .take(max)
-            .map(|p| ObjectPart {
-                part_number: Some(p.part_number as i32),
-                size: Some(p.size as i64),
-                ..Default::default()
+            .map(|p| {
+                let mut part = ObjectPart {
+                    part_number: Some(p.part_number as i32),
+                    size: Some(p.size as i64),
+                    ..Default::default()
+                };
+                set_checksums!(part, &p.checksums);
+                part
             })
             .collect();
         let truncated = after.len() > page.len();
