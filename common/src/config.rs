@@ -301,7 +301,8 @@ pub struct S3WebConfig {
     /// `bucket<root_domain>` names the bucket; any other Host is the bucket's full name.
     #[serde(default)]
     pub root_domain: Option<String>,
-    /// The index document `hangar bucket website --allow` sets when not told otherwise.
+    /// The index document of websites whose configuration names none (`hangar bucket website
+    /// --allow` without `--index-document`).
     #[serde(default = "default_index")]
     pub index: String,
 }

@@ -23,8 +23,9 @@ use tokio::sync::Mutex;
 use crate::DataError;
 use crate::meta_store::MetaStore;
 
-/// Largest block accepted (the largest configurable block size).
-pub const MAX_BLOCK: usize = 64 * 1024 * 1024;
+/// Largest block accepted: the largest configurable block size, and room for what an
+/// encrypted block (SSE-C) adds to it (a nonce and a tag).
+pub const MAX_BLOCK: usize = 64 * 1024 * 1024 + 64;
 
 pub struct BlockStore {
     dir: PathBuf,

@@ -207,3 +207,38 @@ async fn tag_changes_racing_puts_never_undo_them() {
     delete_all(&a, &bucket).await;
     no_blocks_left(&cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conditional_complete_and_a_conditional_put_racing_have_one_winner() {
+    let cluster = Cluster::start_with(3, 2, FAST_GC).await;
+    let (a, b) = (cluster.s3_client_no_retry(0), cluster.s3_client_no_retry(1));
+    let bucket = new_bucket(&a, "condmp").await;
+    for round in 0..ROUNDS {
+        let key = format!("m{round}");
+        let (part, other) = (random_bytes(100_000), random_bytes(100_000));
+        let id = create_upload(&a, &bucket, &key).await;
+        let etag = upload_part(&a, &bucket, &key, &id, 1, &part).await;
+        let (done, put) = tokio::join!(
+            complete_upload(&a, &bucket, &key, &id, &[(1, &etag)]).if_none_match("*").send(),
+            b.put_object().bucket(&bucket).key(&key).if_none_match("*").body(other.clone().into()).send()
+        );
+        let want = match (&done, &put) {
+            (Ok(_), Err(e)) => {
+                assert_eq!(err_code(e).as_deref(), Some("PreconditionFailed"), "round {round}: {e:?}");
+                part
+            }
+            (Err(e), Ok(_)) => {
+                assert_eq!(err_code(e).as_deref(), Some("PreconditionFailed"), "round {round}: {e:?}");
+                other
+            }
+            _ => panic!("round {round}: both or neither won: {done:?}, {put:?}"),
+        };
+        assert_eq!(get_bytes(&b, &bucket, &key).await, want, "round {round}: not the winner's data");
+        // A Complete refused with 412 leaves its upload open, as in S3: the client aborts it.
+        if done.is_err() {
+            a.abort_multipart_upload().bucket(&bucket).key(&key).upload_id(&id).send().await.expect("abort");
+        }
+    }
+    delete_all(&a, &bucket).await;
+    no_blocks_left(&cluster).await;
+}

@@ -351,6 +351,12 @@ async fn protections_hangar_does_not_give_are_refused_not_ignored() {
     expect_s3_error(locked, 501, Some("NotImplemented"));
     let r = s3.create_bucket().bucket(bucket_name("locked")).object_lock_enabled_for_bucket(true).send().await;
     expect_s3_error(r, 501, Some("NotImplemented"));
+    // A conditional delete and an append would be taken for done if ignored.
+    let r = s3.delete_object().bucket(&bucket).key("k").if_match("\"0123\"").send().await;
+    expect_s3_error(r, 501, Some("NotImplemented"));
+    let r = s3.put_object().bucket(&bucket).key("k").write_offset_bytes(4).body(b"more".to_vec().into()).send().await;
+    expect_s3_error(r, 501, Some("NotImplemented"));
+    assert_eq!(get_bytes(&s3, &bucket, "k").await, b"data", "neither touched the object");
     // Only the current version exists.
     let r = s3.get_object().bucket(&bucket).key("k").version_id("3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY").send().await;
     expect_s3_error(r, 404, Some("NoSuchVersion"));

@@ -10,8 +10,9 @@
 //!
 //! Between the swap and the entry write, the object table does not yet show the decided
 //! value. A conditional writer that finds the register ahead of the table writes the decided
-//! value itself first (it is idempotent: same value, same timestamp), so it never evaluates
-//! its condition on a value that is about to be replaced. It does so only while the decided
+//! value itself first (it is idempotent: same value, same timestamp; for a multipart upload
+//! it decides the upload as completed with that object, unless an Abort came first), so it
+//! never evaluates its condition on a value that is about to be replaced. It does so only while the decided
 //! value is young (half the pending-write grace): later, a writer that died in between has
 //! had its data released, and an object deleted since may have lost its tombstone.
 //! Unconditional writes do not take part: they are ordered by time against conditional
@@ -19,13 +20,13 @@
 
 use hangar_common::Result;
 use hangar_common::ids::now_ms;
-use hangar_proto::model::upload_decision::State;
-use hangar_proto::model::{ConditionalWrite, Object, UploadDecision};
+use hangar_proto::model::{ConditionalWrite, Object};
 
 use crate::Store;
 use crate::cas::Change;
 use crate::client::{Found, stamp};
-use crate::schema::{object_register, upload_register};
+use crate::multipart::Outcome;
+use crate::schema::object_register;
 
 /// How a conditional write's claim ended.
 #[derive(Debug)]
@@ -104,13 +105,10 @@ impl Store {
             return Ok(false);
         }
         if !d.upload_id.is_empty() {
-            let decision = self.registers.peek::<UploadDecision>(&upload_register(&d.upload_id)).await;
-            let completed_with_it = matches!(&decision, Ok(Some(u))
-                if u.state() == State::Completed
-                    && u.object.as_ref().is_some_and(|o| o.version_id == obj.version_id));
-            if !completed_with_it {
-                return Ok(false);
-            }
+            // The winner's upload may not be decided yet: decide it for the winner (an Abort
+            // may still have come first), so no later writer evaluates without it.
+            let out = self.complete_upload(bucket_id, key, &d.upload_id, obj.clone(), d.timestamp).await?;
+            return Ok(matches!(out, Outcome::Completed(o, _) if o.version_id == obj.version_id));
         }
         self.put_object_at(bucket_id, key, obj, d.timestamp).await?;
         Ok(true)

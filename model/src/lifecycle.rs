@@ -55,10 +55,12 @@ pub fn upload_aborts(cfg: &LifecycleConfig, key: &str, initiated_ms: u64, now_ms
 
 impl Store {
     /// Deletes the object value `found` because it expired: the deletion is ordered just
-    /// after that value, so a write of the key made since (however recent) stays.
+    /// after that value (and below any value written with the next timestamp), so a write
+    /// of the key made since, however recent, stays.
     pub async fn expire_object(&self, bucket_id: &[u8], key: &str, found: &Found<Object>) -> Result<()> {
         let mut t = tombstone(object_key(bucket_id, key), None);
         t.timestamp = found.timestamp + 1;
+        t.tiebreak = 0;
         self.tables.insert(Objects::TABLE, vec![t]).await
     }
 }

@@ -24,6 +24,21 @@ fn secs(t: &Timestamp) -> i64 {
     time::OffsetDateTime::from(t.clone()).unix_timestamp()
 }
 
+/// Sets ETag and Last-Modified of a representation.
+pub fn validators(etag: &str, last_modified_ms: u64, headers: &mut http::HeaderMap) {
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{etag}\"")) {
+        headers.insert(http::header::ETAG, v);
+    }
+    let lm = time::OffsetDateTime::from_unix_timestamp((last_modified_ms / 1000) as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let mut date = Vec::new();
+    if Timestamp::from(lm).format(s3s::dto::TimestampFormat::HttpDate, &mut date).is_ok()
+        && let Ok(v) = http::HeaderValue::from_bytes(&date)
+    {
+        headers.insert(http::header::LAST_MODIFIED, v);
+    }
+}
+
 pub enum Outcome {
     Proceed,
     /// 304 for GET/HEAD.
@@ -66,17 +81,7 @@ impl Conditions<'_> {
                 // A 304 carries the validators a cache needs to refresh its copy (RFC 9110
                 // section 15.4.5), as AWS sends them.
                 let mut headers = http::HeaderMap::new();
-                if let Ok(v) = http::HeaderValue::from_str(&format!("\"{etag}\"")) {
-                    headers.insert(http::header::ETAG, v);
-                }
-                let lm = time::OffsetDateTime::from_unix_timestamp((last_modified_ms / 1000) as i64)
-                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-                let mut date = Vec::new();
-                if Timestamp::from(lm).format(s3s::dto::TimestampFormat::HttpDate, &mut date).is_ok()
-                    && let Ok(v) = http::HeaderValue::from_bytes(&date)
-                {
-                    headers.insert(http::header::LAST_MODIFIED, v);
-                }
+                validators(etag, last_modified_ms, &mut headers);
                 e.set_headers(headers);
                 Err(e)
             }

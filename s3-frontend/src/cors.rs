@@ -142,6 +142,8 @@ impl Lookup {
     }
 
     pub async fn rules(&self, bucket: &str) -> Option<CorsConfig> {
+        // Preflights are unsigned: a name that cannot be a bucket's costs no read.
+        hangar_model::catalog::validate_bucket_name(bucket).ok()?;
         match self.0.bucket_by_name(bucket).await {
             Ok(b) => b.and_then(|b| b.cors),
             Err(e) => {

@@ -16,11 +16,7 @@ impl RootDomain {
 
     /// The bucket a Host header names, if it is a subdomain of the root domain.
     pub fn bucket_of<'a>(&self, host: &'a str) -> Option<&'a str> {
-        // Clients send the port whenever it is not the scheme's default.
-        let name = match host.rsplit_once(':') {
-            Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => host,
-        };
+        let name = without_port(host);
         let prefix = name.len().checked_sub(self.domain.len() + 1)?;
         let (bucket, rest) = name.split_at(prefix);
         (rest.len() == self.domain.len() + 1
@@ -28,6 +24,15 @@ impl RootDomain {
             && rest[1..].eq_ignore_ascii_case(&self.domain)
             && !bucket.is_empty())
         .then_some(bucket)
+    }
+}
+
+/// A Host header's name without its port (clients send the port whenever it is not the
+/// scheme's default).
+pub fn without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host,
     }
 }
 

@@ -9,7 +9,13 @@
 //! - POST Object (browser form uploads), which Hangar does not implement: s3s would read
 //!   the whole file into memory before any signature or right is checked;
 //! - XML bodies above `max_xml_body_bytes` (400 MaxMessageLengthExceeded, before reading);
-//! - requests without a Host (400).
+//! - requests without a Host (400);
+//! - a `versionId` other than `null` (404 NoSuchVersion: versioning is never enabled);
+//! - what a client would take for done if it were ignored: object locks, appends
+//!   (`x-amz-write-offset-bytes`), conditional deletes (501).
+//!
+//! CORS preflights (`OPTIONS`) never reach s3s: they are unsigned and answered here from the
+//! bucket's rules; responses to requests carrying `Origin` get the headers a rule allows.
 //!
 //! It also watches the raw framing of aws-chunked bodies (`ChunkFraming`), which s3s
 //! decodes without telling whether the stream really ended with its final chunk.
@@ -309,7 +315,7 @@ impl Guard {
                 }
             }
         }
-        if let Some(refusal) = unsupported_promise(headers) {
+        if let Some(refusal) = unsupported_promise(req.method(), headers) {
             return Some(refusal);
         }
         // Versioning is never enabled: only the current version exists, named "null".
@@ -349,11 +355,18 @@ impl Guard {
     }
 }
 
-/// A request asking for a protection Hangar does not give — an object lock — is refused
-/// rather than stored without it, which the client would take for done.
-fn unsupported_promise(headers: &http::HeaderMap) -> Option<Refusal> {
+/// A request asking for something Hangar does not do and whose client would take silence
+/// for done — an object lock, an append, a conditional delete — is refused rather than
+/// carried out without it.
+fn unsupported_promise(method: &http::Method, headers: &http::HeaderMap) -> Option<Refusal> {
     let has = |n: &str| headers.contains_key(n);
-    let what = if has("x-amz-object-lock-mode") || has("x-amz-object-lock-retain-until-date") {
+    let conditional_delete = method == http::Method::DELETE
+        && (has("if-match") || has("x-amz-if-match-last-modified-time") || has("x-amz-if-match-size"));
+    let what = if conditional_delete {
+        "conditional deletes (If-Match on DeleteObject)"
+    } else if has("x-amz-write-offset-bytes") {
+        "appending to objects (x-amz-write-offset-bytes)"
+    } else if has("x-amz-object-lock-mode") || has("x-amz-object-lock-retain-until-date") {
         "object lock retention"
     } else if headers.get("x-amz-object-lock-legal-hold").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"ON")) {
         "object lock legal holds"

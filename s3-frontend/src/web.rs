@@ -25,7 +25,7 @@ use s3s::{Body, HttpResponse};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-use crate::conditions::{Conditions, Outcome};
+use crate::conditions::{Conditions, Outcome, validators};
 use crate::cors;
 use crate::handlers::check_key;
 use crate::host::RootDomain;
@@ -58,14 +58,10 @@ impl Web {
 
 /// The bucket a Host header names: `<bucket><root_domain>`, else the whole host name.
 fn bucket_name(root_domain: Option<&RootDomain>, host: &str) -> String {
-    if let Some(b) = root_domain.and_then(|d| d.bucket_of(host)) {
-        return b.to_ascii_lowercase();
+    match root_domain.and_then(|d| d.bucket_of(host)) {
+        Some(b) => b.to_ascii_lowercase(),
+        None => crate::host::without_port(host).to_ascii_lowercase(),
     }
-    let name = match host.rsplit_once(':') {
-        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
-        _ => host,
-    };
-    name.to_ascii_lowercase()
 }
 
 /// Serves the website endpoint on `listener` until `shutdown` resolves.
@@ -117,13 +113,6 @@ impl hyper::service::Service<http::Request<Incoming>> for WebService {
     }
 }
 
-/// Where a request went: its path, its Host, whether it came over HTTPS (to a proxy).
-struct Place<'a> {
-    path: &'a str,
-    host: &'a str,
-    https: bool,
-}
-
 /// A small HTML page for an error without an error document.
 fn page(status: StatusCode, code: &str, message: &str) -> Response {
     let title = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
@@ -154,14 +143,10 @@ fn encode_key(key: &str) -> String {
 }
 
 /// Where a redirect rule sends a request for `key` (the rule's condition prefix, if any, is
-/// what ReplaceKeyPrefixWith replaces); without a protocol, the request's (`https` when a
-/// proxy in front says so with X-Forwarded-Proto).
-fn location(r: &Redirect, prefix: Option<&str>, key: &str, host: &str, https: bool) -> (String, StatusCode) {
-    let protocol = match (r.protocol.as_str(), https) {
-        ("", true) => "https",
-        ("", false) => "http",
-        (p, _) => p,
-    };
+/// what ReplaceKeyPrefixWith replaces); without a protocol, `http`, the endpoint's own (a
+/// header a client sends, such as X-Forwarded-Proto, is not trusted to choose it).
+fn location(r: &Redirect, prefix: Option<&str>, key: &str, host: &str) -> (String, StatusCode) {
+    let protocol = if r.protocol.is_empty() { "http" } else { r.protocol.as_str() };
     let host = if r.host_name.is_empty() { host } else { r.host_name.as_str() };
     let new_key = match (&r.replace_key_with, &r.replace_key_prefix_with) {
         (Some(k), _) => k.clone(),
@@ -182,8 +167,6 @@ impl Web {
         let headers = req.headers().clone();
         let host = header(&headers, http::header::HOST).or(req.uri().authority().map(|a| a.as_str())).unwrap_or("");
         let host = host.to_string();
-        let https = header(&headers, http::header::HeaderName::from_static("x-forwarded-proto"))
-            .is_some_and(|p| p.eq_ignore_ascii_case("https"));
         let name = self.bucket_name(&host);
         let method = req.method().clone();
         let bucket = match self.store.bucket_by_name(&name).await {
@@ -212,8 +195,7 @@ impl Web {
             };
         }
         let mut resp = if method == Method::GET || method == Method::HEAD {
-            let at = Place { path: req.uri().path(), host: &host, https };
-            self.serve(&bucket, &website, at, &headers, method == Method::HEAD).await
+            self.serve(&bucket, &website, req.uri().path(), &host, &headers, method == Method::HEAD).await
         } else {
             let mut r = page(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "The specified method is not allowed");
             r.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
@@ -232,23 +214,23 @@ impl Web {
         &self,
         bucket: &Bucket,
         w: &WebsiteConfig,
-        at: Place<'_>,
+        path: &str,
+        host: &str,
         headers: &HeaderMap,
         head: bool,
     ) -> Response {
-        let (host, https) = (at.host, at.https);
-        let Ok(key) = percent_encoding::percent_decode_str(at.path.trim_start_matches('/')).decode_utf8() else {
+        let Ok(key) = percent_encoding::percent_decode_str(path.trim_start_matches('/')).decode_utf8() else {
             return page(StatusCode::BAD_REQUEST, "InvalidURI", "Couldn't parse the specified URI.");
         };
         let key = key.into_owned();
         if let Some(all) = &w.redirect_all {
-            let (loc, status) = location(all, None, &key, host, https);
+            let (loc, status) = location(all, None, &key, host);
             return redirect_to(&loc, status);
         }
         // Rules on the key alone redirect before any lookup.
         for r in w.routing_rules.iter().filter(|r| r.http_error_code_returned_equals == 0) {
             if let (Some(red), true) = (&r.redirect, key.starts_with(r.key_prefix_equals.as_deref().unwrap_or(""))) {
-                let (loc, status) = location(red, r.key_prefix_equals.as_deref(), &key, host, https);
+                let (loc, status) = location(red, r.key_prefix_equals.as_deref(), &key, host);
                 return redirect_to(&loc, status);
             }
         }
@@ -272,7 +254,7 @@ impl Web {
         }
         for r in w.routing_rules.iter().filter(|r| r.http_error_code_returned_equals == error.as_u16() as u32) {
             if let (Some(red), true) = (&r.redirect, key.starts_with(r.key_prefix_equals.as_deref().unwrap_or(""))) {
-                let (loc, status) = location(red, r.key_prefix_equals.as_deref(), &key, host, https);
+                let (loc, status) = location(red, r.key_prefix_equals.as_deref(), &key, host);
                 return redirect_to(&loc, status);
             }
         }
@@ -320,7 +302,7 @@ impl Web {
                 Outcome::NotModified => {
                     let mut r = http::Response::new(Body::empty());
                     *r.status_mut() = StatusCode::NOT_MODIFIED;
-                    validators(obj, r.headers_mut());
+                    validators(&obj.etag, obj.last_modified_ms, r.headers_mut());
                     return r;
                 }
                 Outcome::Failed => {
@@ -365,7 +347,7 @@ impl Web {
         let mut r = http::Response::new(body);
         *r.status_mut() = status;
         let h = r.headers_mut();
-        validators(obj, h);
+        validators(&obj.etag, obj.last_modified_ms, h);
         h.insert(http::header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(range.end - range.start));
         if status == StatusCode::PARTIAL_CONTENT
@@ -390,21 +372,6 @@ impl Web {
     }
 }
 
-/// ETag and Last-Modified of an object.
-fn validators(obj: &Object, h: &mut HeaderMap) {
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", obj.etag)) {
-        h.insert(http::header::ETAG, v);
-    }
-    let lm = time::OffsetDateTime::from_unix_timestamp((obj.last_modified_ms / 1000) as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let mut date = Vec::new();
-    if Timestamp::from(lm).format(TimestampFormat::HttpDate, &mut date).is_ok()
-        && let Ok(v) = HeaderValue::from_bytes(&date)
-    {
-        h.insert(http::header::LAST_MODIFIED, v);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,10 +380,9 @@ mod tests {
     fn redirects_replace_what_the_rule_says() {
         let r = Redirect { replace_key_prefix_with: Some("new/".into()), ..Default::default() };
         assert_eq!(
-            location(&r, Some("old/"), "old/a b.html", "site.test", false),
+            location(&r, Some("old/"), "old/a b.html", "site.test"),
             ("http://site.test/new/a%20b.html".into(), StatusCode::MOVED_PERMANENTLY)
         );
-        assert_eq!(location(&r, Some("old/"), "old/x", "site.test", true).0, "https://site.test/new/x");
         let r = Redirect {
             host_name: "example.com".into(),
             protocol: "https".into(),
@@ -424,10 +390,7 @@ mod tests {
             http_redirect_code: 302,
             ..Default::default()
         };
-        assert_eq!(
-            location(&r, None, "x", "site.test", false),
-            ("https://example.com/gone.html".into(), StatusCode::FOUND)
-        );
+        assert_eq!(location(&r, None, "x", "site.test"), ("https://example.com/gone.html".into(), StatusCode::FOUND));
     }
 
     #[test]

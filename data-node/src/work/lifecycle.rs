@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use hangar_common::ids::now_ms;
 use hangar_common::worker::{Step, Worker};
-use hangar_model::Found;
 use hangar_model::lifecycle::{object_expires, upload_aborts};
 use hangar_model::schema::{ID_LEN, parse_object_key, parse_upload_key, partition_of};
 use hangar_proto::metadata::Table;
@@ -26,6 +25,11 @@ use super::{Ctx, SCAN};
 const PASS_KEY: &[u8] = b"lifecycle";
 /// Key of the start time (ms, big-endian) of the last complete pass.
 const LAST_KEY: &[u8] = b"lifecycle_last";
+/// Key of the start time of the pass in progress.
+const STARTED_KEY: &[u8] = b"lifecycle_started";
+/// Key of a pass asked for (`hangar repair lifecycle`), until the worker starts it: apart
+/// from the pass's position, which a step in progress would overwrite.
+const REQUESTED_KEY: &[u8] = b"lifecycle_requested";
 
 pub struct Lifecycle {
     pub ctx: Ctx,
@@ -40,8 +44,14 @@ pub struct Lifecycle {
 
 /// Asks for a pass now (from the start).
 pub fn request(state: &sled::Tree) -> Result<(), hangar_common::Error> {
-    state.insert(PASS_KEY, vec![0u8]).map_err(sled_err)?;
+    state.insert(REQUESTED_KEY, vec![1u8]).map_err(sled_err)?;
     state.flush().map_err(sled_err)?;
+    Ok(())
+}
+
+/// Starts a pass from the beginning.
+fn start(state: &sled::Tree) -> Result<(), hangar_common::Error> {
+    state.insert(PASS_KEY, vec![0u8]).map_err(sled_err)?;
     Ok(())
 }
 
@@ -51,10 +61,18 @@ fn last_pass(state: &sled::Tree) -> Result<u64, hangar_common::Error> {
 }
 
 impl Lifecycle {
+    /// The bucket's rules as this pass last read them: enough to pass over what no rule
+    /// touches without a read per entry.
     async fn rules_of(&mut self, bucket_id: &[u8]) -> Result<Option<LifecycleConfig>, hangar_common::Error> {
         if let Some(r) = self.rules.get(bucket_id) {
             return Ok(r.clone());
         }
+        self.fresh_rules(bucket_id).await
+    }
+
+    /// The bucket's rules as they are now (read before anything is deleted: they may have
+    /// changed or gone since the pass began).
+    async fn fresh_rules(&mut self, bucket_id: &[u8]) -> Result<Option<LifecycleConfig>, hangar_common::Error> {
         let rules = self.ctx.store.bucket_by_id(bucket_id).await?.and_then(|b| b.lifecycle);
         self.rules.insert(bucket_id.to_vec(), rules.clone());
         Ok(rules)
@@ -69,14 +87,23 @@ impl Lifecycle {
     ) -> Result<(), hangar_common::Error> {
         let (Some(key), Some(bucket_id)) = (parse_object_key(k), k.get(..ID_LEN)) else { return Ok(()) };
         let Some(rules) = self.rules_of(bucket_id).await? else { return Ok(()) };
-        let obj = Object::decode(e.value.as_ref())?;
+        let Ok(obj) = Object::decode(e.value.as_ref()) else {
+            tracing::warn!(key = ?key, "an object entry does not decode; the lifecycle pass skips it");
+            return Ok(());
+        };
         let day = self.day.as_millis() as u64;
         let leads = self.ctx.leads(&self.ctx.cluster.view(), partition_of(Table::Object, k));
         // A replica that does not lead acts on what was due a day earlier already.
         let at = if leads { now } else { now.saturating_sub(day) };
-        if object_expires(&rules, &key, &obj, at, day) {
-            let found = Found { key: k.to_vec(), value: obj, timestamp: e.timestamp };
-            self.ctx.store.expire_object(bucket_id, &key, &found).await?;
+        if !object_expires(&rules, &key, &obj, at, day) {
+            return Ok(());
+        }
+        // Judged again on what a quorum holds, with the rules as they are now: this replica
+        // may have missed a tag change, the rules may have changed since the pass began.
+        let Some(current) = self.ctx.store.object(bucket_id, &key).await? else { return Ok(()) };
+        let Some(rules) = self.fresh_rules(bucket_id).await? else { return Ok(()) };
+        if object_expires(&rules, &key, &current.value, at, day) {
+            self.ctx.store.expire_object(bucket_id, &key, &current).await?;
             self.expired += 1;
             tracing::info!(key = ?key, "expired an object by its bucket's lifecycle rules");
         }
@@ -92,10 +119,17 @@ impl Lifecycle {
     ) -> Result<(), hangar_common::Error> {
         let Some((bucket_id, key, upload_id)) = parse_upload_key(k) else { return Ok(()) };
         let Some(rules) = self.rules_of(&bucket_id).await? else { return Ok(()) };
-        let upload = MultipartUpload::decode(e.value.as_ref())?;
+        let Ok(upload) = MultipartUpload::decode(e.value.as_ref()) else {
+            tracing::warn!(key = ?key, "an upload entry does not decode; the lifecycle pass skips it");
+            return Ok(());
+        };
         let day = self.day.as_millis() as u64;
         let leads = self.ctx.leads(&self.ctx.cluster.view(), partition_of(Table::MultipartUpload, k));
         let at = if leads { now } else { now.saturating_sub(day) };
+        if !upload_aborts(&rules, &key, upload.initiated_ms, at, day) {
+            return Ok(());
+        }
+        let Some(rules) = self.fresh_rules(&bucket_id).await? else { return Ok(()) };
         if upload_aborts(&rules, &key, upload.initiated_ms, at, day) {
             self.ctx.store.abort_upload(&bucket_id, &key, &upload_id).await?;
             self.aborted += 1;
@@ -112,20 +146,23 @@ impl Worker for Lifecycle {
 
     async fn step(&mut self) -> Result<Step, hangar_common::Error> {
         let now = now_ms();
+        if self.state.remove(REQUESTED_KEY).map_err(sled_err)?.is_some() {
+            start(&self.state)?;
+        }
         let Some(st) = self.state.get(PASS_KEY).map_err(sled_err)? else {
             let next = last_pass(&self.state)? + self.day.as_millis() as u64;
             if now < next {
                 return Ok(Step::Idle(Duration::from_millis(next - now).min(Duration::from_secs(60))));
             }
-            request(&self.state)?;
+            start(&self.state)?;
             return Ok(Step::Busy);
         };
         let (phase, pos) = (st.first().copied().unwrap_or(0), st.get(1..).unwrap_or_default().to_vec());
         if phase == 0 && pos.is_empty() {
             (self.expired, self.aborted) = (0, 0);
             self.rules.clear();
-            // The pass counts from its start: what a later day makes due waits for it.
-            self.state.insert(b"lifecycle_started", &now.to_be_bytes()).map_err(sled_err)?;
+            // The next pass is due a day after this one started.
+            self.state.insert(STARTED_KEY, &now.to_be_bytes()).map_err(sled_err)?;
         }
         let table = if phase == 0 { Table::Object } else { Table::MultipartUpload };
         let mut cursor = pos;
@@ -135,7 +172,7 @@ impl Worker for Lifecycle {
                     self.state.insert(PASS_KEY, vec![1u8]).map_err(sled_err)?;
                     return Ok(Step::Busy);
                 }
-                let started = self.state.get(b"lifecycle_started").map_err(sled_err)?;
+                let started = self.state.get(STARTED_KEY).map_err(sled_err)?;
                 let started = started.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()).unwrap_or(now.to_be_bytes());
                 self.state.insert(LAST_KEY, &started).map_err(sled_err)?;
                 self.state.remove(PASS_KEY).map_err(sled_err)?;

@@ -672,10 +672,14 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
     )
     .await?;
     let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+    // Copying an object onto itself changes something when its metadata or its encryption
+    // changes.
+    let encryption = i.sse_customer_algorithm.is_some() || i.copy_source_sse_customer_algorithm.is_some();
     if let CopySource::Bucket { bucket: sb, key: sk, .. } = &i.copy_source
         && **sb == *i.bucket
         && **sk == *i.key
         && !replace
+        && !encryption
     {
         return Err(s3_error!(
             InvalidRequest,
@@ -709,9 +713,20 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
     let change = Change { new_size: s.size, replaced: prev.as_ref().map(|p| p.value.size) };
     h.quotas.check(&h.store, &bucket, change).await?;
     let owner = Owner::Object { bucket_id: bucket.id.to_vec(), key: i.key.clone() };
+    let mut checksums = (s.checksums.clone(), s.checksum_type.clone());
     let (etag_hex, inline_data, parts) = if src_key.is_some() || dst_key.is_some() {
         // Encrypted on either side: the data is decrypted and stored again (encrypted with
-        // the destination's key, if any).
+        // the destination's key, if any), so the copy has AWS's size limit.
+        if s.size > MAX_PUT_SIZE as u64 {
+            return Err(s3_error!(
+                InvalidRequest,
+                "The specified copy source is larger than the maximum allowable size for a copy source: 5368709120"
+            ));
+        }
+        // The copy is one part: a composite checksum of the source's parts no longer applies.
+        if s.checksum_type == crate::checksums::COMPOSITE {
+            checksums = (vec![], String::new());
+        }
         let body = object_body(&h.store, s, 0..s.size, src_key.as_ref()).await?;
         let hashes = BodyHashes::new(false, Default::default());
         let (stored, hashes) =
@@ -749,11 +764,11 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
         headers,
         inline_data,
         parts,
-        checksums: s.checksums.clone(),
+        checksums: checksums.0,
         tags: if replace_tags { new_tags } else { s.tags.clone() },
         tags_ts: 0,
         sse_customer_key_md5: dst_key.as_ref().map(|k| k.md5.clone()).unwrap_or_default(),
-        checksum_type: s.checksum_type.clone(),
+        checksum_type: checksums.1,
     };
     h.store.put_object(&bucket.id, &i.key, &obj, prev.map(|p| p.timestamp)).await.or_s3()?;
     h.quotas.record(&bucket, change);
@@ -777,9 +792,6 @@ pub async fn get_object_attributes(
     req: S3Request<GetObjectAttributesInput>,
 ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
     let i = &req.input;
-    if i.version_id.as_deref().is_some_and(|v| v != "null") {
-        return Err(s3_error!(NoSuchVersion, "versioning is not enabled: only the current version exists"));
-    }
     let (_, bucket) = h.bucket(req.credentials.as_ref(), &i.bucket, Right::Read).await?;
     check_key(&i.key)?;
     let found = h.object_or_404(&bucket, &i.key).await?;
@@ -805,7 +817,8 @@ pub async fn get_object_attributes(
     }
     // Parts are listed for objects made by a multipart upload, as AWS lists them.
     if wanted(ObjectAttributes::OBJECT_PARTS) && obj.etag.contains('-') {
-        let max = i.max_parts.unwrap_or(MAX_ATTRIBUTE_PARTS).clamp(0, MAX_ATTRIBUTE_PARTS) as usize;
+        // 0 (or less) lists nothing and could never move on: it means the default.
+        let max = i.max_parts.filter(|m| *m > 0).unwrap_or(MAX_ATTRIBUTE_PARTS).min(MAX_ATTRIBUTE_PARTS) as usize;
         let marker = i.part_number_marker.unwrap_or(0).max(0) as u32;
         let after: Vec<&PartData> = obj.parts.iter().filter(|p| p.part_number > marker).collect();
         let page: Vec<ObjectPart> = after

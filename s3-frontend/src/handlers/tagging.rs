@@ -113,7 +113,6 @@ pub async fn put_object_tagging(
     req: S3Request<PutObjectTaggingInput>,
 ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
     let i = &req.input;
-    reject_version(i.version_id.as_deref())?;
     let tags = from_body(&i.tagging, MAX_OBJECT_TAGS)?;
     set_object_tags(h, req.credentials.as_ref(), &i.bucket, &i.key, tags).await?;
     Ok(S3Response::new(PutObjectTaggingOutput::default()))
@@ -124,7 +123,6 @@ pub async fn delete_object_tagging(
     req: S3Request<DeleteObjectTaggingInput>,
 ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
     let i = &req.input;
-    reject_version(i.version_id.as_deref())?;
     set_object_tags(h, req.credentials.as_ref(), &i.bucket, &i.key, None).await?;
     Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
 }
@@ -134,19 +132,10 @@ pub async fn get_object_tagging(
     req: S3Request<GetObjectTaggingInput>,
 ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
     let i = &req.input;
-    reject_version(i.version_id.as_deref())?;
     let (_, bucket) = h.bucket(req.credentials.as_ref(), &i.bucket, Right::Read).await?;
     check_key(&i.key)?;
     let found = h.object_or_404(&bucket, &i.key).await?;
     Ok(S3Response::new(GetObjectTaggingOutput { tag_set: to_dto(found.value.tags.as_ref()), version_id: None }))
-}
-
-/// Versioning is never enabled: only the current version (or "null") can be named.
-fn reject_version(v: Option<&str>) -> S3Result<()> {
-    match v {
-        None | Some("null") => Ok(()),
-        Some(_) => Err(s3_error!(NoSuchVersion, "versioning is not enabled: only the current version exists")),
-    }
 }
 
 pub async fn put_bucket_tagging(
