@@ -113,25 +113,56 @@ def error_code(fn):
     raise AssertionError("call succeeded but an error was expected")
 
 
-def main():
+class Checks:
+    """Runs named checks, reports each as `ok` or `FAIL` (with the traceback's end), counts."""
+
+    def __init__(self):
+        self.passed, self.failed = 0, 0
+
+    def __call__(self, desc, fn):
+        try:
+            fn()
+            self.passed += 1
+            print(f"ok   - {desc}")
+        except Exception:  # noqa: BLE001 - report any failure and continue
+            self.failed += 1
+            print(f"FAIL - {desc}")
+            print("".join("     | " + l + "\n" for l in traceback.format_exc().rstrip().splitlines()[-12:]), end="")
+
+    def finish(self, server):
+        """Prints the summary line (and the server's log tail after a failure); the exit code."""
+        if self.failed:
+            print("# server log tail:")
+            print("".join("# " + l for l in server.log_tail(30).splitlines(True)))
+        print(f"{self.passed} passed, {self.failed} failed")
+        return 0 if self.failed == 0 else 1
+
+
+def run_with_server(name, run, **server_args):
+    """A smoke script's main: starts a server in a temp dir, runs `run(server)`, kills the
+    server if it is still up. The exit code."""
     if not os.access(HANGAR_BIN, os.X_OK):
-        print(f"smoke_boto3: hangar binary not found at {HANGAR_BIN}", file=sys.stderr)
+        print(f"{name}: hangar binary not found at {HANGAR_BIN}", file=sys.stderr)
         print("0 passed, 1 failed")
         return 1
-    os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
-    with tempfile.TemporaryDirectory(prefix="hangar-smoke-boto3-") as workdir:
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost,.test"
+    with tempfile.TemporaryDirectory(prefix=f"hangar-{name}-") as workdir:
         try:
-            server = Server(workdir)
+            server = Server(workdir, **server_args)
         except RuntimeError as e:
-            print(f"smoke_boto3: {e}", file=sys.stderr)
+            print(f"{name}: {e}", file=sys.stderr)
             print("0 passed, 1 failed")
             return 1
         try:
-            return run_checks(server)
+            return run(server)
         finally:
             if server.proc.poll() is None:
                 server.proc.kill()
                 server.proc.wait()
+
+
+def main():
+    return run_with_server("smoke-boto3", run_checks)
 
 
 def run_checks(server):
@@ -140,18 +171,7 @@ def run_checks(server):
     bucket = "boto-smoke"
     small = b"hello from boto3\n"
     big = os.urandom(11 * MIB + 5)
-    passed, failed = 0, 0
-
-    def check(desc, fn):
-        nonlocal passed, failed
-        try:
-            fn()
-            passed += 1
-            print(f"ok   - {desc}")
-        except Exception:  # noqa: BLE001 - report any failure and continue
-            failed += 1
-            print(f"FAIL - {desc}")
-            print("".join("     | " + l + "\n" for l in traceback.format_exc().rstrip().splitlines()[-12:]), end="")
+    check = Checks()
 
     def t_health():
         with urllib.request.urlopen(f"http://{server.admin_addr}/health", timeout=10) as r:
@@ -356,11 +376,7 @@ def run_checks(server):
 
     check("SIGTERM stops the server with exit code 0", lambda: assert_eq(server.stop(), 0))
 
-    if failed:
-        print("# server log tail:")
-        print("".join("# " + l for l in server.log_tail(30).splitlines(True)))
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return check.finish(server)
 
 
 def assert_eq(got, want):

@@ -10,29 +10,15 @@ aiobotocore pins a botocore of its own). Ends with "N passed, M failed".
 
 import os
 import sys
-import tempfile
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from smoke_boto3 import HANGAR_BIN, Server  # noqa: E402
+from smoke_boto3 import Checks, run_with_server  # noqa: E402
 
 import s3fs  # noqa: E402
 
 
 def main():
-    if not os.access(HANGAR_BIN, os.X_OK):
-        print(f"smoke_s3fs: hangar binary not found at {HANGAR_BIN}", file=sys.stderr)
-        print("0 passed, 1 failed")
-        return 1
-    os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
-    with tempfile.TemporaryDirectory(prefix="hangar-smoke-s3fs-") as workdir:
-        server = Server(workdir)
-        try:
-            return run_checks(server)
-        finally:
-            if server.proc.poll() is None:
-                server.proc.kill()
-                server.proc.wait()
+    return run_with_server("smoke-s3fs", run_checks)
 
 
 def run_checks(server):
@@ -45,18 +31,7 @@ def run_checks(server):
     bucket = "s3fs-smoke"
     files = {f"{bucket}/a.txt": b"a", f"{bucket}/dir/b.txt": b"b" * 1000, f"{bucket}/dir/sub/c.txt": b"c",
              f"{bucket}/other/d.txt": b"d"}
-    passed, failed = 0, 0
-
-    def check(name, fn):
-        nonlocal passed, failed
-        try:
-            fn()
-            print(f"ok - {name}")
-            passed += 1
-        except Exception:
-            print(f"FAIL - {name}")
-            traceback.print_exc(limit=4, file=sys.stdout)
-            failed += 1
+    check = Checks()
 
     def t_write():
         fs.mkdir(bucket)
@@ -83,11 +58,7 @@ def run_checks(server):
         assert bucket not in names, names
     check("rm of the whole bucket, recursive: its objects and the bucket go", t_rm_bucket)
 
-    if failed:
-        print("# server log tail:")
-        print("".join("# " + l for l in server.log_tail(30).splitlines(True)))
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 else 1
+    return check.finish(server)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,20 @@ use crc_fast::CrcAlgorithm;
 use s3s::checksum::ChecksumHasher;
 use s3s::{S3Error, S3ErrorCode, S3Result};
 
+/// The checksum headers an S3 input gives (its five `checksum_*` fields), by name.
+macro_rules! given {
+    ($input:expr) => {
+        [
+            ("x-amz-checksum-crc32", &$input.checksum_crc32),
+            ("x-amz-checksum-crc32c", &$input.checksum_crc32c),
+            ("x-amz-checksum-crc64nvme", &$input.checksum_crc64nvme),
+            ("x-amz-checksum-sha1", &$input.checksum_sha1),
+            ("x-amz-checksum-sha256", &$input.checksum_sha256),
+        ]
+    };
+}
+pub(crate) use given;
+
 pub const COMPOSITE: &str = "COMPOSITE";
 pub const FULL_OBJECT: &str = "FULL_OBJECT";
 

@@ -94,14 +94,7 @@ pub fn choose_parts(
                 format!("part {n} is smaller than the 5 MiB minimum for all parts but the last"),
             ));
         }
-        let listed_sums = [
-            ("x-amz-checksum-crc32", &p.checksum_crc32),
-            ("x-amz-checksum-crc32c", &p.checksum_crc32c),
-            ("x-amz-checksum-crc64nvme", &p.checksum_crc64nvme),
-            ("x-amz-checksum-sha1", &p.checksum_sha1),
-            ("x-amz-checksum-sha256", &p.checksum_sha256),
-        ];
-        for (name, want) in listed_sums {
+        for (name, want) in checksums::given!(p) {
             if let Some(want) = want
                 && !sp.checksums.iter().any(|c| c.name == name && &c.value == want)
             {
@@ -154,14 +147,7 @@ fn object_checksums(u: &Upload, parts: &[PartData], req: &CompleteMultipartUploa
         values.push((v.value.as_str(), p.size));
     }
     let value = checksums::of_parts(algorithm, &u.checksum_type, &values)?;
-    let given = [
-        ("x-amz-checksum-crc32", &req.checksum_crc32),
-        ("x-amz-checksum-crc32c", &req.checksum_crc32c),
-        ("x-amz-checksum-crc64nvme", &req.checksum_crc64nvme),
-        ("x-amz-checksum-sha1", &req.checksum_sha1),
-        ("x-amz-checksum-sha256", &req.checksum_sha256),
-    ];
-    for (n, want) in given {
+    for (n, want) in checksums::given!(req) {
         let Some(want) = want else { continue };
         if n != name {
             return Err(s3_error!(InvalidRequest, "the upload was created with the {} checksum", algorithm.name()));

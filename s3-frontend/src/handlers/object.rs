@@ -33,21 +33,9 @@ pub const MAX_PUT_SIZE: i64 = 5 * 1024 * 1024 * 1024;
 pub struct DeclaredChecksums(pub Vec<(&'static str, String)>);
 
 impl DeclaredChecksums {
-    pub fn new(
-        crc32: &Option<String>,
-        crc32c: &Option<String>,
-        sha1: &Option<String>,
-        sha256: &Option<String>,
-        crc64nvme: &Option<String>,
-    ) -> Self {
-        let all = [
-            ("x-amz-checksum-crc32", crc32),
-            ("x-amz-checksum-crc32c", crc32c),
-            ("x-amz-checksum-sha1", sha1),
-            ("x-amz-checksum-sha256", sha256),
-            ("x-amz-checksum-crc64nvme", crc64nvme),
-        ];
-        Self(all.into_iter().filter_map(|(n, v)| v.clone().map(|v| (n, v))).collect())
+    /// From the checksums an input gives (`checksums::given!`).
+    pub fn new(given: [(&'static str, &Option<String>); 5]) -> Self {
+        Self(given.into_iter().filter_map(|(n, v)| v.clone().map(|v| (n, v))).collect())
     }
 
     /// A hasher for every algorithm that may be declared, in headers now or in trailers later.
@@ -188,13 +176,7 @@ macro_rules! body_claims {
             headers: &$headers,
             extensions: &$extensions,
             content_md5: $input.content_md5.as_deref(),
-            declared: $crate::handlers::object::DeclaredChecksums::new(
-                &$input.checksum_crc32,
-                &$input.checksum_crc32c,
-                &$input.checksum_sha1,
-                &$input.checksum_sha256,
-                &$input.checksum_crc64nvme,
-            ),
+            declared: $crate::handlers::object::DeclaredChecksums::new($crate::checksums::given!($input)),
             algorithm: $input.checksum_algorithm.as_ref(),
             trailers: $trailers,
         }
