@@ -394,6 +394,41 @@ impl Server {
         rb.body(req.body.clone()).send().await.expect("send raw request")
     }
 
+    /// Sends a raw (already signed) request over a fresh connection with its body in
+    /// `Transfer-Encoding: chunked` (one HTTP chunk per element of `chunks`) and no
+    /// Content-Length, as clients that stream from a pipe do: (status, body).
+    /// `target` is the request line's path and query.
+    pub async fn send_chunked(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(String, String)],
+        chunks: &[&[u8]],
+    ) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = format!("{method} {target} HTTP/1.1\r\n");
+        for (k, v) in headers {
+            if !k.eq_ignore_ascii_case("content-length") {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+        }
+        head.push_str("transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+        let mut conn = tokio::net::TcpStream::connect(self.s3_addr).await.expect("connect to the S3 port");
+        conn.write_all(head.as_bytes()).await.expect("send head");
+        for chunk in chunks.iter().filter(|c| !c.is_empty()) {
+            conn.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.expect("send chunk size");
+            conn.write_all(chunk).await.expect("send chunk");
+            conn.write_all(b"\r\n").await.expect("send chunk end");
+        }
+        conn.write_all(b"0\r\n\r\n").await.expect("send last chunk");
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.expect("read the answer");
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
     /// GET on the admin HTTP port: (status, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let resp = self.http().get(format!("http://{}{}", self.admin_addr, path)).send().await.expect("admin GET");

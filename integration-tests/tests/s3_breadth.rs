@@ -518,3 +518,106 @@ async fn multipart_checksums_composite_and_full_object_are_kept_and_returned() {
         .await;
     expect_s3_error(r, 400, Some("InvalidRequest"));
 }
+
+/// The `<Code>` of an S3 error body.
+fn error_code(body: &str) -> Option<&str> {
+    body.split_once("<Code>").and_then(|(_, r)| r.split_once("</Code>")).map(|(c, _)| c)
+}
+
+#[tokio::test]
+async fn uploads_without_a_length_in_plain_chunked_encoding_are_accepted_and_checked() {
+    let (server, s3, bucket) = Server::start_with_bucket("pipe").await;
+    // Three HTTP chunks of uneven sizes; more than two blocks of data.
+    let data = random_bytes(2 * 1024 * 1024 + 300_000);
+    let chunks: Vec<&[u8]> = vec![&data[..1000], &data[1000..1_500_000], &data[1_500_000..]];
+    let signed = |key: &str, hash: &str, extra: &[(&str, &str)]| {
+        let mut req = server.raw_request("PUT", &encode_path(&bucket, key));
+        for (k, v) in extra {
+            req = req.header(k, v);
+        }
+        server.sign_now(&mut req, hash);
+        req
+    };
+    let send = |req: sigv4::RawRequest| {
+        let server = &server;
+        let chunks = chunks.clone();
+        async move { server.send_chunked("PUT", &req.target(), &req.headers, &chunks).await }
+    };
+
+    // UNSIGNED-PAYLOAD: stored whole, ETag the MD5 of the data.
+    let (status, body) = send(signed("unsigned", UNSIGNED_PAYLOAD, &[])).await;
+    assert_eq!(status, 200, "chunked UNSIGNED-PAYLOAD PUT: {body}");
+    assert!(get_bytes(&s3, &bucket, "unsigned").await == data, "chunked body stored whole");
+    let head = s3.head_object().bucket(&bucket).key("unsigned").send().await.expect("head");
+    assert_eq!(head.e_tag(), Some(etag_of(&data).as_str()));
+    assert_eq!(head.content_length(), Some(data.len() as i64));
+
+    // A signed payload hash is checked against what came.
+    let (status, body) = send(signed("signed", &sigv4::sha256_hex(&data), &[])).await;
+    assert_eq!(status, 200, "chunked signed-payload PUT: {body}");
+    assert!(get_bytes(&s3, &bucket, "signed").await == data);
+    let (status, body) = send(signed("forged", &sigv4::sha256_hex(b"other"), &[])).await;
+    assert_eq!((status, error_code(&body)), (400, Some("XAmzContentSHA256Mismatch")), "{body}");
+    assert_no_object(&s3, &bucket, "forged").await;
+
+    // Content-MD5 and a declared checksum are checked too.
+    let (status, body) = send(signed("md5", UNSIGNED_PAYLOAD, &[("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==")])).await;
+    assert_eq!((status, error_code(&body)), (400, Some("BadDigest")), "{body}");
+    assert_no_object(&s3, &bucket, "md5").await;
+    let (status, body) = send(signed("crc", UNSIGNED_PAYLOAD, &[("x-amz-checksum-crc32", "AAAAAA==")])).await;
+    assert_eq!((status, error_code(&body)), (400, Some("BadDigest")), "{body}");
+    assert_no_object(&s3, &bucket, "crc").await;
+
+    // A wrong signature is still refused before anything is stored.
+    let mut req = signed("badsig", UNSIGNED_PAYLOAD, &[]);
+    req.headers.retain(|(k, _)| k != "authorization");
+    let other = sigv4::Signer::new(&server.access_key, "not-the-secret", &server.region);
+    other.sign(&mut req, UNSIGNED_PAYLOAD, std::time::SystemTime::now());
+    let (status, body) = send(req).await;
+    assert_eq!((status, error_code(&body)), (403, Some("SignatureDoesNotMatch")), "{body}");
+    assert_no_object(&s3, &bucket, "badsig").await;
+
+    // A presigned URL (what `curl -T -` uses).
+    let presigned = s3
+        .put_object()
+        .bucket(&bucket)
+        .key("presigned")
+        .presigned(
+            aws_sdk_s3::presigning::PresigningConfig::expires_in(std::time::Duration::from_secs(300)).expect("config"),
+        )
+        .await
+        .expect("presign");
+    let uri: http::Uri = presigned.uri().parse().expect("presigned uri");
+    let mut headers: Vec<(String, String)> = presigned.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    headers.push(("host".into(), uri.authority().expect("authority").to_string()));
+    let target = uri.path_and_query().expect("target").to_string();
+    let (status, body) = server.send_chunked("PUT", &target, &headers, &chunks).await;
+    assert_eq!(status, 200, "chunked PUT to a presigned URL: {body}");
+    assert!(get_bytes(&s3, &bucket, "presigned").await == data);
+
+    // UploadPart without a length: the part is kept and completes the object.
+    let up = s3.create_multipart_upload().bucket(&bucket).key("parts").send().await.expect("create upload");
+    let upload_id = up.upload_id().expect("upload id").to_string();
+    let mut req = server
+        .raw_request("PUT", &encode_path(&bucket, "parts"))
+        .query("partNumber", "1")
+        .query("uploadId", &upload_id);
+    server.sign_now(&mut req, UNSIGNED_PAYLOAD);
+    let (status, body) = send(req).await;
+    assert_eq!(status, 200, "chunked UploadPart: {body}");
+    let parts = s3.list_parts().bucket(&bucket).key("parts").upload_id(&upload_id).send().await.expect("list parts");
+    let part = &parts.parts()[0];
+    assert_eq!(part.size(), Some(data.len() as i64));
+    let done = aws_sdk_s3::types::CompletedMultipartUpload::builder()
+        .parts(aws_sdk_s3::types::CompletedPart::builder().part_number(1).e_tag(part.e_tag().expect("etag")).build())
+        .build();
+    s3.complete_multipart_upload()
+        .bucket(&bucket)
+        .key("parts")
+        .upload_id(&upload_id)
+        .multipart_upload(done)
+        .send()
+        .await
+        .expect("complete");
+    assert!(get_bytes(&s3, &bucket, "parts").await == data);
+}

@@ -38,6 +38,7 @@ use tracing::Instrument;
 
 use crate::FrontendConfig;
 use crate::host::RootDomain;
+use crate::unframed::UnframedBody;
 
 /// Presigned URLs may be valid for at most this long, as in AWS.
 pub const MAX_PRESIGNED_EXPIRY_SECS: u64 = 7 * 24 * 3600;
@@ -454,6 +455,7 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
         let cors = self.cors.clone();
         let headers_for_preflight = preflight.as_ref().map(|_| req.headers().clone());
         let received = declared_length(req.headers());
+        let object_data = !self.guard.xml_body(&req);
         Box::pin(
             async move {
                 let start = Instant::now();
@@ -479,6 +481,10 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
                         let (mut parts, body) = req.into_parts();
                         parts.extensions.insert(op.clone());
                         let body = match ChunkFraming::applies(&parts.headers) {
+                            None if UnframedBody::applies(&parts, object_data) => {
+                                parts.extensions.insert(UnframedBody::new(body));
+                                Body::empty()
+                            }
                             Some(framing) => {
                                 parts.extensions.insert(framing.clone());
                                 Body::http_body_unsync(FramedBody { inner: body, framing })

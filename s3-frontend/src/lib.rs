@@ -17,6 +17,7 @@ pub mod quota;
 pub mod read_pipeline;
 pub mod readiness;
 pub mod sse_c;
+pub mod unframed;
 pub mod web;
 pub mod write_pipeline;
 

@@ -49,6 +49,9 @@ pub struct Stored {
     pub owner: Owner,
 }
 
+/// The most one PutObject or UploadPart body may hold (AWS's limit).
+pub const MAX_REQUEST_BODY: u64 = 5 * 1024 * 1024 * 1024;
+
 /// The S3 error for a body stream that failed. s3s reports what went wrong only in the
 /// error's text.
 fn body_error(e: &dyn std::fmt::Display) -> S3Error {
@@ -92,8 +95,15 @@ where
             })?;
             let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| body_error(&e))?;
-            hashes.update(&chunk);
             size += chunk.len() as u64;
+            // Checked as the bytes come, for bodies that declared no length (or a false one).
+            if size > MAX_REQUEST_BODY {
+                return Err(s3_error!(
+                    EntityTooLarge,
+                    "one request body (a PUT or a part) may hold at most 5 GiB; use multipart upload"
+                ));
+            }
+            hashes.update(&chunk);
             buf.extend_from_slice(&chunk);
             while buf.len() >= store.block_size {
                 let block = buf.split_to(store.block_size).freeze();

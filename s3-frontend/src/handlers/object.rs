@@ -265,6 +265,8 @@ pub async fn receive(
     let signed_sha = signed_payload_sha256(claims.headers);
     let announced = announced_trailers(claims.headers);
     let hashes = BodyHashes::new(signed_sha.is_some(), claims.declared.hasher(claims.algorithm, &announced));
+    // A body sent without any length was set aside for the handler (`unframed`).
+    let body = crate::unframed::UnframedBody::take(claims.extensions).or(body);
     let body =
         body.unwrap_or_else(|| StreamingBlob::wrap(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()));
     let (stored, hashes) = store(&h.store, owner, body, allow_inline, h.cfg.body_timeout, hashes, key).await?;
