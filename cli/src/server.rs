@@ -228,7 +228,9 @@ pub async fn run(
     let (root_id, root_secret) = ensure_root_key(&store, &cfg).await?;
 
     let s3_listener = bind("S3", cfg.s3_api.api_bind_addr).await?;
-    let web = hangar_s3_frontend::WebEndpoint::start(&cfg, store.clone()).await?;
+    let frontend = FrontendConfig::from_config(&cfg);
+    let lookups = std::sync::Arc::new(hangar_s3_frontend::lookups::Lookups::new(store, frontend.catalog_cache));
+    let web = hangar_s3_frontend::WebEndpoint::start(&cfg, lookups.clone()).await?;
     let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr, cfg.admin.limits()).await?;
     let s3_local = s3_listener.local_addr()?;
     // In a container, loopback is where the published port leads.
@@ -244,15 +246,9 @@ pub async fn run(
     tracing::info!(s3 = %s3_local, rpc = %rpc_local, admin = %cfg.admin.api_bind_addr, "hangar server ready");
 
     let (s3_stop, s3_stopped) = tokio::sync::oneshot::channel::<()>();
-    let s3 = tokio::spawn(hangar_s3_frontend::run(
-        s3_listener,
-        FrontendConfig::from_config(&cfg),
-        store,
-        cfg.s3_api.limits(),
-        async move {
-            let _ = s3_stopped.await;
-        },
-    ));
+    let s3 = tokio::spawn(hangar_s3_frontend::run(s3_listener, frontend, lookups, cfg.s3_api.limits(), async move {
+        let _ = s3_stopped.await;
+    }));
 
     hangar_common::follower::shutdown_signal().await;
     tracing::info!("shutting down");

@@ -243,6 +243,10 @@ pub struct S3ApiConfig {
     /// Largest XML request body (DeleteObjects, CompleteMultipartUpload, ...), in bytes.
     #[serde(default = "default_max_xml_body")]
     pub max_xml_body_bytes: u64,
+    /// Milliseconds a frontend trusts the access keys, buckets and rights it read; 0 reads
+    /// them on every request.
+    #[serde(default = "default_catalog_cache_ms")]
+    pub catalog_cache_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -323,6 +327,7 @@ impl Default for S3ApiConfig {
             send_timeout_secs: default_send_timeout(),
             body_timeout_secs: default_body_timeout(),
             max_xml_body_bytes: default_max_xml_body(),
+            catalog_cache_ms: default_catalog_cache_ms(),
         }
     }
 }
@@ -425,6 +430,9 @@ fn default_send_timeout() -> u64 {
 fn default_body_timeout() -> u64 {
     60
 }
+fn default_catalog_cache_ms() -> u64 {
+    1000
+}
 fn default_max_xml_body() -> u64 {
     2 * 1024 * 1024
 }
@@ -487,6 +495,7 @@ pub const ENV_KEYS: &[(&str, Option<&str>, &str)] = &[
     ("HANGAR_S3_SEND_TIMEOUT_SECS", Some("s3_api"), "send_timeout_secs"),
     ("HANGAR_S3_BODY_TIMEOUT_SECS", Some("s3_api"), "body_timeout_secs"),
     ("HANGAR_S3_MAX_XML_BODY_BYTES", Some("s3_api"), "max_xml_body_bytes"),
+    ("HANGAR_S3_CATALOG_CACHE_MS", Some("s3_api"), "catalog_cache_ms"),
     ("HANGAR_S3_WEB_BIND_ADDR", Some("s3_web"), "bind_addr"),
     ("HANGAR_S3_WEB_ROOT_DOMAIN", Some("s3_web"), "root_domain"),
     ("HANGAR_S3_WEB_INDEX", Some("s3_web"), "index"),
@@ -533,6 +542,7 @@ const NUMERIC_KEYS: &[&str] = &[
     "send_timeout_secs",
     "body_timeout_secs",
     "max_xml_body_bytes",
+    "catalog_cache_ms",
 ];
 
 /// Keys whose secret may come from a file instead: (section, key, file key).

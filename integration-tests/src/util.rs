@@ -290,3 +290,13 @@ pub async fn closed_by_peer(stream: &mut tokio::net::TcpStream, timeout: Duratio
     };
     tokio::time::timeout(timeout, read_all).await.is_ok()
 }
+
+/// How long a frontend trusts the access keys, buckets and rights it read (`[s3_api]
+/// catalog_cache_ms`, 1 s by default), and a margin: what the CLI or another frontend
+/// deletes, revokes or changes is seen by every frontend once this has passed.
+pub const CATALOG_SETTLES: std::time::Duration = std::time::Duration::from_millis(1300);
+
+/// Waits until every frontend sees a catalog change made elsewhere (see [`CATALOG_SETTLES`]).
+pub async fn catalog_settles() {
+    tokio::time::sleep(CATALOG_SETTLES).await;
+}

@@ -71,6 +71,7 @@ async fn key_lifecycle() {
     assert_ne!(second.secret, key.secret);
 
     server.cli_ok(["key", "delete", "alice", "--yes"]).await;
+    catalog_settles().await;
     let list = server.cli_ok(["key", "list"]).await;
     assert!(!list.contains(&key.id), "deleted key still listed:\n{list}");
     assert!(list.contains(&second.id), "other key vanished:\n{list}");

@@ -195,6 +195,7 @@ async fn key_without_rights_is_denied_until_allowed() {
 
     // Revoke both.
     server.cli_ok(["bucket", "deny", "--read", "--write", &bucket, "--key", &bob.name]).await;
+    catalog_settles().await;
     expect_s3_error(s3.get_object().bucket(&bucket).key("doc").send().await, 403, Some("AccessDenied"));
     let list = s3.list_buckets().send().await.expect("list buckets");
     assert!(list.buckets().is_empty(), "revoked bucket still visible");
@@ -226,6 +227,7 @@ async fn create_bucket_permission_and_ownership() {
     c.delete_bucket().bucket("alice-bucket").send().await.expect("carol, now an owner, deletes the bucket");
 
     server.cli_ok(["key", "deny", "--create-bucket", &alice.name]).await;
+    catalog_settles().await;
     expect_s3_error(a.create_bucket().bucket("alice-second").send().await, 403, Some("AccessDenied"));
 }
 

@@ -45,6 +45,7 @@ async fn the_root_key_reaches_every_bucket_and_stays() {
     let deleted = server.cli(["key", "delete", &server.access_key, "--yes"]).await;
     assert_fails_with(&deleted, "root key");
     let rotated = server.cli_ok(["key", "rotate", &server.access_key]).await;
+    catalog_settles().await;
     let new = KeyInfo::parse(&rotated).expect("rotate prints the key");
     assert_eq!(new.id, server.access_key);
     assert_ne!(new.secret, server.secret_key);
@@ -346,6 +347,7 @@ async fn quotas_are_enforced_on_writes() {
     let s3 = server.s3_client();
     server.cli_ok(["bucket", "create", "quota"]).await;
     let info = server.cli_ok(["bucket", "set-quotas", "quota", "--max-objects", "2", "--max-size", "10K"]).await;
+    catalog_settles().await;
     assert!(info.contains("max objects 2") && info.contains("10.0 KB"), "{info}");
     put(&s3, "quota", "a", 100).await.expect("first object");
     put(&s3, "quota", "b", 100).await.expect("second object");
@@ -354,6 +356,7 @@ async fn quotas_are_enforced_on_writes() {
     put(&s3, "quota", "a", 200).await.expect("overwriting stays within the quota");
     // The size quota counts bytes: 200 + 100 held, 20 000 more do not fit.
     server.cli_ok(["bucket", "set-quotas", "quota", "--max-objects", "none"]).await;
+    catalog_settles().await;
     let big = put(&s3, "quota", "big", 20_000).await.expect_err("passes the size quota");
     assert!(big.contains("QuotaExceeded"), "{big}");
     let copy = s3.copy_object().bucket("quota").key("copy").copy_source("quota/a").send().await;
@@ -374,11 +377,13 @@ async fn quotas_are_enforced_on_writes() {
     // Deleting makes room at once.
     // a, b and copy are there.
     server.cli_ok(["bucket", "set-quotas", "quota", "--max-objects", "4"]).await;
+    catalog_settles().await;
     put(&s3, "quota", "c", 10).await.expect("a fourth object within the new quota");
     put(&s3, "quota", "d", 10).await.expect_err("a fifth object passes the quota");
     s3.delete_object().bucket("quota").key("c").send().await.expect("delete");
     put(&s3, "quota", "d", 10).await.expect("room after a delete");
     server.cli_ok(["bucket", "set-quotas", "quota", "--max-size", "none", "--max-objects", "none"]).await;
+    catalog_settles().await;
     put(&s3, "quota", "big", 20_000).await.expect("no quota left");
 }
 

@@ -180,6 +180,7 @@ async fn a_static_site_is_served_with_its_index_error_page_and_redirects() {
     server.cli_ok(["bucket", "website", "--allow", &bucket]).await;
     assert_eq!(site.get("/").await.status().as_u16(), 200);
     server.cli_ok(["bucket", "website", "--deny", &bucket]).await;
+    catalog_settles().await;
     assert_eq!(site.get("/").await.status().as_u16(), 404);
 }
 

@@ -346,25 +346,7 @@ impl Tables {
                 Err(e) => return Err(e),
             }
         };
-        // Complete up to the smallest last key among replicas that stopped at their limit.
-        let horizon = answers
-            .iter()
-            .filter(|(_, (_, more))| *more)
-            .filter_map(|(_, (entries, _))| entries.last().map(|e| e.key.to_vec()))
-            .min();
-        let mut merged: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
-        for (_, (entries, _)) in &answers {
-            for e in entries {
-                if horizon.as_ref().is_some_and(|h| e.key.as_ref() > h.as_slice()) {
-                    continue;
-                }
-                let m = match merged.get(e.key.as_ref()) {
-                    Some(old) => merge_entries(table, old, e),
-                    None => e.clone(),
-                };
-                merged.insert(e.key.to_vec(), m);
-            }
-        }
+        let (merged, horizon) = merge_pages(table, answers.iter().map(|(_, (e, more))| (e.as_slice(), *more)));
         if let Some(mut late) = late {
             // Read repair within one partition: replicas that answered (now or later)
             // without entries, or with others, get the merged ones.
@@ -383,7 +365,35 @@ impl Tables {
         }
         Ok((merged.into_values().collect(), horizon))
     }
+}
 
+/// Merges the pages replicas answered for one range (`more`: the replica stopped at its
+/// limit): complete up to the horizon, the smallest last key among replicas that stopped at
+/// their limit; every entry up to it merged by the table's rule. Returns the merged entries
+/// by key and the horizon.
+pub fn merge_pages<'a>(
+    table: Table,
+    pages: impl Iterator<Item = (&'a [Entry], bool)> + Clone,
+) -> (BTreeMap<Vec<u8>, Entry>, Option<Vec<u8>>) {
+    let horizon =
+        pages.clone().filter(|(_, more)| *more).filter_map(|(entries, _)| entries.last()).map(|e| e.key.to_vec()).min();
+    let mut merged: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+    for (entries, _) in pages {
+        for e in entries {
+            if horizon.as_ref().is_some_and(|h| e.key.as_ref() > h.as_slice()) {
+                continue;
+            }
+            let m = match merged.get(e.key.as_ref()) {
+                Some(old) => merge_entries(table, old, e),
+                None => e.clone(),
+            };
+            merged.insert(e.key.to_vec(), m);
+        }
+    }
+    (merged, horizon)
+}
+
+impl Tables {
     /// Sends `node` the merged entries its answer lacked or held otherwise (within the part
     /// of the range its answer covered).
     fn repair_range(

@@ -4,15 +4,13 @@
 //! a signature, on the S3 and the website endpoints alike; an actual request from an origin
 //! a rule allows gets the `Access-Control-*` headers on its response, whatever its status.
 
-use std::sync::Arc;
-
-use hangar_model::Store;
 use hangar_proto::model::{CorsConfig, CorsRule};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use s3s::S3Result;
 use s3s::dto::CORSRule;
 
 use crate::errors::custom_error;
+use crate::lookups::Lookups;
 
 /// Most rules a configuration may hold, as in AWS.
 pub const MAX_RULES: usize = 100;
@@ -131,25 +129,16 @@ pub fn decorate(cfg: Option<&CorsConfig>, origin: &str, method: &str, resp: &mut
     }
 }
 
-/// Looks a bucket's rules up by name, for the HTTP layers (no rights are checked: CORS
-/// answers say nothing about the bucket's content).
-#[derive(Clone)]
-pub struct Lookup(Arc<Store>);
-
-impl Lookup {
-    pub fn new(store: Store) -> Self {
-        Self(Arc::new(store))
-    }
-
-    pub async fn rules(&self, bucket: &str) -> Option<CorsConfig> {
-        // Preflights are unsigned: a name that cannot be a bucket's costs no read.
-        hangar_model::catalog::validate_bucket_name(bucket).ok()?;
-        match self.0.bucket_by_name(bucket).await {
-            Ok(b) => b.and_then(|b| b.cors),
-            Err(e) => {
-                tracing::debug!(error = %e, "CORS rules could not be read");
-                None
-            }
+/// The CORS rules of the bucket named `bucket`, if it has any, for the HTTP layers (no
+/// rights are checked: CORS answers say nothing about the bucket's content).
+pub async fn rules(lookups: &Lookups, bucket: &str) -> Option<CorsConfig> {
+    // Preflights are unsigned: a name that cannot be a bucket's costs no read.
+    hangar_model::catalog::validate_bucket_name(bucket).ok()?;
+    match lookups.bucket(bucket).await {
+        Ok(b) => b.and_then(|b| b.cors),
+        Err(e) => {
+            tracing::debug!(error = %e, "CORS rules could not be read");
+            None
         }
     }
 }

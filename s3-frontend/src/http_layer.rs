@@ -38,6 +38,7 @@ use tracing::Instrument;
 
 use crate::FrontendConfig;
 use crate::host::RootDomain;
+use crate::lookups::Lookups;
 use crate::unframed::UnframedBody;
 
 /// Presigned URLs may be valid for at most this long, as in AWS.
@@ -75,19 +76,24 @@ fn scope_region(credential: &str) -> Option<&str> {
 pub struct RequestIdService {
     inner: Arc<S3Service>,
     guard: Arc<Guard>,
-    cors: crate::cors::Lookup,
+    lookups: Arc<Lookups>,
     peer: SocketAddr,
 }
 
 impl RequestIdService {
-    pub fn new(inner: Arc<S3Service>, guard: Arc<Guard>, cors: crate::cors::Lookup, peer: SocketAddr) -> Self {
-        Self { inner, guard, cors, peer }
+    pub fn new(inner: Arc<S3Service>, guard: Arc<Guard>, lookups: Arc<Lookups>, peer: SocketAddr) -> Self {
+        Self { inner, guard, lookups, peer }
     }
 }
 
 /// A request id when traces are not exported: 32 random hex digits, the shape of a trace id.
 pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
+}
+
+/// Whether the S3 operation `op` changes its bucket's entry (its existence or a setting).
+fn changes_bucket(op: &str) -> bool {
+    op == "CreateBucket" || op.starts_with("DeleteBucket") || op.starts_with("PutBucket")
 }
 
 /// The declared length of a body: `x-amz-decoded-content-length` for aws-chunked uploads
@@ -99,6 +105,12 @@ fn declared_length(headers: &http::HeaderMap) -> u64 {
         Some(_) => get("x-amz-decoded-content-length").unwrap_or(0),
         None => get("content-length").unwrap_or(0),
     }
+}
+
+/// The `<Code>` of an S3 error body.
+fn error_code(body: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.split_once("<Code>").and_then(|(_, r)| r.split_once("</Code>")).map(|(c, _)| c)
 }
 
 /// Completes an S3 error body raised inside s3s: puts in the `<RequestId>`, and a
@@ -113,7 +125,7 @@ fn complete_error(body: &[u8], id: &str) -> Option<Vec<u8>> {
     let at = text.rfind("</Error>")?;
     let mut extra = String::new();
     if !has_message {
-        let code = text.split_once("<Code>").and_then(|(_, r)| r.split_once("</Code>")).map(|(c, _)| c).unwrap_or("");
+        let code = error_code(body).unwrap_or("");
         extra.push_str(&format!("<Message>{}</Message>", xml_escape(&default_message(code))));
     }
     if !has_id {
@@ -187,6 +199,16 @@ fn query_value(uri: &http::Uri, wanted: &str) -> Option<String> {
         let k = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
         (k == wanted).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
     })
+}
+
+/// A SigV4 request's credential (`AKID/date/region/s3/aws4_request`), from its
+/// Authorization header or its presigned query.
+fn credential<B>(req: &http::Request<B>) -> Option<String> {
+    let auth = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    auth.strip_prefix("AWS4-HMAC-SHA256")
+        .and_then(|rest| rest.split(',').find_map(|p| p.trim().strip_prefix("Credential=")))
+        .map(str::to_string)
+        .or_else(|| query_value(req.uri(), "X-Amz-Credential"))
 }
 
 /// Sub-resources whose PUT carries an XML document (every other PUT to a key carries object
@@ -276,11 +298,7 @@ impl Guard {
         // A request signed for another region is refused, as AWS does, naming the region
         // to sign for.
         let auth = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let header_scope = auth
-            .strip_prefix("AWS4-HMAC-SHA256")
-            .and_then(|rest| rest.split(',').find_map(|p| p.trim().strip_prefix("Credential=")))
-            .map(str::to_string);
-        let signed_region = header_scope.or_else(|| query_value(req.uri(), "X-Amz-Credential"));
+        let signed_region = credential(req);
         // GetBucketLocation is how clients (minio-go, mc) find the region: they sign it for
         // us-east-1 whatever the region is, as AWS allows.
         let locating = req.method() == http::Method::GET && names.iter().any(|n| n == "location");
@@ -452,10 +470,11 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
         let preflight = (req.method() == http::Method::OPTIONS).then(|| self.guard.bucket_of(&req));
         let refused = if preflight.is_some() { None } else { self.guard.check(&req) };
         let origin = req.headers().get(http::header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let cors = self.cors.clone();
+        let lookups = self.lookups.clone();
         let headers_for_preflight = preflight.as_ref().map(|_| req.headers().clone());
         let received = declared_length(req.headers());
         let object_data = !self.guard.xml_body(&req);
+        let access_key = credential(&req).and_then(|c| c.split('/').next().map(str::to_string));
         Box::pin(
             async move {
                 let start = Instant::now();
@@ -464,7 +483,7 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
                     (Some(bucket), _) => {
                         let _ = op.0.set(("PreflightRequest".into(), bucket.clone()));
                         let rules = match &bucket {
-                            Some(b) => cors.rules(b).await,
+                            Some(b) => crate::cors::rules(&lookups, b).await,
                             None => None,
                         };
                         match crate::cors::preflight(rules.as_ref(), &headers_for_preflight.unwrap_or_default()) {
@@ -517,11 +536,25 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
                 // Labels from fixed sets: the S3 operation s3s recognised (or "unknown"),
                 // and the status code.
                 let (op, bucket) = op.0.get().cloned().unwrap_or_else(|| ("unknown".into(), None));
+                // A secret that does not match the key kept may be a rotated one: read the key
+                // again for the next request.
+                if status == StatusCode::FORBIDDEN
+                    && let Some(k) = &access_key
+                    && resp.body().bytes().is_some_and(|b| error_code(&b) == Some("SignatureDoesNotMatch"))
+                {
+                    lookups.forget_key(k).await;
+                }
+                // A bucket changed through this frontend is read again by its next request.
+                if let Some(b) = &bucket
+                    && changes_bucket(&op)
+                {
+                    lookups.forget_bucket(b).await;
+                }
                 // A browser's actual request gets the CORS headers its bucket's rules allow.
                 if let (Some(origin), Some(b)) = (&origin, &bucket)
                     && op != "PreflightRequest"
                 {
-                    let rules = cors.rules(b).await;
+                    let rules = crate::cors::rules(&lookups, b).await;
                     crate::cors::decorate(rules.as_ref(), origin, method.as_str(), resp.headers_mut());
                 }
                 let sent = declared_length(resp.headers());

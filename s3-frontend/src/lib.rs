@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod host;
 pub mod http_layer;
 pub mod listing;
+pub mod lookups;
 pub mod quota;
 pub mod read_pipeline;
 pub mod readiness;
@@ -41,6 +42,8 @@ pub struct FrontendConfig {
     pub max_xml_body: u64,
     /// The website index document of configurations that name none (`[s3_web] index`).
     pub web_index: String,
+    /// How long keys, buckets and rights read are trusted (`lookups`).
+    pub catalog_cache: Duration,
 }
 
 impl FrontendConfig {
@@ -52,13 +55,14 @@ impl FrontendConfig {
             body_timeout: Duration::from_secs(cfg.s3_api.body_timeout_secs),
             max_xml_body: cfg.s3_api.max_xml_body_bytes,
             web_index: cfg.s3_web.index.clone(),
+            catalog_cache: Duration::from_millis(cfg.s3_api.catalog_cache_ms),
         }
     }
 }
 
 /// Builds the S3 service: handlers, authentication, host parsing.
-pub fn s3_service(cfg: &FrontendConfig, store: Store) -> s3s::service::S3Service {
-    let handlers = handlers::Hangar::new(store.clone(), cfg.clone());
+pub fn s3_service(cfg: &FrontendConfig, lookups: Arc<lookups::Lookups>) -> s3s::service::S3Service {
+    let handlers = handlers::Hangar::new(lookups.clone(), cfg.clone());
     let mut builder = s3s::service::S3ServiceBuilder::new(handlers);
     // The same XML limit as `http_layer` checks up front (for bodies whose length it could
     // not see), and tiny form limits: form uploads are refused before s3s anyway.
@@ -68,7 +72,7 @@ pub fn s3_service(cfg: &FrontendConfig, store: Store) -> s3s::service::S3Service
     s3s_cfg.form_max_fields_size = 64 * 1024;
     s3s_cfg.form_max_field_size = 16 * 1024;
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3s_cfg))));
-    builder.set_auth(auth::KeyAuth::new(store));
+    builder.set_auth(auth::KeyAuth::new(lookups));
     builder.set_access(access::AuthenticatedOnly);
     if let Some(domain) = &cfg.root_domain {
         builder.set_host(host::RootDomain::new(domain));
@@ -81,17 +85,16 @@ pub fn s3_service(cfg: &FrontendConfig, store: Store) -> s3s::service::S3Service
 pub async fn run(
     listener: TcpListener,
     cfg: FrontendConfig,
-    store: Store,
+    lookups: Arc<lookups::Lookups>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let cors = cors::Lookup::new(store.clone());
-    let service = Arc::new(s3_service(&cfg, store));
+    let service = Arc::new(s3_service(&cfg, lookups.clone()));
     let guard = Arc::new(http_layer::Guard::new(&cfg));
     hangar_common::http_server::serve(
         listener,
         limits,
-        move |peer| http_layer::RequestIdService::new(service.clone(), guard.clone(), cors.clone(), peer),
+        move |peer| http_layer::RequestIdService::new(service.clone(), guard.clone(), lookups.clone(), peer),
         shutdown,
     )
     .await
@@ -106,9 +109,11 @@ pub struct WebEndpoint {
 
 impl WebEndpoint {
     /// Starts the website endpoint when `[s3_web] bind_addr` is set.
+    /// `lookups` are those of the process's S3 endpoint: a website configured through it is
+    /// served at once.
     pub async fn start(
         cfg: &hangar_common::config::Config,
-        store: Store,
+        lookups: Arc<lookups::Lookups>,
     ) -> Result<Option<WebEndpoint>, hangar_common::Error> {
         let Some(addr) = cfg.s3_web.bind_addr else { return Ok(None) };
         let listener = TcpListener::bind(addr)
@@ -116,7 +121,7 @@ impl WebEndpoint {
             .map_err(|e| hangar_common::Error::Config(format!("[s3_web] bind_addr: cannot listen on {addr}: {e}")))?;
         let addr = listener.local_addr()?;
         let stop = tokio_util::sync::CancellationToken::new();
-        let web = web::Web::new(store, cfg.s3_web.root_domain.as_deref(), &cfg.s3_web.index);
+        let web = web::Web::new(lookups, cfg.s3_web.root_domain.as_deref(), &cfg.s3_web.index);
         let task = tokio::spawn(web::run(listener, web, cfg.s3_api.limits(), stop.clone().cancelled_owned()));
         tracing::info!(web = %addr, "website endpoint ready");
         Ok(Some(WebEndpoint { addr, stop, task }))
@@ -183,8 +188,10 @@ pub async fn run_service(
     let cluster = Cluster::new(history, cfg.rpc_options())?;
     let probe = readiness::spawn(cluster.clone());
     let store = Store::new(cluster, &cfg);
-    let web = WebEndpoint::start(&cfg, store.clone()).await?;
-    run(listener, FrontendConfig::from_config(&cfg), store, cfg.s3_api.limits(), shutdown).await;
+    let frontend = FrontendConfig::from_config(&cfg);
+    let lookups = Arc::new(lookups::Lookups::new(store, frontend.catalog_cache));
+    let web = WebEndpoint::start(&cfg, lookups.clone()).await?;
+    run(listener, frontend, lookups, cfg.s3_api.limits(), shutdown).await;
     if let Some(w) = web {
         w.stop().await;
     }

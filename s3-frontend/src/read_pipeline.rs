@@ -1,6 +1,8 @@
 //! The read pipeline: streams a byte range of an object from its blocks. A task fetches
-//! blocks ahead into a small channel, so memory per request stays a few blocks and a
-//! client that goes away stops the fetching. The first block is in hand before the
+//! up to `FETCH_AHEAD` blocks at once, in order, into a channel of `READ_AHEAD`, so the
+//! disk and the network work ahead of the client while memory per request stays bounded:
+//! at most `FETCH_AHEAD + READ_AHEAD + 1` blocks (7 MiB with 1 MiB blocks, the block being
+//! sent included). A client that goes away stops the fetching. The first block is in hand before the
 //! response starts: a GET whose data cannot be read gets an S3 error, never a 200 with a
 //! body that stops short. A failure after that can only cut the body, which the client
 //! sees as a connection that ended before Content-Length.
@@ -8,6 +10,7 @@
 use std::ops::Range;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use hangar_model::Store;
 use hangar_proto::model::{Object, PartData};
 use s3s::dto::StreamingBlob;
@@ -18,7 +21,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::errors::internal;
 use crate::sse_c::CustomerKey;
 
-/// Blocks fetched ahead of the one being sent.
+/// Blocks fetched at once, in order.
+const FETCH_AHEAD: usize = 4;
+/// Fetched blocks waiting for the client.
 const READ_AHEAD: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +69,6 @@ pub async fn object_body(
         Some(Err(e)) => return Err(e),
         None => return Err(s3_error!(InternalError, "the object's data could not be read")),
     };
-    use futures::StreamExt;
     let rest = ReceiverStream::new(rx).map(to_read as fn(_) -> _);
     Ok(StreamingBlob::wrap(futures::stream::iter([Ok(first)]).chain(rest)))
 }
@@ -106,12 +110,11 @@ async fn send_range(
             first_page = false;
             let Some((last, _)) = page.last() else { break };
             from = last + 1;
-            for (off, f) in page {
-                let block = f.value;
+            let wanted = page.into_iter().map(|(off, f)| (off, f.value)).filter(|(off, block)| {
                 let b_end = off + block.size as u64;
-                if b_end <= want_s || off >= want_e {
-                    continue;
-                }
+                b_end > want_s && *off < want_e
+            });
+            let fetches = wanted.map(|(off, block)| async move {
                 let data = store.blocks.get(&block.hash, &part.data_version).await.map_err(|e| {
                     tracing::warn!(block = %hex::encode(&block.hash), error = %e, "cannot read a block");
                     internal(e)
@@ -124,6 +127,11 @@ async fn send_range(
                     Some(k) => k.open(&data)?,
                     None => data,
                 };
+                Ok::<_, S3Error>((off, off + block.size as u64, data))
+            });
+            let mut fetched = futures::stream::iter(fetches).buffered(FETCH_AHEAD);
+            while let Some(got) = fetched.next().await {
+                let (off, b_end, data) = got?;
                 if off > pos {
                     return Err(s3_error!(InternalError, "the object's block list has a gap"));
                 }

@@ -29,6 +29,7 @@ use crate::conditions::{Conditions, Outcome, validators};
 use crate::cors;
 use crate::handlers::check_key;
 use crate::host::RootDomain;
+use crate::lookups::Lookups;
 use crate::read_pipeline::object_body;
 
 type Response = http::Response<Body>;
@@ -37,15 +38,18 @@ type Response = http::Response<Body>;
 #[derive(Clone)]
 pub struct Web {
     store: Store,
+    /// Buckets by name, kept as the S3 endpoint keeps them (`lookups`).
+    lookups: Arc<Lookups>,
     root_domain: Option<Arc<RootDomain>>,
     /// The index document of websites whose configuration names none.
     default_index: String,
 }
 
 impl Web {
-    pub fn new(store: Store, root_domain: Option<&str>, default_index: &str) -> Self {
+    pub fn new(lookups: Arc<Lookups>, root_domain: Option<&str>, default_index: &str) -> Self {
         Self {
-            store,
+            store: lookups.store().clone(),
+            lookups,
             root_domain: root_domain.map(|d| Arc::new(RootDomain::new(d))),
             default_index: default_index.to_string(),
         }
@@ -169,7 +173,12 @@ impl Web {
         let host = host.to_string();
         let name = self.bucket_name(&host);
         let method = req.method().clone();
-        let bucket = match self.store.bucket_by_name(&name).await {
+        // A bucket kept without a website is read again: serving may just have been allowed.
+        let bucket = match self.lookups.bucket(&name).await {
+            Ok(Some(b)) if b.website.is_none() => self.lookups.fresh_bucket(&name).await,
+            other => other,
+        };
+        let bucket = match bucket {
             Ok(Some(b)) => b,
             Ok(None) => return page(StatusCode::NOT_FOUND, "NoSuchBucket", "The specified bucket does not exist"),
             Err(e) => {

@@ -104,6 +104,12 @@ pub struct ErrorLabels {
     pub status_code: String,
 }
 
+/// Which of a frontend's caches (`key`, `bucket`, `rights`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabel {
+    pub cache: &'static str,
+}
+
 /// The HTTP method of a website request (Garage's label).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabel {
@@ -202,6 +208,9 @@ pub struct Metrics {
     pub api_s3_request_duration: Durations<EndpointLabel>,
     pub api_s3_request_bytes_received: Family<EndpointLabel, Count>,
     pub api_s3_response_bytes_sent: Family<EndpointLabel, Count>,
+    // Catalog cache (frontends).
+    pub frontend_cache_hit_counter: Family<CacheLabel, Count>,
+    pub frontend_cache_miss_counter: Family<CacheLabel, Count>,
     // Website endpoint (frontends).
     pub web_request_counter: Family<MethodLabel, Count>,
     pub web_error_counter: Family<MethodErrorLabels, Count>,
@@ -273,6 +282,8 @@ impl Metrics {
             api_s3_request_duration: "api_s3_request_duration" = durations(), "S3 request duration in seconds until the response head, by operation";
             api_s3_request_bytes_received: "api_s3_request_bytes_received" = Family::default(), "Bytes of S3 request bodies, by operation (as declared by the client)";
             api_s3_response_bytes_sent: "api_s3_response_bytes_sent" = Family::default(), "Bytes of S3 response bodies, by operation (as declared in the response)";
+            frontend_cache_hit_counter: "frontend_cache_hit_counter" = Family::default(), "Lookups of access keys, buckets and rights a frontend answered from its cache, by cache";
+            frontend_cache_miss_counter: "frontend_cache_miss_counter" = Family::default(), "Lookups of access keys, buckets and rights a frontend had to read from the data nodes, by cache";
             web_request_counter: "web_request_counter" = Family::default(), "Website endpoint requests, by HTTP method";
             web_error_counter: "web_error_counter" = Family::default(), "Website endpoint requests answered with an error status, by HTTP method and status";
             web_request_duration: "web_request_duration" = durations(), "Website endpoint request duration in seconds until the response head, by HTTP method";

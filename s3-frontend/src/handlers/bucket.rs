@@ -65,7 +65,10 @@ pub async fn create_bucket(h: &Hangar, req: S3Request<CreateBucketInput>) -> S3R
         let owned = Right::Owner.held(h.store.key_rights(&key, &existing.id).await.or_s3()?);
         return Err(taken(owned));
     }
-    if !key.allow_create_bucket {
+    // A refusal is never answered from the cache: the permission may just have been given.
+    let allowed =
+        key.allow_create_bucket || h.lookups.fresh_key(&key.id).await.or_s3()?.is_some_and(|k| k.allow_create_bucket);
+    if !allowed {
         return Err(s3_error!(AccessDenied, "this key may not create buckets"));
     }
     match h.store.create_bucket(name, Some(&key.id)).await {

@@ -52,8 +52,8 @@ impl Hangar {
     /// The calling key (s3s verified its signature already).
     pub(super) async fn caller(&self, creds: Option<&Credentials>) -> S3Result<AccessKey> {
         let id = creds.map(|c| c.access_key.as_str()).ok_or_else(|| s3_error!(AccessDenied))?;
-        match self.store.get_key(id).instrument(tracing::debug_span!("key lookup")).await.or_s3()? {
-            Some(k) => Ok(k.value),
+        match self.lookups.key(id).instrument(tracing::debug_span!("key lookup")).await.or_s3()? {
+            Some(k) => Ok(k),
             None => Err(s3_error!(InvalidAccessKeyId)),
         }
     }
@@ -66,12 +66,17 @@ impl Hangar {
         right: Right,
     ) -> S3Result<(AccessKey, Bucket)> {
         let key = self.caller(creds).await?;
-        let bucket = self.store.bucket_by_name(name).instrument(tracing::debug_span!("bucket lookup")).await.or_s3()?;
+        let bucket = self.lookups.bucket(name).instrument(tracing::debug_span!("bucket lookup")).await.or_s3()?;
         let bucket = bucket.ok_or_else(|| {
             S3Error::with_message(s3s::S3ErrorCode::NoSuchBucket, format!("bucket `{name}` does not exist"))
         })?;
-        let rights = self.store.key_rights(&key, &bucket.id).instrument(tracing::debug_span!("permission check")).await;
-        if !right.held(rights.or_s3()?) {
+        let span = tracing::debug_span!("permission check");
+        let mut rights = self.lookups.rights(&key, &bucket.id).instrument(span.clone()).await.or_s3()?;
+        if !right.held(rights) {
+            // A refusal is never answered from the cache: the right may just have been granted.
+            rights = self.lookups.fresh_rights(&key, &bucket.id).instrument(span).await.or_s3()?;
+        }
+        if !right.held(rights) {
             return Err(s3_error!(AccessDenied, "the key has no {right:?} right on this bucket"));
         }
         Ok((key, bucket))

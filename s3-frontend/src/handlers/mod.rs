@@ -22,13 +22,14 @@ use hangar_model::Store;
 
 pub struct Hangar {
     store: Store,
+    lookups: std::sync::Arc<crate::lookups::Lookups>,
     cfg: FrontendConfig,
     quotas: crate::quota::Quotas,
 }
 
 impl Hangar {
-    pub fn new(store: Store, cfg: FrontendConfig) -> Self {
-        Self { store, cfg, quotas: Default::default() }
+    pub fn new(lookups: std::sync::Arc<crate::lookups::Lookups>, cfg: FrontendConfig) -> Self {
+        Self { store: lookups.store().clone(), lookups, cfg, quotas: Default::default() }
     }
 }
 
