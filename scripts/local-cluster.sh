@@ -12,6 +12,9 @@
 # admin addresses as Prometheus file_sd targets (docker/telemetry/prometheus-local.yml).
 #
 # HANGAR_BIN picks the binary (default: target/release/hangar, built if missing).
+# HANGAR_RPC_DELAY_MS=N puts a hangar-delay-proxy (N ms each way) in front of every data node's
+# RPC address (their rpc_public_addr), so every call to a data node crosses 2·N ms of latency
+# (scripts/bench-round-trips.sh).
 set -euo pipefail
 
 usage() { echo "usage: $0 up|down DIR  or  $0 stop|restart DIR NODE" >&2; exit 2; }
@@ -21,15 +24,17 @@ dir=$2
 node=${3:-}
 
 # Stops the process whose PID is in file $1 (SIGTERM, SIGKILL after 10 s); 0 if it ran.
-# The PID counts only while its command line still names this cluster's directory: after
-# a crash the number may belong to another process.
+# The PID counts only while its command line still names this cluster's directory (or, for
+# a delay proxy, the address it listens on): after a crash the number may belong to another
+# process.
 stop_pid_file() {
-    local f=$1 pid
+    local f=$1 pid mark="$dir/"
     [ -e "$f" ] || return 1
     pid=$(cat "$f")
-    rm -f "$f"
+    [ -e "$f.mark" ] && mark=$(cat "$f.mark")
+    rm -f "$f" "$f.mark"
     kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dir/" || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$mark" || return 1
     kill -TERM "$pid"
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
@@ -115,10 +120,20 @@ TOML
 start control-plane "$dir/control-plane.toml" control-plane
 
 for i in 1 2 3; do
+    rpc=127.0.0.1:$(port)
+    public=$rpc
+    if [ -n "${HANGAR_RPC_DELAY_MS:-}" ]; then
+        public=127.0.0.1:$(port)
+        "$(dirname "$bin")/hangar-delay-proxy" --listen "$public" --to "$rpc" --delay-ms "$HANGAR_RPC_DELAY_MS" \
+            >>"$dir/proxy$i.log" 2>&1 &
+        echo $! >"$dir/proxy$i.pid"
+        echo "--listen $public" >"$dir/proxy$i.pid.mark"
+    fi
     cat >"$dir/data$i.toml" <<TOML
 metadata_dir = "$dir/data$i/meta"
 data_dir = "$dir/data$i/blocks"
-rpc_bind_addr = "127.0.0.1:$(port)"
+rpc_bind_addr = "$rpc"
+rpc_public_addr = "$public"
 rpc_secret = "$secret"
 bootstrap_peers = ["$cp_rpc"]
 [admin]

@@ -1,8 +1,9 @@
 //! The read pipeline: streams a byte range of an object from its blocks. A task fetches
 //! up to `FETCH_AHEAD` blocks at once, in order, into a channel of `READ_AHEAD`, so the
 //! disk and the network work ahead of the client while memory per request stays bounded:
-//! at most `FETCH_AHEAD + READ_AHEAD + 1` blocks (7 MiB with 1 MiB blocks, the block being
-//! sent included). A client that goes away stops the fetching. The first block is in hand before the
+//! at most `FETCH_AHEAD + READ_AHEAD + 1` blocks here (7 MiB with 1 MiB blocks, the block
+//! being sent included), and each block in flight also on its data node's side and in the
+//! HTTP/2 buffers between them. A client that goes away stops the fetching. The first block is in hand before the
 //! response starts: a GET whose data cannot be read gets an S3 error, never a 200 with a
 //! body that stops short. A failure after that can only cut the body, which the client
 //! sees as a connection that ended before Content-Length.

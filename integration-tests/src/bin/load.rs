@@ -61,6 +61,8 @@ enum Op {
     Put,
     Get,
     Both,
+    /// `count` ListObjectsV2 requests for the first page (up to 1000 keys) under the prefix.
+    List,
 }
 
 /// Parses `123`, `4KiB`, `64MiB`, `1GiB`, `10KB`, `5M`... (K/M/G alone are binary).
@@ -217,6 +219,20 @@ impl Ctx {
         Ok(size)
     }
 
+    /// One ListObjectsV2 page under the prefix; counts the keys listed as "bytes".
+    async fn list(&self) -> Result<u64, String> {
+        let out = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.args.bucket)
+            .prefix(&self.args.prefix)
+            .max_keys(1000)
+            .send()
+            .await
+            .map_err(failed(format_args!("list {}", self.args.prefix)))?;
+        Ok(out.contents().len() as u64)
+    }
+
     async fn get(&self, i: usize) -> Result<u64, String> {
         let key = self.key(i);
         let out = self
@@ -348,7 +364,7 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    let payload = if args.op == Op::Get {
+    let payload = if matches!(args.op, Op::Get | Op::List) {
         Payload::Memory(Bytes::new())
     } else {
         match Payload::create(args.size) {
@@ -370,6 +386,11 @@ async fn main() -> ExitCode {
     if matches!(op, Op::Get | Op::Both) {
         let stats = run(&ctx, |c, i| async move { c.get(i).await }).await;
         stats.print("GET");
+        failed |= stats.errors > 0;
+    }
+    if op == Op::List {
+        let stats = run(&ctx, |c, _| async move { c.list().await }).await;
+        stats.print("LIST");
         failed |= stats.errors > 0;
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
