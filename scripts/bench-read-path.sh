@@ -10,8 +10,10 @@ cargo build --release -q -p hangar -p hangar-integration-tests --bin hangar --bi
 BIN=target/release
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+dir="" pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; [ -n "$dir" ] && rm -rf "$dir"' EXIT
+
 round() { # catalog_cache_ms
-    local dir pid
     dir=$(mktemp -d)
     S3=127.0.0.1:$(port) RPC=127.0.0.1:$(port) ADM=127.0.0.1:$(port)
     HANGAR_S3_CATALOG_CACHE_MS=$1 HANGAR_LOG=warn "$BIN/hangar" server --data-dir "$dir/data" \
@@ -29,6 +31,7 @@ round() { # catalog_cache_ms
     $load --size 64MiB --count 4 --concurrency 2 --op put --prefix g/ >/dev/null
     $load --size 64MiB --count 4 --concurrency 2 --op get --prefix g/ | result "$1" "64 MiB GET, 2 concurrent"
     kill "$pid"; wait "$pid" 2>/dev/null || true; rm -rf "$dir"
+    pid="" dir=""
 }
 
 for _ in 1 2; do round 1000; round 0; done

@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -q -p hangar -p hangar-integration-tests --bin hangar --bin hangar-load --bin hangar-delay-proxy
 DELAY=${DELAY_MS:-5}
+[ "$DELAY" -gt 0 ] 2>/dev/null || { echo "DELAY_MS must be a positive number of milliseconds" >&2; exit 2; }
 OUT=$(mktemp -d)
 trap 'for d in "$OUT"/c-*; do [ -d "$d" ] && scripts/local-cluster.sh down "$d" >/dev/null 2>&1; done; rm -rf "$OUT"' EXIT
 
@@ -29,7 +30,9 @@ WORKLOADS=(
 run() (
     local delay=$1 dir="$OUT/c-$1" line name args p50
     if [ "$delay" = 0 ]; then unset HANGAR_RPC_DELAY_MS; else export HANGAR_RPC_DELAY_MS=$delay; fi
-    eval "$(HANGAR_LOG=warn scripts/local-cluster.sh up "$dir")"
+    local envs
+    envs=$(HANGAR_LOG=warn scripts/local-cluster.sh up "$dir")
+    eval "$envs"
     for line in "${WORKLOADS[@]}"; do
         name=${line%%|*}
         args=${line#*|}

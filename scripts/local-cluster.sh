@@ -96,6 +96,10 @@ esac
 if [ ! -x "$bin" ]; then
     (cd "$root" && cargo build --release -q -p hangar)
 fi
+proxy_bin=$(dirname "$bin")/hangar-delay-proxy
+if [ -n "${HANGAR_RPC_DELAY_MS:-}" ] && [ ! -x "$proxy_bin" ]; then
+    (cd "$root" && cargo build --release -q -p hangar-integration-tests --bin hangar-delay-proxy)
+fi
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 if ls "$dir"/*.pid >/dev/null 2>&1; then
@@ -124,10 +128,10 @@ for i in 1 2 3; do
     public=$rpc
     if [ -n "${HANGAR_RPC_DELAY_MS:-}" ]; then
         public=127.0.0.1:$(port)
-        "$(dirname "$bin")/hangar-delay-proxy" --listen "$public" --to "$rpc" --delay-ms "$HANGAR_RPC_DELAY_MS" \
+        "$proxy_bin" --listen "$public" --to "$rpc" --delay-ms "$HANGAR_RPC_DELAY_MS" \
             >>"$dir/proxy$i.log" 2>&1 &
         echo $! >"$dir/proxy$i.pid"
-        echo "--listen $public" >"$dir/proxy$i.pid.mark"
+        echo "--listen $public " >"$dir/proxy$i.pid.mark"
     fi
     cat >"$dir/data$i.toml" <<TOML
 metadata_dir = "$dir/data$i/meta"

@@ -189,9 +189,14 @@ def main():
             return bool(res) and float(res[0]["value"][1]) >= 20
 
         check(wait("the PUTs in Prometheus", 30, counted), "Prometheus stored api_s3_request_counter{PutObject} >= 20")
-        _, r = query(base, 'sum(api_s3_error_counter{api_endpoint="GetObject",status_code="404"})')
-        res = r["data"]["result"]
-        check(bool(res) and float(res[0]["value"][1]) >= 4, f"404s counted: {res}")
+
+        # The 404s came after the PUTs: a scrape may have taken the PUTs and not yet them.
+        def not_found():
+            _, r = query(base, 'sum(api_s3_error_counter{api_endpoint="GetObject",status_code="404"})')
+            res = r["data"]["result"]
+            return bool(res) and float(res[0]["value"][1]) >= 4
+
+        check(wait("the 404s in Prometheus", 30, not_found), "Prometheus stored the 404s of GetObject (>= 4)")
         _, r = query(base, "sum(block_bytes_written)")
         res = r["data"]["result"]
         check(bool(res) and float(res[0]["value"][1]) >= 20 * 64 * 1024, f"block bytes written: {res}")

@@ -400,6 +400,7 @@ async fn buckets_take_several_names_and_old_uploads_are_cleaned_up() {
     server.cli_ok(["bucket", "create", "other"]).await;
     assert_fails_with(&server.cli(["bucket", "alias", "other", "secondary"]).await, "secondary");
     server.cli_ok(["bucket", "unalias", "primary", "primary"]).await;
+    catalog_settles().await;
     expect_s3_error(s3.head_bucket().bucket("primary").send().await, 404, None);
     let info = server.cli_ok(["bucket", "info", "secondary"]).await;
     assert!(info.starts_with("Bucket: secondary"), "shown under a name it no longer has:\n{info}");

@@ -199,8 +199,10 @@ async fn multipart_uploads_with_a_customer_key() {
     assert_eq!(out.sse_customer_key_md5(), Some(a.md5.as_str()));
     let id = out.upload_id().expect("id").to_string();
     let (p1, p2) = (random_bytes(5 << 20), random_bytes(4000));
+    // A small body: the refusal comes before the body is read, and a client still sending
+    // megabytes then may see the connection close instead of the answer.
     let without =
-        s3.upload_part().bucket(&bucket).key("mp").upload_id(&id).part_number(1).body(p1.clone().into()).send();
+        s3.upload_part().bucket(&bucket).key("mp").upload_id(&id).part_number(1).body(p2.clone().into()).send();
     expect_s3_error(without.await, 400, Some("InvalidRequest"));
     let mut etags = Vec::new();
     for (n, data) in [(1, &p1), (2, &p2)] {

@@ -376,9 +376,15 @@ async fn a_thousand_overwrites_cost_the_same_and_leave_one_version() {
     }
     // The frontend does the same internal calls for the 1000th overwrite as for the first:
     // releasing what an overwrite replaced is the data nodes' work, off the request path.
+    // Medians: the PUT that finds the frontend's catalog cache expired (once a second)
+    // also reads the key and the bucket, and slower rounds meet that more often.
     let (early, late) = per_put.split_at(100);
-    let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    assert!(avg(late) <= avg(early) + 0.5, "internal calls per PUT grew from {} to {}", avg(early), avg(late));
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    assert!(median(late) <= median(early), "internal calls per PUT grew from {} to {}", median(early), median(late));
     let med = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2]

@@ -170,7 +170,8 @@ impl Blocks {
     }
 
     /// The whole block from node `n` (chosen with layout `version`), its hash checked again
-    /// here: a copy between data nodes must not carry a fault on the way into a new replica.
+    /// here, so a copy between data nodes that arrives damaged fails here and the caller
+    /// tries another source (the receiving store would refuse it too).
     pub async fn get_from(&self, n: &NodeRef, version: u64, hash: &[u8]) -> Result<Bytes> {
         let data = self.fetch(n, version, hash, || {}).await?;
         if BlockHash::of(&data).0 != hash {

@@ -135,7 +135,7 @@ pub async fn rules(lookups: &Lookups, bucket: &str) -> Option<CorsConfig> {
     // Preflights are unsigned: a name that cannot be a bucket's costs no read.
     hangar_model::catalog::validate_bucket_name(bucket).ok()?;
     match lookups.bucket(bucket).await {
-        Ok(b) => b.and_then(|b| b.cors),
+        Ok((b, _)) => b.and_then(|b| b.cors),
         Err(e) => {
             tracing::debug!(error = %e, "CORS rules could not be read");
             None

@@ -545,10 +545,8 @@ impl hyper::service::Service<http::Request<Incoming>> for RequestIdService {
                     lookups.forget_key(k).await;
                 }
                 // A bucket changed through this frontend is read again by its next request.
-                if let Some(b) = &bucket
-                    && changes_bucket(&op)
-                {
-                    lookups.forget_bucket(b).await;
+                if bucket.is_some() && changes_bucket(&op) {
+                    lookups.forget_buckets();
                 }
                 // A browser's actual request gets the CORS headers its bucket's rules allow.
                 if let (Some(origin), Some(b)) = (&origin, &bucket)

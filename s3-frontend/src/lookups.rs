@@ -1,26 +1,29 @@
 //! The access keys, buckets and rights a frontend read, trusted for a short while.
 //!
 //! Every S3 request needs its key (for the signature, then for its rights), its bucket
-//! (by name) and the key's rights on it before it touches an object: four quorum reads that
-//! would come before the one the request is about. A frontend keeps what it found for
-//! `[s3_api] catalog_cache_ms` (1 s by default) and reads again after that.
+//! (by name: the alias, then the bucket) and the key's rights on it before it touches an
+//! object: five quorum reads that would come before the one the request is about. A
+//! frontend keeps what it found for `[s3_api] catalog_cache_ms` (1 s by default) and reads
+//! again after that.
 //!
 //! A bounded age rather than invalidation: keys, buckets and grants change through any
 //! frontend and through the CLI's control plane, and no single place sees every change;
 //! a one-second bound needs no new message between services and holds across restarts and
 //! network cuts. What that means for users:
 //! - What is created or granted is seen at once: only what was found is kept, never an
-//!   absence (an unknown key, a missing bucket), and a refusal is never answered from what
-//!   is kept — a missing right or a key's missing permission to create buckets is read
-//!   again before the request is refused (`fresh_rights`, `fresh_key`). A secret that does
-//!   not match the key kept makes the frontend forget the key (`forget_key`, from
-//!   `http_layer`), so a rotated secret fails at most once per frontend.
+//!   absence (an unknown key, a missing bucket), and a missing right, a key's missing
+//!   permission to create buckets or a bucket without a website found in the cache is read
+//!   again before the request is refused. A secret that does not match the key kept makes
+//!   the frontend forget the key (`forget_key`, from `http_layer`): requests signed with a
+//!   rotated key's new secret may be refused until the first of them has been.
 //! - What is deleted, revoked or changed elsewhere is seen by this frontend within the
-//!   bound (a deleted key, a revoked right, a rotated secret's old value, a quota). A bucket's settings changed through this frontend (CreateBucket, DeleteBucket,
-//!   `PutBucket*`, `DeleteBucket*`) are forgotten here as the change is answered
-//!   (`http_layer`), so its own clients read their writes.
+//!   bound: a deleted key, a revoked right, a rotated secret's old value, quotas (a raised
+//!   quota too), CORS rules. Requests that change a bucket (those needing the owner right)
+//!   read it and the rights now, never from the cache, and a frontend forgets every bucket
+//!   it keeps when it answers a bucket change (CreateBucket, `PutBucket*`, `DeleteBucket*`;
+//!   `http_layer`), so its own clients read their writes under any of the bucket's names.
 //! - Read-modify-write changes of the catalog never start from what is kept here: they
-//!   read through `Store`, as before.
+//!   read through `Store`.
 
 use std::time::Duration;
 
@@ -100,12 +103,12 @@ impl Lookups {
         Ok(found)
     }
 
-    /// A bucket by its global name.
-    pub async fn bucket(&self, name: &str) -> hangar_model::Result<Option<Bucket>> {
+    /// A bucket by its global name, and whether it came from the cache.
+    pub async fn bucket(&self, name: &str) -> hangar_model::Result<(Option<Bucket>, bool)> {
         if let Some(b) = kept(&self.buckets, "bucket", name).await {
-            return Ok(Some(b));
+            return Ok((Some(b), true));
         }
-        self.fresh_bucket(name).await
+        Ok((self.fresh_bucket(name).await?, false))
     }
 
     /// A bucket by its global name, read now (and kept).
@@ -117,16 +120,17 @@ impl Lookups {
         Ok(found)
     }
 
-    /// The rights of `key` on the bucket `bucket_id` (every right for the root key).
-    pub async fn rights(&self, key: &AccessKey, bucket_id: &[u8]) -> hangar_model::Result<Rights> {
+    /// The rights of `key` on the bucket `bucket_id` (every right for the root key), and
+    /// whether they came from the cache.
+    pub async fn rights(&self, key: &AccessKey, bucket_id: &[u8]) -> hangar_model::Result<(Rights, bool)> {
         if key.root {
-            return Ok(Rights::ALL);
+            return Ok((Rights::ALL, false));
         }
         let id = (key.id.clone(), bucket_id.to_vec());
         if let Some(r) = kept(&self.rights, "rights", &id).await {
-            return Ok(r);
+            return Ok((r, true));
         }
-        self.fresh_rights(key, bucket_id).await
+        Ok((self.fresh_rights(key, bucket_id).await?, false))
     }
 
     /// The rights of `key` on the bucket `bucket_id`, read now (and kept when not empty).
@@ -134,12 +138,11 @@ impl Lookups {
         if key.root {
             return Ok(Rights::ALL);
         }
-        let id = (key.id.clone(), bucket_id.to_vec());
         let found = self.store.rights(&key.id, bucket_id).await?;
         if let Some(c) = &self.rights
             && found.any()
         {
-            c.insert(id, found).await;
+            c.insert((key.id.clone(), bucket_id.to_vec()), found).await;
         }
         Ok(found)
     }
@@ -151,10 +154,11 @@ impl Lookups {
         }
     }
 
-    /// Forgets what is kept of the bucket named `name` (changed through this frontend).
-    pub async fn forget_bucket(&self, name: &str) {
+    /// Forgets every bucket kept (one changed through this frontend: it may be kept under
+    /// several names, and such changes are rare).
+    pub fn forget_buckets(&self) {
         if let Some(c) = &self.buckets {
-            c.invalidate(name).await;
+            c.invalidate_all();
         }
     }
 }

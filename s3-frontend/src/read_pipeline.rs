@@ -3,21 +3,23 @@
 //! disk and the network work ahead of the client while memory per request stays bounded:
 //! at most `FETCH_AHEAD + READ_AHEAD + 1` blocks here (7 MiB with 1 MiB blocks, the block
 //! being sent included), and each block in flight also on its data node's side and in the
-//! HTTP/2 buffers between them. A client that goes away stops the fetching. The first block is in hand before the
-//! response starts: a GET whose data cannot be read gets an S3 error, never a 200 with a
-//! body that stops short. A failure after that can only cut the body, which the client
+//! HTTP/2 buffers between them. A client that goes away stops the fetching. The first
+//! block is in hand before the response starts: a GET whose data cannot be read gets an S3
+//! error, never a 200 with a body that stops short. A failure after that can only cut the body, which the client
 //! sees as a connection that ended before Content-Length.
 
 use std::ops::Range;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use hangar_model::Store;
-use hangar_proto::model::{Object, PartData};
+use hangar_proto::model::{BlockEntry, Object, PartData};
 use s3s::dto::StreamingBlob;
 use s3s::{S3Error, s3_error};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 use crate::errors::internal;
 use crate::sse_c::CustomerKey;
@@ -78,6 +80,27 @@ fn to_read(r: Result<Bytes, S3Error>) -> Result<Bytes, ReadError> {
     r.map_err(|e| ReadError(e.message().unwrap_or("object read failed").to_string()))
 }
 
+/// One block of a data version, checked for its size and decrypted with `key`.
+async fn fetch_block(
+    store: &Store,
+    block: &BlockEntry,
+    data_version: &[u8],
+    key: Option<&CustomerKey>,
+) -> Result<Bytes, S3Error> {
+    let data = store.blocks.get(&block.hash, data_version).await.map_err(|e| {
+        tracing::warn!(block = %hex::encode(&block.hash), error = %e, "cannot read a block");
+        internal(e)
+    })?;
+    let overhead = if key.is_some() { crate::sse_c::OVERHEAD } else { 0 };
+    if data.len() != block.size as usize + overhead {
+        return Err(s3_error!(InternalError, "a block has an unexpected size"));
+    }
+    match key {
+        Some(k) => k.open(&data),
+        None => Ok(data),
+    }
+}
+
 async fn send_range(
     store: &Store,
     parts: &[PartData],
@@ -115,20 +138,19 @@ async fn send_range(
                 let b_end = off + block.size as u64;
                 b_end > want_s && *off < want_e
             });
-            let fetches = wanted.map(|(off, block)| async move {
-                let data = store.blocks.get(&block.hash, &part.data_version).await.map_err(|e| {
-                    tracing::warn!(block = %hex::encode(&block.hash), error = %e, "cannot read a block");
-                    internal(e)
-                })?;
-                let overhead = if key.is_some() { crate::sse_c::OVERHEAD } else { 0 };
-                if data.len() != block.size as usize + overhead {
-                    return Err(s3_error!(InternalError, "a block has an unexpected size"));
-                }
-                let data = match key {
-                    Some(k) => k.open(&data)?,
-                    None => data,
-                };
-                Ok::<_, S3Error>((off, off + block.size as u64, data))
+            // Each fetch is a task of its own: it runs (and reads its answer off the
+            // connection, whose flow-control window other calls share) while this loop waits
+            // for a slow client. Dropping the stream (the client went away) aborts them.
+            let fetches = wanted.map(|(off, block)| {
+                let b_end = off + block.size as u64;
+                let (store, version, key) = (store.clone(), part.data_version.clone(), key.cloned());
+                let task = tokio::spawn(
+                    async move { fetch_block(&store, &block, &version, key.as_ref()).await }.in_current_span(),
+                );
+                AbortOnDropHandle::new(task).map(move |joined| match joined {
+                    Ok(r) => r.map(|data| (off, b_end, data)),
+                    Err(e) => Err(s3_error!(InternalError, "a block fetch failed: {e}")),
+                })
             });
             let mut fetched = futures::stream::iter(fetches).buffered(FETCH_AHEAD);
             while let Some(got) = fetched.next().await {

@@ -175,8 +175,8 @@ impl Web {
         let method = req.method().clone();
         // A bucket kept without a website is read again: serving may just have been allowed.
         let bucket = match self.lookups.bucket(&name).await {
-            Ok(Some(b)) if b.website.is_none() => self.lookups.fresh_bucket(&name).await,
-            other => other,
+            Ok((Some(b), true)) if b.website.is_none() => self.lookups.fresh_bucket(&name).await,
+            other => other.map(|(b, _)| b),
         };
         let bucket = match bucket {
             Ok(Some(b)) => b,

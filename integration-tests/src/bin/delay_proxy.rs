@@ -5,7 +5,9 @@
 //! time a request takes, divided by 2·N, counts its sequential internal round trips.
 //!
 //! Bytes are not held back for each other: what arrives is forwarded at its own time, so
-//! throughput stays that of the link (only latency is added).
+//! throughput stays that of the link (only latency is added). At most `IN_FLIGHT` reads
+//! wait per direction; past that the proxy stops reading, so a receiver that does not read
+//! slows its sender as TCP would.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,9 +34,12 @@ struct Args {
     delay_ms: u64,
 }
 
+/// Reads waiting to be delivered, per direction of a connection (each at most 64 KiB).
+const IN_FLIGHT: usize = 256;
+
 /// Reads from `from` and writes to `to`, each chunk `delay` after it was read.
 async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Bytes)>();
+    let (tx, mut rx) = mpsc::channel::<(Instant, Bytes)>(IN_FLIGHT);
     let writer = tokio::spawn(async move {
         while let Some((due, data)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
@@ -49,7 +54,7 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) 
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if tx.send((Instant::now() + delay, Bytes::copy_from_slice(&buf[..n]))).is_err() {
+                if tx.send((Instant::now() + delay, Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
                     break;
                 }
             }

@@ -1,7 +1,7 @@
 //! Bucket operations.
 
 use hangar_common::Error;
-use hangar_model::catalog::Created;
+use hangar_model::catalog::{Created, Rights};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
@@ -84,9 +84,8 @@ pub async fn create_bucket(h: &Hangar, req: S3Request<CreateBucketInput>) -> S3R
 
 /// The bucket when the caller may see it (holds any right on it).
 async fn visible(h: &Hangar, creds: Option<&s3s::auth::Credentials>, name: &str) -> S3Result<()> {
-    let key = h.caller(creds).await?;
-    let bucket = h.store.bucket_by_name(name).await.or_s3()?.ok_or_else(|| s3_error!(NoSuchBucket))?;
-    if !h.store.key_rights(&key, &bucket.id).await.or_s3()?.any() {
+    let (_, _, rights) = h.bucket_rights(creds, name, false, Rights::any).await?;
+    if !rights.any() {
         return Err(s3_error!(AccessDenied));
     }
     Ok(())

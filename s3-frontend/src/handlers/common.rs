@@ -1,6 +1,7 @@
 //! What the handlers share: who is calling, which bucket, object keys, stored headers.
 
 use hangar_model::Found;
+use hangar_model::catalog::Rights;
 use hangar_proto::model::{AccessKey, Bucket, Header, Object};
 use s3s::auth::Credentials;
 use s3s::dto::{ETag, Metadata, Timestamp, TimestampFormat};
@@ -65,21 +66,46 @@ impl Hangar {
         name: &str,
         right: Right,
     ) -> S3Result<(AccessKey, Bucket)> {
-        let key = self.caller(creds).await?;
-        let bucket = self.lookups.bucket(name).instrument(tracing::debug_span!("bucket lookup")).await.or_s3()?;
-        let bucket = bucket.ok_or_else(|| {
-            S3Error::with_message(s3s::S3ErrorCode::NoSuchBucket, format!("bucket `{name}` does not exist"))
-        })?;
-        let span = tracing::debug_span!("permission check");
-        let mut rights = self.lookups.rights(&key, &bucket.id).instrument(span.clone()).await.or_s3()?;
-        if !right.held(rights) {
-            // A refusal is never answered from the cache: the right may just have been granted.
-            rights = self.lookups.fresh_rights(&key, &bucket.id).instrument(span).await.or_s3()?;
-        }
+        // Requests that change the bucket (the owner's) act on the bucket the name names now.
+        let (key, bucket, rights) = self.bucket_rights(creds, name, right == Right::Owner, |r| right.held(r)).await?;
         if !right.held(rights) {
             return Err(s3_error!(AccessDenied, "the key has no {right:?} right on this bucket"));
         }
         Ok((key, bucket))
+    }
+
+    /// The caller's key, the bucket named `name` and the key's rights on it; read now when
+    /// `fresh`, else from the frontend's cache (`lookups`). Rights from the cache that do
+    /// not pass `enough` are read again: they may just have been granted.
+    pub(super) async fn bucket_rights(
+        &self,
+        creds: Option<&Credentials>,
+        name: &str,
+        fresh: bool,
+        enough: impl Fn(Rights) -> bool,
+    ) -> S3Result<(AccessKey, Bucket, Rights)> {
+        let key = self.caller(creds).await?;
+        let span = tracing::debug_span!("bucket lookup");
+        let bucket = if fresh {
+            self.lookups.fresh_bucket(name).instrument(span).await
+        } else {
+            self.lookups.bucket(name).instrument(span).await.map(|(b, _)| b)
+        };
+        let bucket = bucket.or_s3()?.ok_or_else(|| {
+            S3Error::with_message(s3s::S3ErrorCode::NoSuchBucket, format!("bucket `{name}` does not exist"))
+        })?;
+        let span = tracing::debug_span!("permission check");
+        let (rights, cached) = if fresh {
+            (self.lookups.fresh_rights(&key, &bucket.id).instrument(span.clone()).await.or_s3()?, false)
+        } else {
+            self.lookups.rights(&key, &bucket.id).instrument(span.clone()).await.or_s3()?
+        };
+        let rights = if cached && !enough(rights) {
+            self.lookups.fresh_rights(&key, &bucket.id).instrument(span).await.or_s3()?
+        } else {
+            rights
+        };
+        Ok((key, bucket, rights))
     }
 
     pub(super) async fn get_object_entry(&self, bucket: &Bucket, key: &str) -> S3Result<Option<Found<Object>>> {

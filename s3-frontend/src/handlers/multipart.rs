@@ -18,8 +18,8 @@ use super::Hangar;
 use super::acl::only_private;
 use super::common::{StoredHeaders, check_key, etag, timestamp_ms};
 use super::object::{
-    DeclaredChecksums, body_claims, check_write_conditions, claim, copy_source, data_etag, receive, set_checksums,
-    sse_key, verify_body,
+    DeclaredChecksums, body_claims, check_quota_after, check_write_conditions, claim, copy_source, data_etag, receive,
+    set_checksums, sse_key, verify_body,
 };
 use super::tagging;
 use crate::access::Right;
@@ -255,6 +255,7 @@ pub async fn upload_part(h: &Hangar, req: S3Request<UploadPartInput>) -> S3Resul
     }
     let owner = Owner::Part { upload_id: upload_id.clone(), part_number: n };
     let (stored, verified) = receive(h, owner, input.body, false, claims, sse.as_ref()).await?;
+    check_quota_after(h, &bucket, &stored, announced, Some(0)).await?;
     let StoredData::Blocks { data_version } = stored.data else {
         return Err(s3_error!(InternalError, "part stored inline"));
     };

@@ -6,7 +6,7 @@ use base64::Engine;
 use hangar_common::ids::{now_ms, random_id};
 use hangar_model::Found;
 use hangar_model::version::Owner;
-use hangar_proto::model::{Header, Object, PartData};
+use hangar_proto::model::{Bucket, Header, Object, PartData};
 use md5::Digest;
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
@@ -283,6 +283,25 @@ pub async fn receive(
     }
 }
 
+/// Checks what came against the bucket's quotas when no length was announced (or a smaller
+/// one); what was stored is released when it does not fit.
+pub async fn check_quota_after(
+    h: &Hangar,
+    bucket: &Bucket,
+    stored: &Stored,
+    announced: u64,
+    replaced: Option<u64>,
+) -> S3Result<()> {
+    if stored.size <= announced {
+        return Ok(());
+    }
+    if let Err(e) = h.quotas.check(&h.store, bucket, Change { new_size: stored.size, replaced }).await {
+        discard(&h.store, stored).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
 pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
     let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
     let S3Request { input, headers, trailing_headers, extensions, .. } = req;
@@ -315,13 +334,7 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
     let claims = body_claims!(input, headers, extensions, trailing_headers);
     let owner = Owner::Object { bucket_id: bucket.id.to_vec(), key: input.key.clone() };
     let (stored, Verified { md5, checksums }) = receive(h, owner, input.body, true, claims, sse.as_ref()).await?;
-    if stored.size > announced {
-        // No length was announced (or a smaller one): check what actually came.
-        if let Err(e) = h.quotas.check(&h.store, &bucket, Change { new_size: stored.size, replaced }).await {
-            discard(&h.store, &stored).await;
-            return Err(e);
-        }
-    }
+    check_quota_after(h, &bucket, &stored, announced, replaced).await?;
     let headers = StoredHeaders {
         content_type: input.content_type.as_deref(),
         content_encoding: input.content_encoding.as_deref(),
