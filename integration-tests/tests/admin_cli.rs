@@ -110,6 +110,7 @@ async fn bucket_lifecycle() {
     server.cli_ok(["bucket", "delete", "cli-bucket", "--yes"]).await;
     let list = server.cli_ok(["bucket", "list"]).await;
     assert!(!list.contains("cli-bucket"), "deleted bucket still listed:\n{list}");
+    catalog_settles().await;
     expect_s3_error(s3.head_bucket().bucket("cli-bucket").send().await, 404, None);
 
     assert_cli_error(&server.cli(["bucket", "info", "cli-bucket"]).await, "info of a deleted bucket");
