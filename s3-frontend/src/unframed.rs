@@ -23,20 +23,18 @@ pub struct UnframedBody(Arc<Mutex<Option<Incoming>>>);
 
 impl UnframedBody {
     /// Whether a request is an object upload that declares no length. `object_data` says
-    /// whether it carries object data (not an XML document).
+    /// whether it carries object data (not an XML document); the caller has already found
+    /// the body is not aws-chunked (`http_layer::ChunkFraming`).
     pub fn applies(parts: &Parts, object_data: bool) -> bool {
         let h = &parts.headers;
         let chunked = h
             .get(http::header::TRANSFER_ENCODING)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("chunked")));
-        let streaming =
-            h.get("x-amz-content-sha256").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("STREAMING-"));
         parts.method == http::Method::PUT
             && object_data
             && chunked
             && !h.contains_key(http::header::CONTENT_LENGTH)
-            && !streaming
             && !h.contains_key("x-amz-copy-source")
     }
 

@@ -34,7 +34,7 @@ use crate::write_pipeline::{BodyHashes, StoredData, discard, store};
 /// Smallest part but the last, as in AWS.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 pub const MAX_PART_NUMBER: i32 = 10_000;
-pub const MAX_PART_SIZE: i64 = 5 * 1024 * 1024 * 1024;
+pub const MAX_PART_SIZE: i64 = crate::write_pipeline::MAX_REQUEST_BODY as i64;
 
 fn no_such_upload() -> S3Error {
     s3_error!(NoSuchUpload, "the upload does not exist; it may have been completed or aborted")

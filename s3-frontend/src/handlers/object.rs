@@ -27,7 +27,7 @@ use crate::write_pipeline::{BodyHashes, Stored, StoredData, discard, store};
 use hangar_model::conditional::Claim;
 
 /// Largest single PUT, as in AWS.
-pub const MAX_PUT_SIZE: i64 = 5 * 1024 * 1024 * 1024;
+pub const MAX_PUT_SIZE: i64 = crate::write_pipeline::MAX_REQUEST_BODY as i64;
 
 /// Checksums a client declared, in headers or trailers: (header name, base64 value).
 pub struct DeclaredChecksums(pub Vec<(&'static str, String)>);
