@@ -178,8 +178,10 @@ pub async fn run(
     })?;
     control.layout.update_address(&node_id, &rpc_local.to_string())?;
 
-    // The embedded frontend, data node and control plane follow the layout in-process.
-    let cluster = Cluster::new(control.layout.subscribe(), cfg.rpc_options())?;
+    // The embedded frontend, data node and control plane follow the layout in-process, and
+    // call the data node in-process (the gRPC services below answer the CLI and any other
+    // process).
+    let cluster = Cluster::new(control.layout.subscribe(), cfg.rpc_options())?.with_local(data_node.local(&node_id));
     let store = Store::new(cluster.clone(), &cfg);
     data_node.start(&node_id, cluster)?;
     let (block_svc, meta_svc) = data_node.services();

@@ -102,9 +102,13 @@ impl Cluster {
     }
 
     /// The next message of a stream a call returned, within the call timeout.
-    pub async fn next_message<T>(&self, node: &NodeRef, stream: &mut tonic::Streaming<T>) -> Result<Option<T>> {
-        match tokio::time::timeout(self.timeout(), stream.message()).await {
-            Ok(r) => r.map_err(Error::from),
+    pub async fn next_message<T, S>(&self, node: &NodeRef, stream: &mut S) -> Result<Option<T>>
+    where
+        S: futures::Stream<Item = std::result::Result<T, tonic::Status>> + Unpin,
+    {
+        use futures::StreamExt;
+        match tokio::time::timeout(self.timeout(), stream.next()).await {
+            Ok(r) => r.transpose().map_err(Error::from),
             Err(_) => Err(Error::Unavailable(format!("node {} stalled mid-stream for {:?}", node.id, self.timeout()))),
         }
     }

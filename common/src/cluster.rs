@@ -16,7 +16,8 @@ use hangar_proto::control::{Layout, LayoutHistory};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use crate::rpc::{AddHeader, BlockGrpc, MetaGrpc, add_secret, block_client, lazy_channel, meta_client};
+use crate::local::{BlockClient, LocalNode, MetaClient};
+use crate::rpc::{AddHeader, add_secret, block_client, lazy_channel, meta_client};
 
 pub const PARTITIONS: usize = 256;
 
@@ -191,7 +192,7 @@ pub struct RpcOptions {
 }
 
 /// The layout history in force, the view worked out from it, and clients to the nodes it
-/// names. Cheap to clone.
+/// names (the data node of this process, if any, is called in-process). Cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
     history: watch::Receiver<Arc<LayoutHistory>>,
@@ -199,12 +200,20 @@ pub struct Cluster {
     pub(crate) opts: Arc<RpcOptions>,
     auth: AddHeader,
     channels: Arc<Mutex<HashMap<Arc<str>, Channel>>>,
+    local: Option<LocalNode>,
 }
 
 impl Cluster {
     pub fn new(history: watch::Receiver<Arc<LayoutHistory>>, opts: RpcOptions) -> Result<Self, crate::Error> {
         let auth = add_secret(&opts.secret)?;
-        Ok(Self { history, view: Default::default(), opts: Arc::new(opts), auth, channels: Default::default() })
+        Ok(Self {
+            history,
+            view: Default::default(),
+            opts: Arc::new(opts),
+            auth,
+            channels: Default::default(),
+            local: None,
+        })
     }
 
     /// The view of the current history (recomputed only when the history changed).
@@ -219,6 +228,16 @@ impl Cluster {
                 v
             }
         }
+    }
+
+    /// Calls to `node` (the data node of this process) go to its services directly.
+    pub fn with_local(mut self, node: LocalNode) -> Self {
+        self.local = Some(node);
+        self
+    }
+
+    fn local(&self, node: &NodeRef) -> Option<&LocalNode> {
+        self.local.as_ref().filter(|l| l.id == node.id)
     }
 
     /// A receiver that sees every new history.
@@ -240,12 +259,18 @@ impl Cluster {
         Ok(c)
     }
 
-    pub fn meta(&self, node: &NodeRef) -> Result<MetaGrpc, crate::Error> {
-        Ok(meta_client(self.channel(&node.addr)?, self.auth.clone()))
+    pub fn meta(&self, node: &NodeRef) -> Result<MetaClient, crate::Error> {
+        Ok(match self.local(node) {
+            Some(l) => MetaClient::Local(l.meta.clone()),
+            None => MetaClient::Remote(meta_client(self.channel(&node.addr)?, self.auth.clone())),
+        })
     }
 
-    pub fn blocks(&self, node: &NodeRef) -> Result<BlockGrpc, crate::Error> {
-        Ok(block_client(self.channel(&node.addr)?, self.auth.clone()))
+    pub fn blocks(&self, node: &NodeRef) -> Result<BlockClient, crate::Error> {
+        Ok(match self.local(node) {
+            Some(l) => BlockClient::Local(l.blocks.clone()),
+            None => BlockClient::Remote(block_client(self.channel(&node.addr)?, self.auth.clone())),
+        })
     }
 
     /// The layout service of a data node (the history it follows): also a cheap ping.

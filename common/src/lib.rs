@@ -13,6 +13,7 @@ pub mod hash;
 pub mod http_server;
 pub mod ids;
 pub mod layout_feed;
+pub mod local;
 pub mod quorum;
 pub mod rpc;
 pub mod telemetry;

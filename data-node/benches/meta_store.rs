@@ -1,6 +1,7 @@
 //! The metadata store on disk: sled inserts (one entry merged with its Merkle index, then
-//! fsynced, as every acknowledged write; and 16 concurrent writers sharing the fsyncs) and a
-//! range scan of 1000 entries. `cargo bench -p hangar-data-node --bench meta_store`.
+//! fsynced, as every acknowledged write; 16 concurrent writers through the group commit, and
+//! the same 16 each calling sled's flush, as before it) and a range scan of 1000 entries.
+//! `cargo bench -p hangar-data-node --bench meta_store`.
 //! Measured on the temp dir's disk: run it where the data will live.
 
 use std::sync::Arc;
@@ -40,6 +41,24 @@ fn meta_store(c: &mut Criterion) {
                 });
                 for w in futures::future::join_all(writes).await {
                     w.expect("task").expect("insert");
+                }
+            })
+        })
+    });
+    g.bench_function("insert + fsync, 16 concurrent writers, a sled flush each", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let writes = (0..16).map(|_| {
+                    let store = store.clone();
+                    let e = entry(next.fetch_add(1, Ordering::Relaxed));
+                    tokio::spawn(async move {
+                        store.merge_in(table, vec![e]).expect("merge");
+                        let db = store.db.clone();
+                        tokio::task::spawn_blocking(move || db.flush()).await.expect("task").expect("flush");
+                    })
+                });
+                for w in futures::future::join_all(writes).await {
+                    w.expect("task");
                 }
             })
         })

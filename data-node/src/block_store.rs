@@ -116,7 +116,7 @@ impl BlockStore {
             m.block_write_duration.observe(started.elapsed().as_secs_f64());
         }
         self.add_ref(&expected, owner)?;
-        crate::error::flush(&self.meta.db).await?;
+        self.meta.commit.flush().await?;
         Ok(existed)
     }
 

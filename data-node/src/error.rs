@@ -75,14 +75,3 @@ impl From<DataError> for tonic::Status {
         }
     }
 }
-
-/// Makes everything written to `db` so far durable (fsync). sled 0.34's `flush_async`
-/// deadlocks when several run at once (spacejam/sled#1308), so the blocking flush runs on
-/// the blocking pool instead; concurrent calls share sled's fsyncs.
-pub async fn flush(db: &sled::Db) -> Result<(), DataError> {
-    let db = db.clone();
-    tokio::task::spawn_blocking(move || db.flush())
-        .await
-        .map_err(|e| DataError::Invalid(format!("flush task failed: {e}")))??;
-    Ok(())
-}

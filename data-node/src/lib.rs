@@ -7,6 +7,7 @@ pub mod block_store;
 pub mod disk;
 pub mod error;
 pub mod gate;
+pub mod group_commit;
 pub mod merkle;
 pub mod meta_store;
 pub mod service;
@@ -128,24 +129,42 @@ impl DataNode {
         Ok(InterceptedService::new(svc, require_secret(&self.secret)))
     }
 
-    /// The gRPC services, each refusing calls without the cluster secret.
-    pub fn services(&self) -> (BlockServer, MetadataServer) {
-        let block = BlockServiceServer::new(service::BlockRpc {
+    fn block_rpc(&self) -> service::BlockRpc {
+        service::BlockRpc {
             store: self.blocks.clone(),
             gate: self.gate.clone(),
             disk: self.disk.clone(),
             block_size: self.cfg.block_size as u64,
-        })
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
-        let meta = MetadataServiceServer::new(service::MetadataRpc {
+        }
+    }
+
+    fn metadata_rpc(&self) -> service::MetadataRpc {
+        service::MetadataRpc {
             store: self.meta.clone(),
             gate: self.gate.clone(),
             disk: self.disk.clone(),
             rebuilding: self.rebuilding.clone(),
-        })
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+        }
+    }
+
+    /// The same services for calls from this process, this node being `node_id` in the
+    /// layout (see `Cluster::with_local`).
+    pub fn local(&self, node_id: &str) -> hangar_common::local::LocalNode {
+        hangar_common::local::LocalNode {
+            id: node_id.into(),
+            meta: Arc::new(self.metadata_rpc()),
+            blocks: Arc::new(self.block_rpc()),
+        }
+    }
+
+    /// The gRPC services, each refusing calls without the cluster secret.
+    pub fn services(&self) -> (BlockServer, MetadataServer) {
+        let block = BlockServiceServer::new(self.block_rpc())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let meta = MetadataServiceServer::new(self.metadata_rpc())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
         (
             InterceptedService::new(block, require_secret(&self.secret)),
             InterceptedService::new(meta, require_secret(&self.secret)),
@@ -307,7 +326,7 @@ impl DataNode {
     /// Stops the workers (after their current step) and makes everything durable.
     pub async fn shutdown(&self) -> Result<(), DataError> {
         self.workers.shutdown(Duration::from_secs(10)).await;
-        error::flush(&self.meta.db).await
+        self.meta.commit.flush().await
     }
 }
 
@@ -367,7 +386,7 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
             tracing::warn!(error = %e, "cannot keep the layout on disk");
         }
     });
-    let cluster = Cluster::new(history.clone(), cfg.rpc_options())?;
+    let cluster = Cluster::new(history.clone(), cfg.rpc_options())?.with_local(node.local(&node_id));
     node.start(&node_id, cluster)?;
     let capacity = hangar_common::disk::capacity(&cfg.data_dir);
     let zone = cfg.zone.clone().unwrap_or_default();
@@ -438,5 +457,52 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         let mut right = meta_client(lazy_channel(&addr).unwrap(), add_secret("right-secret").unwrap());
         assert!(right.get(get).await.unwrap().into_inner().entry.is_none());
+    }
+
+    /// Calls to the node of this process never reach the network: the layout gives it an
+    /// address nobody listens on, and blocks and entries still go in and come back, through
+    /// the service's own checks (a write made with an outdated layout is refused).
+    #[tokio::test]
+    async fn calls_to_the_node_of_this_process_stay_in_process() {
+        use hangar_common::cluster::{PARTITIONS, RpcOptions, fixed_history};
+        use hangar_proto::control::{Layout, LayoutHistory, NodeAssignment, PartitionReplicas};
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/blocks\"\nrpc_secret = \"s\"\n",
+            dir.path().display()
+        );
+        let node = DataNode::open(&Config::from_toml_with_overrides(&toml, "test", vec![]).unwrap()).unwrap();
+        let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let layout = Layout {
+            version: 1,
+            replication_factor: 1,
+            nodes: vec![NodeAssignment { node_id: "n1".into(), rpc_addr: nowhere, ..Default::default() }],
+            partitions: (0..PARTITIONS).map(|_| PartitionReplicas { nodes: vec![0] }).collect(),
+        };
+        let history = fixed_history(LayoutHistory { versions: vec![layout], ..Default::default() });
+        let opts = RpcOptions { secret: "s".into(), timeout: Duration::from_secs(5) };
+        let cluster = Cluster::new(history, opts).unwrap().with_local(node.local("n1"));
+        node.gate.advance(1, 1);
+
+        // A block of several gRPC chunks, in and out.
+        let blocks = hangar_model::blocks::Blocks::new(cluster.clone());
+        let data = bytes::Bytes::from((0..700_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        let hash = hangar_common::hash::BlockHash::of(&data);
+        let owner = vec![1u8; 16];
+        blocks.put(hash, owner.clone(), 5, data.clone()).await.unwrap();
+        assert_eq!(blocks.get(&hash.0, &owner).await.unwrap(), data);
+        assert_eq!(blocks.has(&cluster.view().all_nodes()[0], vec![hash.0.to_vec()]).await.unwrap(), [true]);
+
+        // An entry, in and out.
+        let tables = hangar_model::client::Tables::new(cluster.clone());
+        let entry = hangar_model::client::entry(b"key".to_vec(), &GetRequest::default(), None);
+        tables.insert(Table::Bucket, vec![entry.clone()]).await.unwrap();
+        assert_eq!(tables.get_entry(Table::Bucket, b"key").await.unwrap(), Some(entry));
+
+        // The node knows version 2: a write chosen with version 1 is refused, as over gRPC.
+        node.gate.advance(2, 1);
+        let n = cluster.view().all_nodes()[0].clone();
+        let err = blocks.put_to(&n, 1, &hash, &owner, &data, 6).await.unwrap_err();
+        assert!(matches!(err, hangar_common::Error::StaleLayout(_)), "{err}");
     }
 }

@@ -44,6 +44,8 @@ pub struct MetaStore {
     pub merkle: Merkle,
     /// Wakes the workers when work was queued.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Makes writes durable, concurrent writers sharing fsyncs.
+    pub commit: crate::group_commit::GroupCommit,
 }
 
 fn ballot(b: &Option<Ballot>) -> (u64, u64) {
@@ -58,6 +60,7 @@ impl MetaStore {
             trees.insert(*t as i32, db.open_tree(t.as_str_name())?);
         }
         Ok(Self {
+            commit: crate::group_commit::GroupCommit::new(db.clone()),
             merkle: Merkle::open(&db)?,
             resync: db.open_tree("block_resync_queue")?,
             release_queue: db.open_tree("release_queue")?,
@@ -80,7 +83,7 @@ impl MetaStore {
     /// Merges entries and fsyncs (with the work they imply).
     pub async fn insert(&self, table: i32, entries: Vec<Entry>) -> Result<(), DataError> {
         self.merge_in(table, entries)?;
-        crate::error::flush(&self.db).await
+        self.commit.flush().await
     }
 
     /// Merges entries without waiting for the fsync (callers flush).
@@ -358,7 +361,7 @@ impl MetaStore {
                 false
             }
         })?;
-        crate::error::flush(&self.db).await?;
+        self.commit.flush().await?;
         Ok((promised, state))
     }
 
@@ -379,7 +382,7 @@ impl MetaStore {
                 false
             }
         })?;
-        crate::error::flush(&self.db).await?;
+        self.commit.flush().await?;
         Ok((accepted, state))
     }
 

@@ -1,13 +1,16 @@
 //! The data node's gRPC services over its block and metadata stores. Writes pass the
 //! layout gate (refused when made with an outdated layout) and the disk guard (refused
-//! below the free-space reserve).
+//! below the free-space reserve). The same implementations answer calls from this process
+//! (`hangar_common::local`), with the same checks.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use hangar_common::call::layout_version_of;
 use hangar_common::hash::BlockHash;
+use hangar_common::local::{BlockChunks, LocalBlocks};
 use hangar_common::rpc::BLOCK_CHUNK;
 use hangar_common::telemetry::metrics;
 use hangar_proto::block::block_service_server::BlockService;
@@ -76,14 +79,17 @@ fn storage(disk: &DiskGuard, e: crate::DataError) -> Status {
     e.into()
 }
 
-#[tonic::async_trait]
-impl BlockService for BlockRpc {
+impl BlockRpc {
+    /// Stores the block a PutBlock stream carries (from gRPC or from this process).
     #[tracing::instrument(name = "rpc.put_block", skip_all)]
-    async fn put_block(&self, req: Request<Streaming<PutBlockChunk>>) -> Result<Response<PutBlockReply>, Status> {
+    async fn receive<S>(&self, req: Request<S>) -> Result<Response<PutBlockReply>, Status>
+    where
+        S: Stream<Item = Result<PutBlockChunk, Status>> + Unpin,
+    {
         let _admitted = self.gate.enter(layout_version_of(&req))?;
         let _space = self.disk.reserve_block(self.block_size).map_err(|e| storage(&self.disk, e))?;
         let mut stream = req.into_inner();
-        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty block stream"))?;
+        let first = stream.next().await.transpose()?.ok_or_else(|| Status::invalid_argument("empty block stream"))?;
         let header = first.header.ok_or_else(|| Status::invalid_argument("first message must carry the header"))?;
         let hash = hash_arg(&header.hash)?;
         if header.owner.len() != hangar_model::schema::ID_LEN {
@@ -92,7 +98,7 @@ impl BlockService for BlockRpc {
         // The temporary file goes away on every early return (IncomingBlock's drop).
         let mut inc = self.store.begin().await.map_err(|e| storage(&self.disk, e))?;
         inc.write(&first.data).await.map_err(|e| storage(&self.disk, e))?;
-        while let Some(m) = stream.message().await? {
+        while let Some(m) = stream.next().await.transpose()? {
             inc.write(&m.data).await.map_err(|e| storage(&self.disk, e))?;
         }
         let timestamp = if header.repair { 0 } else { header.timestamp.max(1) };
@@ -101,13 +107,34 @@ impl BlockService for BlockRpc {
         Ok(Response::new(PutBlockReply { deduplicated }))
     }
 
+    /// A block's bytes, verified against its hash as they are read.
+    #[tracing::instrument(name = "rpc.get_block", skip_all)]
+    async fn read<T>(&self, req: &Request<T>, hash: &[u8]) -> Result<bytes::Bytes, Status> {
+        self.gate.check_read(layout_version_of(req))?;
+        Ok(bytes::Bytes::from(self.store.read(&hash_arg(hash)?).await?))
+    }
+
+    async fn has(&self, req: Request<HasBlocksRequest>) -> Result<Response<HasBlocksReply>, Status> {
+        self.gate.check_read(layout_version_of(&req))?;
+        let mut present = Vec::new();
+        for h in &req.get_ref().hashes {
+            present.push(self.store.has(&hash_arg(h)?).await?);
+        }
+        Ok(Response::new(HasBlocksReply { present }))
+    }
+}
+
+#[tonic::async_trait]
+impl BlockService for BlockRpc {
+    async fn put_block(&self, req: Request<Streaming<PutBlockChunk>>) -> Result<Response<PutBlockReply>, Status> {
+        self.receive(req).await
+    }
+
     type GetBlockStream = ChunkStream;
 
-    #[tracing::instrument(name = "rpc.get_block", skip_all)]
+    /// The block in chunks of at most BLOCK_CHUNK bytes (slices of one buffer).
     async fn get_block(&self, req: Request<GetBlockRequest>) -> Result<Response<ChunkStream>, Status> {
-        self.gate.check_read(layout_version_of(&req))?;
-        let hash = hash_arg(&req.get_ref().hash)?;
-        let data = bytes::Bytes::from(self.store.read(&hash).await?);
+        let data = self.read(&req, &req.get_ref().hash).await?;
         let chunks: Vec<_> = (0..data.len().max(1))
             .step_by(BLOCK_CHUNK)
             .map(|off| Ok(BlockChunk { data: data.slice(off..(off + BLOCK_CHUNK).min(data.len())) }))
@@ -116,12 +143,26 @@ impl BlockService for BlockRpc {
     }
 
     async fn has_blocks(&self, req: Request<HasBlocksRequest>) -> Result<Response<HasBlocksReply>, Status> {
-        self.gate.check_read(layout_version_of(&req))?;
-        let mut present = Vec::new();
-        for h in &req.get_ref().hashes {
-            present.push(self.store.has(&hash_arg(h)?).await?);
-        }
-        Ok(Response::new(HasBlocksReply { present }))
+        self.has(req).await
+    }
+}
+
+#[tonic::async_trait]
+impl LocalBlocks for BlockRpc {
+    async fn put_block(
+        &self,
+        req: Request<BoxStream<'static, Result<PutBlockChunk, Status>>>,
+    ) -> Result<Response<PutBlockReply>, Status> {
+        self.receive(req).await
+    }
+
+    async fn get_block(&self, req: Request<GetBlockRequest>) -> Result<Response<BlockChunks>, Status> {
+        let data = self.read(&req, &req.get_ref().hash).await?;
+        Ok(Response::new(futures::stream::once(async move { Ok(BlockChunk { data }) }).boxed()))
+    }
+
+    async fn has_blocks(&self, req: Request<HasBlocksRequest>) -> Result<Response<HasBlocksReply>, Status> {
+        self.has(req).await
     }
 }
 
@@ -248,7 +289,7 @@ impl MetadataService for MetadataRpc {
         for e in r.entries.iter().filter(|e| e.tombstone) {
             self.store.remove_if(t, &e.key, e)?;
         }
-        crate::error::flush(&self.store.db).await?;
+        self.store.commit.flush().await?;
         Ok(Response::new(InsertReply {}))
     }
 }

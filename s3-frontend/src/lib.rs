@@ -72,8 +72,8 @@ pub fn s3_service(cfg: &FrontendConfig, lookups: Arc<lookups::Lookups>) -> s3s::
     s3s_cfg.form_max_fields_size = 64 * 1024;
     s3s_cfg.form_max_field_size = 16 * 1024;
     builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3s_cfg))));
-    builder.set_auth(auth::KeyAuth::new(lookups));
-    builder.set_access(access::AuthenticatedOnly);
+    builder.set_auth(auth::KeyAuth::new(lookups.clone()));
+    builder.set_access(access::Authorize::new(lookups.clone()));
     if let Some(domain) = &cfg.root_domain {
         builder.set_host(host::RootDomain::new(domain));
     }

@@ -9,8 +9,8 @@ use s3s::dto::*;
 use s3s::{S3Error, S3Request, S3Response, S3Result};
 
 use super::Hangar;
+use super::common::authorized;
 use super::common::check_key;
-use crate::access::Right;
 use crate::errors::custom_error;
 
 /// Canned ACLs that give only the owner access.
@@ -62,15 +62,15 @@ fn body_is_private(p: &AccessControlPolicy, owner_id: &str) -> bool {
     })
 }
 
-pub async fn get_bucket_acl(h: &Hangar, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
-    let (key, _) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+pub async fn get_bucket_acl(req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
+    let (key, _) = authorized(&req)?;
     let (owner, grants) = owner_acl(&key);
     Ok(S3Response::new(GetBucketAclOutput { owner: Some(owner), grants: Some(grants) }))
 }
 
-pub async fn put_bucket_acl(h: &Hangar, req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {
+pub async fn put_bucket_acl(req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {
     let i = &req.input;
-    let (key, _) = h.bucket(req.credentials.as_ref(), &i.bucket, Right::Owner).await?;
+    let (key, _) = authorized(&req)?;
     let grants = [
         i.grant_full_control.as_ref(),
         i.grant_read.as_ref(),
@@ -87,7 +87,7 @@ pub async fn put_bucket_acl(h: &Hangar, req: S3Request<PutBucketAclInput>) -> S3
 
 pub async fn get_object_acl(h: &Hangar, req: S3Request<GetObjectAclInput>) -> S3Result<S3Response<GetObjectAclOutput>> {
     let i = &req.input;
-    let (key, bucket) = h.bucket(req.credentials.as_ref(), &i.bucket, Right::Read).await?;
+    let (key, bucket) = authorized(&req)?;
     check_key(&i.key)?;
     h.object_or_404(&bucket, &i.key).await?;
     let (owner, grants) = owner_acl(&key);
@@ -96,7 +96,7 @@ pub async fn get_object_acl(h: &Hangar, req: S3Request<GetObjectAclInput>) -> S3
 
 pub async fn put_object_acl(h: &Hangar, req: S3Request<PutObjectAclInput>) -> S3Result<S3Response<PutObjectAclOutput>> {
     let i = &req.input;
-    let (key, bucket) = h.bucket(req.credentials.as_ref(), &i.bucket, Right::Write).await?;
+    let (key, bucket) = authorized(&req)?;
     check_key(&i.key)?;
     let grants =
         [i.grant_full_control.as_ref(), i.grant_read.as_ref(), i.grant_read_acp.as_ref(), i.grant_write_acp.as_ref()];

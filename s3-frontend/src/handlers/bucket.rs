@@ -1,11 +1,12 @@
 //! Bucket operations.
 
 use hangar_common::Error;
-use hangar_model::catalog::{Created, Rights};
+use hangar_model::catalog::Created;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::Hangar;
+use super::common::authorized;
 use super::common::timestamp_ms;
 use crate::access::Right;
 use crate::errors::OrS3;
@@ -82,22 +83,13 @@ pub async fn create_bucket(h: &Hangar, req: S3Request<CreateBucketInput>) -> S3R
     }
 }
 
-/// The bucket when the caller may see it (holds any right on it).
-async fn visible(h: &Hangar, creds: Option<&s3s::auth::Credentials>, name: &str) -> S3Result<()> {
-    let (_, _, rights) = h.bucket_rights(creds, name, false, Rights::any).await?;
-    if !rights.any() {
-        return Err(s3_error!(AccessDenied));
-    }
-    Ok(())
-}
-
 pub async fn head_bucket(h: &Hangar, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
-    visible(h, req.credentials.as_ref(), &req.input.bucket).await?;
+    authorized(&req)?;
     Ok(S3Response::new(HeadBucketOutput { bucket_region: Some(h.cfg.region.clone()), ..Default::default() }))
 }
 
 pub async fn delete_bucket(h: &Hangar, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Owner).await?;
+    let (_, bucket) = authorized(&req)?;
     // S3 clients see each name of a bucket as a bucket: deleting one of several names
     // removes that name only (as Garage does), and the objects stay under the others.
     if h.store.aliases_of(&bucket.id).await.or_s3()?.len() > 1 {
@@ -116,10 +108,9 @@ pub async fn delete_bucket(h: &Hangar, req: S3Request<DeleteBucketInput>) -> S3R
 /// Versioning was never enabled on any bucket: an empty configuration, as S3 answers for a
 /// bucket that never had it (clients such as rclone and s3fs ask before deleting).
 pub async fn get_bucket_versioning(
-    h: &Hangar,
     req: S3Request<GetBucketVersioningInput>,
 ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-    visible(h, req.credentials.as_ref(), &req.input.bucket).await?;
+    authorized(&req)?;
     Ok(S3Response::new(GetBucketVersioningOutput::default()))
 }
 
@@ -127,7 +118,7 @@ pub async fn get_bucket_location(
     h: &Hangar,
     req: S3Request<GetBucketLocationInput>,
 ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-    visible(h, req.credentials.as_ref(), &req.input.bucket).await?;
+    authorized(&req)?;
     // AWS answers an empty constraint for us-east-1.
     let location_constraint =
         (h.cfg.region != "us-east-1").then(|| BucketLocationConstraint::from(h.cfg.region.clone()));

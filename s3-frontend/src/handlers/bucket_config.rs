@@ -6,7 +6,7 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::Hangar;
-use crate::access::Right;
+use super::common::authorized;
 use crate::errors::{OrS3, custom_error};
 use crate::http_layer::bounded;
 
@@ -17,17 +17,14 @@ pub async fn put_bucket_cors(
     h: &Hangar,
     req: S3Request<PutBucketCorsInput>,
 ) -> S3Result<S3Response<PutBucketCorsOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Owner).await?;
+    let (_, bucket) = authorized(&req)?;
     let cfg = crate::cors::from_dto(&req.input.cors_configuration.cors_rules)?;
     h.store.set_bucket_cors(&bucket, Some(cfg)).await.or_s3()?;
     Ok(S3Response::new(PutBucketCorsOutput::default()))
 }
 
-pub async fn get_bucket_cors(
-    h: &Hangar,
-    req: S3Request<GetBucketCorsInput>,
-) -> S3Result<S3Response<GetBucketCorsOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+pub async fn get_bucket_cors(req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {
+    let (_, bucket) = authorized(&req)?;
     match bucket.cors.as_ref().filter(|c| !c.rules.is_empty()) {
         Some(c) => Ok(S3Response::new(GetBucketCorsOutput { cors_rules: Some(crate::cors::to_dto(c)) })),
         None => Err(custom_error("NoSuchCORSConfiguration", 404, "The CORS configuration does not exist")),
@@ -38,7 +35,7 @@ pub async fn delete_bucket_cors(
     h: &Hangar,
     req: S3Request<DeleteBucketCorsInput>,
 ) -> S3Result<S3Response<DeleteBucketCorsOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Owner).await?;
+    let (_, bucket) = authorized(&req)?;
     h.store.set_bucket_cors(&bucket, None).await.or_s3()?;
     Ok(S3Response::new(DeleteBucketCorsOutput::default()))
 }
@@ -180,7 +177,7 @@ pub async fn put_bucket_website(
     h: &Hangar,
     req: S3Request<PutBucketWebsiteInput>,
 ) -> S3Result<S3Response<PutBucketWebsiteOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Owner).await?;
+    let (_, bucket) = authorized(&req)?;
     let cfg = website_from_dto(&req.input.website_configuration)?;
     h.store.set_bucket_website(&bucket, Some(cfg)).await.or_s3()?;
     Ok(S3Response::new(PutBucketWebsiteOutput::default()))
@@ -190,7 +187,7 @@ pub async fn get_bucket_website(
     h: &Hangar,
     req: S3Request<GetBucketWebsiteInput>,
 ) -> S3Result<S3Response<GetBucketWebsiteOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+    let (_, bucket) = authorized(&req)?;
     match &bucket.website {
         // A configuration made with `hangar bucket website` may leave the index to the
         // frontends' default: answered as it is served, so it can be sent back as it is.
@@ -211,7 +208,7 @@ pub async fn delete_bucket_website(
     h: &Hangar,
     req: S3Request<DeleteBucketWebsiteInput>,
 ) -> S3Result<S3Response<DeleteBucketWebsiteOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Owner).await?;
+    let (_, bucket) = authorized(&req)?;
     h.store.set_bucket_website(&bucket, None).await.or_s3()?;
     Ok(S3Response::new(DeleteBucketWebsiteOutput::default()))
 }

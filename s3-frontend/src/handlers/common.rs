@@ -1,15 +1,13 @@
 //! What the handlers share: who is calling, which bucket, object keys, stored headers.
 
 use hangar_model::Found;
-use hangar_model::catalog::Rights;
 use hangar_proto::model::{AccessKey, Bucket, Header, Object};
 use s3s::auth::Credentials;
 use s3s::dto::{ETag, Metadata, Timestamp, TimestampFormat};
-use s3s::{S3Error, S3Result, s3_error};
-use tracing::Instrument;
+use s3s::{S3Request, S3Result, s3_error};
 
 use super::Hangar;
-use crate::access::Right;
+use crate::access::{self, Authorized, Right};
 use crate::errors::OrS3;
 
 /// Longest object key S3 accepts, in bytes.
@@ -49,63 +47,27 @@ pub fn etag(s: &str) -> ETag {
     ETag::Strong(s.to_string())
 }
 
+/// The caller's key and the request's bucket, as the access check found them (the right
+/// the operation needs is in `access::required`).
+pub(super) fn authorized<T>(req: &S3Request<T>) -> S3Result<(AccessKey, Bucket)> {
+    match req.extensions.get::<Authorized>() {
+        Some(a) => Ok((a.key.clone(), a.bucket.clone())),
+        None => Err(s3_error!(InternalError, "the access check did not run for this operation")),
+    }
+}
+
 impl Hangar {
     /// The calling key (s3s verified its signature already).
     pub(super) async fn caller(&self, creds: Option<&Credentials>) -> S3Result<AccessKey> {
         let id = creds.map(|c| c.access_key.as_str()).ok_or_else(|| s3_error!(AccessDenied))?;
-        match self.lookups.key(id).instrument(tracing::debug_span!("key lookup")).await.or_s3()? {
-            Some(k) => Ok(k),
-            None => Err(s3_error!(InvalidAccessKeyId)),
-        }
+        access::caller(&self.lookups, id).await
     }
 
-    /// The bucket, when the caller holds `right` on it.
-    pub(super) async fn bucket(
-        &self,
-        creds: Option<&Credentials>,
-        name: &str,
-        right: Right,
-    ) -> S3Result<(AccessKey, Bucket)> {
-        // Requests that change the bucket (the owner's) act on the bucket the name names now.
-        let (key, bucket, rights) = self.bucket_rights(creds, name, right == Right::Owner, |r| right.held(r)).await?;
-        if !right.held(rights) {
-            return Err(s3_error!(AccessDenied, "the key has no {right:?} right on this bucket"));
-        }
-        Ok((key, bucket))
-    }
-
-    /// The caller's key, the bucket named `name` and the key's rights on it; read now when
-    /// `fresh`, else from the frontend's cache (`lookups`). Rights from the cache that do
-    /// not pass `enough` are read again: they may just have been granted.
-    pub(super) async fn bucket_rights(
-        &self,
-        creds: Option<&Credentials>,
-        name: &str,
-        fresh: bool,
-        enough: impl Fn(Rights) -> bool,
-    ) -> S3Result<(AccessKey, Bucket, Rights)> {
-        let key = self.caller(creds).await?;
-        let span = tracing::debug_span!("bucket lookup");
-        let bucket = if fresh {
-            self.lookups.fresh_bucket(name).instrument(span).await
-        } else {
-            self.lookups.bucket(name).instrument(span).await.map(|(b, _)| b)
-        };
-        let bucket = bucket.or_s3()?.ok_or_else(|| {
-            S3Error::with_message(s3s::S3ErrorCode::NoSuchBucket, format!("bucket `{name}` does not exist"))
-        })?;
-        let span = tracing::debug_span!("permission check");
-        let (rights, cached) = if fresh {
-            (self.lookups.fresh_rights(&key, &bucket.id).instrument(span.clone()).await.or_s3()?, false)
-        } else {
-            self.lookups.rights(&key, &bucket.id).instrument(span.clone()).await.or_s3()?
-        };
-        let rights = if cached && !enough(rights) {
-            self.lookups.fresh_rights(&key, &bucket.id).instrument(span).await.or_s3()?
-        } else {
-            rights
-        };
-        Ok((key, bucket, rights))
+    /// A bucket other than the request's (a copy's source), when the caller holds `right`
+    /// on it.
+    pub(super) async fn other_bucket(&self, creds: Option<&Credentials>, name: &str, right: Right) -> S3Result<Bucket> {
+        let id = creds.map(|c| c.access_key.as_str()).ok_or_else(|| s3_error!(AccessDenied))?;
+        Ok(access::authorize(&self.lookups, id, name, right).await?.bucket)
     }
 
     pub(super) async fn get_object_entry(&self, bucket: &Bucket, key: &str) -> S3Result<Option<Found<Object>>> {

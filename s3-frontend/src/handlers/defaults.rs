@@ -5,8 +5,7 @@
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
-use super::Hangar;
-use crate::access::Right;
+use super::common::authorized;
 use crate::errors::custom_error;
 
 fn not_implemented(what: &str) -> S3Error {
@@ -16,10 +15,9 @@ fn not_implemented(what: &str) -> S3Error {
 /// Versioning: only "never enabled" exists. Suspended is what an unversioned bucket
 /// already does for new writes, so it is accepted and changes nothing.
 pub async fn put_bucket_versioning(
-    h: &Hangar,
     req: S3Request<PutBucketVersioningInput>,
 ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
-    h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Owner).await?;
+    authorized(&req)?;
     match req.input.versioning_configuration.status.as_ref().map(|s| s.as_str()) {
         Some(BucketVersioningStatus::ENABLED) => {
             Err(not_implemented("object versioning: objects have one current version and a DELETE removes it"))
@@ -30,10 +28,9 @@ pub async fn put_bucket_versioning(
 }
 
 pub async fn get_bucket_encryption(
-    h: &Hangar,
     req: S3Request<GetBucketEncryptionInput>,
 ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
-    h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+    authorized(&req)?;
     Err(custom_error(
         "ServerSideEncryptionConfigurationNotFoundError",
         404,
@@ -42,34 +39,26 @@ pub async fn get_bucket_encryption(
 }
 
 pub async fn put_bucket_encryption(
-    h: &Hangar,
     req: S3Request<PutBucketEncryptionInput>,
 ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
-    h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Owner).await?;
+    authorized(&req)?;
     Err(not_implemented("default bucket encryption (SSE-S3, SSE-KMS): encrypt the disks the data nodes use"))
 }
 
-pub async fn get_bucket_policy(
-    h: &Hangar,
-    req: S3Request<GetBucketPolicyInput>,
-) -> S3Result<S3Response<GetBucketPolicyOutput>> {
-    h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+pub async fn get_bucket_policy(req: S3Request<GetBucketPolicyInput>) -> S3Result<S3Response<GetBucketPolicyOutput>> {
+    authorized(&req)?;
     Err(custom_error("NoSuchBucketPolicy", 404, "The bucket policy does not exist"))
 }
 
-pub async fn put_bucket_policy(
-    h: &Hangar,
-    req: S3Request<PutBucketPolicyInput>,
-) -> S3Result<S3Response<PutBucketPolicyOutput>> {
-    h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Owner).await?;
+pub async fn put_bucket_policy(req: S3Request<PutBucketPolicyInput>) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+    authorized(&req)?;
     Err(not_implemented("bucket policies: grant access per key with `hangar bucket allow`"))
 }
 
 pub async fn get_object_lock_configuration(
-    h: &Hangar,
     req: S3Request<GetObjectLockConfigurationInput>,
 ) -> S3Result<S3Response<GetObjectLockConfigurationOutput>> {
-    h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+    authorized(&req)?;
     Err(custom_error(
         "ObjectLockConfigurationNotFoundError",
         404,
@@ -78,10 +67,9 @@ pub async fn get_object_lock_configuration(
 }
 
 pub async fn get_public_access_block(
-    h: &Hangar,
     req: S3Request<GetPublicAccessBlockInput>,
 ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
-    h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+    authorized(&req)?;
     Err(custom_error(
         "NoSuchPublicAccessBlockConfiguration",
         404,

@@ -10,7 +10,7 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
 
 use super::Hangar;
-use crate::access::Right;
+use super::common::authorized;
 use crate::errors::{OrS3, custom_error};
 
 /// Most rules a configuration may hold, as in AWS.
@@ -208,7 +208,7 @@ pub async fn put_bucket_lifecycle_configuration(
     h: &Hangar,
     req: S3Request<PutBucketLifecycleConfigurationInput>,
 ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Owner).await?;
+    let (_, bucket) = authorized(&req)?;
     let Some(cfg) = &req.input.lifecycle_configuration else {
         return Err(malformed("the request has no LifecycleConfiguration"));
     };
@@ -218,10 +218,9 @@ pub async fn put_bucket_lifecycle_configuration(
 }
 
 pub async fn get_bucket_lifecycle_configuration(
-    h: &Hangar,
     req: S3Request<GetBucketLifecycleConfigurationInput>,
 ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+    let (_, bucket) = authorized(&req)?;
     match bucket.lifecycle.as_ref().filter(|c| !c.rules.is_empty()) {
         Some(c) => {
             Ok(S3Response::new(GetBucketLifecycleConfigurationOutput { rules: Some(to_dto(c)), ..Default::default() }))
@@ -234,7 +233,7 @@ pub async fn delete_bucket_lifecycle(
     h: &Hangar,
     req: S3Request<DeleteBucketLifecycleInput>,
 ) -> S3Result<S3Response<DeleteBucketLifecycleOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Owner).await?;
+    let (_, bucket) = authorized(&req)?;
     h.store.set_bucket_lifecycle(&bucket, None).await.or_s3()?;
     Ok(S3Response::new(DeleteBucketLifecycleOutput::default()))
 }

@@ -6,8 +6,8 @@ use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
 use super::Hangar;
+use super::common::authorized;
 use super::common::{etag, timestamp_ms};
-use crate::access::Right;
 use crate::listing::{ListParams, Listed, Start, list};
 
 /// What `encoding-type=url` leaves alone: unreserved characters and `/`, as AWS does.
@@ -50,7 +50,7 @@ fn contents(listed: &mut Listed, enc: &impl Fn(String) -> String) -> (Vec<Object
 }
 
 pub async fn list_objects(h: &Hangar, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+    let (_, bucket) = authorized(&req)?;
     let i = req.input;
     let encoding_type = i.encoding_type.clone();
     let enc = encoder(encoding_type.as_ref())?;
@@ -85,7 +85,7 @@ pub async fn list_objects_v2(
     h: &Hangar,
     req: S3Request<ListObjectsV2Input>,
 ) -> S3Result<S3Response<ListObjectsV2Output>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+    let (_, bucket) = authorized(&req)?;
     let i = req.input;
     let encoding_type = i.encoding_type.clone();
     let enc = encoder(encoding_type.as_ref())?;

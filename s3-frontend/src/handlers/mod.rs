@@ -57,7 +57,7 @@ impl S3 for Hangar {
         &self,
         req: S3Request<GetBucketVersioningInput>,
     ) -> S3Result<S3Response<GetBucketVersioningOutput>> {
-        bucket::get_bucket_versioning(self, req).await
+        bucket::get_bucket_versioning(req).await
     }
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         object::put_object(self, req).await
@@ -123,49 +123,49 @@ impl S3 for Hangar {
         &self,
         req: S3Request<PutBucketVersioningInput>,
     ) -> S3Result<S3Response<PutBucketVersioningOutput>> {
-        defaults::put_bucket_versioning(self, req).await
+        defaults::put_bucket_versioning(req).await
     }
     async fn get_bucket_encryption(
         &self,
         req: S3Request<GetBucketEncryptionInput>,
     ) -> S3Result<S3Response<GetBucketEncryptionOutput>> {
-        defaults::get_bucket_encryption(self, req).await
+        defaults::get_bucket_encryption(req).await
     }
     async fn put_bucket_encryption(
         &self,
         req: S3Request<PutBucketEncryptionInput>,
     ) -> S3Result<S3Response<PutBucketEncryptionOutput>> {
-        defaults::put_bucket_encryption(self, req).await
+        defaults::put_bucket_encryption(req).await
     }
     async fn get_bucket_policy(
         &self,
         req: S3Request<GetBucketPolicyInput>,
     ) -> S3Result<S3Response<GetBucketPolicyOutput>> {
-        defaults::get_bucket_policy(self, req).await
+        defaults::get_bucket_policy(req).await
     }
     async fn put_bucket_policy(
         &self,
         req: S3Request<PutBucketPolicyInput>,
     ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
-        defaults::put_bucket_policy(self, req).await
+        defaults::put_bucket_policy(req).await
     }
     async fn get_object_lock_configuration(
         &self,
         req: S3Request<GetObjectLockConfigurationInput>,
     ) -> S3Result<S3Response<GetObjectLockConfigurationOutput>> {
-        defaults::get_object_lock_configuration(self, req).await
+        defaults::get_object_lock_configuration(req).await
     }
     async fn get_public_access_block(
         &self,
         req: S3Request<GetPublicAccessBlockInput>,
     ) -> S3Result<S3Response<GetPublicAccessBlockOutput>> {
-        defaults::get_public_access_block(self, req).await
+        defaults::get_public_access_block(req).await
     }
     async fn get_bucket_acl(&self, req: S3Request<GetBucketAclInput>) -> S3Result<S3Response<GetBucketAclOutput>> {
-        acl::get_bucket_acl(self, req).await
+        acl::get_bucket_acl(req).await
     }
     async fn put_bucket_acl(&self, req: S3Request<PutBucketAclInput>) -> S3Result<S3Response<PutBucketAclOutput>> {
-        acl::put_bucket_acl(self, req).await
+        acl::put_bucket_acl(req).await
     }
     async fn get_object_acl(&self, req: S3Request<GetObjectAclInput>) -> S3Result<S3Response<GetObjectAclOutput>> {
         acl::get_object_acl(self, req).await
@@ -201,7 +201,7 @@ impl S3 for Hangar {
         &self,
         req: S3Request<GetBucketTaggingInput>,
     ) -> S3Result<S3Response<GetBucketTaggingOutput>> {
-        tagging::get_bucket_tagging(self, req).await
+        tagging::get_bucket_tagging(req).await
     }
     async fn delete_bucket_tagging(
         &self,
@@ -219,7 +219,7 @@ impl S3 for Hangar {
         bucket_config::put_bucket_cors(self, req).await
     }
     async fn get_bucket_cors(&self, req: S3Request<GetBucketCorsInput>) -> S3Result<S3Response<GetBucketCorsOutput>> {
-        bucket_config::get_bucket_cors(self, req).await
+        bucket_config::get_bucket_cors(req).await
     }
     async fn delete_bucket_cors(
         &self,
@@ -255,7 +255,7 @@ impl S3 for Hangar {
         &self,
         req: S3Request<GetBucketLifecycleConfigurationInput>,
     ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
-        lifecycle::get_bucket_lifecycle_configuration(self, req).await
+        lifecycle::get_bucket_lifecycle_configuration(req).await
     }
     async fn delete_bucket_lifecycle(
         &self,

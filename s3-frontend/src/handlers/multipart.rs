@@ -16,13 +16,13 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::Hangar;
 use super::acl::only_private;
+use super::common::authorized;
 use super::common::{StoredHeaders, check_key, etag, timestamp_ms};
 use super::object::{
     DeclaredChecksums, body_claims, check_quota_after, check_write_conditions, claim, copy_source, data_etag, receive,
     set_checksums, sse_key, verify_body,
 };
 use super::tagging;
-use crate::access::Right;
 use crate::checksums;
 use crate::conditions::Conditions;
 use crate::errors::OrS3;
@@ -177,7 +177,7 @@ pub async fn create(
     h: &Hangar,
     req: S3Request<CreateMultipartUploadInput>,
 ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-    let (key, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
+    let (key, bucket) = authorized(&req)?;
     let i = &req.input;
     check_key(&i.key)?;
     only_private(
@@ -236,7 +236,7 @@ async fn record_part(h: &Hangar, upload_id: &[u8], part: &StoredPart) -> S3Resul
 }
 
 pub async fn upload_part(h: &Hangar, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
+    let (_, bucket) = authorized(&req)?;
     let S3Request { input, headers, trailing_headers, extensions, .. } = req;
     let n = check_part_number(input.part_number)?;
     if input.content_length.is_some_and(|l| l > MAX_PART_SIZE) {
@@ -293,7 +293,7 @@ pub async fn upload_part_copy(
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
     let creds = req.credentials.as_ref();
     let i = &req.input;
-    let (_, bucket) = h.bucket(creds, &i.bucket, Right::Write).await?;
+    let (_, bucket) = authorized(&req)?;
     let n = check_part_number(i.part_number)?;
     let (upload_id, upload) = get_upload(h, &bucket, &i.key, &i.upload_id).await?;
     let dst_key = sse_key!(i, sse_customer_algorithm, sse_customer_key, sse_customer_key_md5)?;
@@ -364,7 +364,7 @@ pub async fn complete(
     h: &Hangar,
     req: S3Request<CompleteMultipartUploadInput>,
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
+    let (_, bucket) = authorized(&req)?;
     let i = &req.input;
     let (upload_id, upload) = get_upload(h, &bucket, &i.key, &i.upload_id).await?;
     let listed = i.multipart_upload.as_ref().and_then(|m| m.parts.as_ref()).cloned().unwrap_or_default();
@@ -431,7 +431,7 @@ pub async fn abort(
     h: &Hangar,
     req: S3Request<AbortMultipartUploadInput>,
 ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
+    let (_, bucket) = authorized(&req)?;
     let i = &req.input;
     let (upload_id, _) = get_upload(h, &bucket, &i.key, &i.upload_id).await?;
     match h.store.abort_upload(&bucket.id, &i.key, &upload_id).await.or_s3()? {
@@ -442,7 +442,7 @@ pub async fn abort(
 }
 
 pub async fn list_parts(h: &Hangar, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+    let (_, bucket) = authorized(&req)?;
     let i = &req.input;
     let (upload_id, upload) = get_upload(h, &bucket, &i.key, &i.upload_id).await?;
     // The parts' checksums are of the plaintext: an encrypted upload shows them only to a
@@ -510,7 +510,7 @@ pub async fn list_uploads(
     h: &Hangar,
     req: S3Request<ListMultipartUploadsInput>,
 ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+    let (_, bucket) = authorized(&req)?;
     let i = &req.input;
     let enc = super::list::encoder(i.encoding_type.as_ref())?;
     let max = i.max_uploads.unwrap_or(1000).clamp(1, 1000) as usize;

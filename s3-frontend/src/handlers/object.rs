@@ -14,6 +14,7 @@ use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::Hangar;
 use super::acl::only_private;
+use super::common::authorized;
 use super::common::{ObjectHeaders, StoredHeaders, check_key, etag, timestamp_ms};
 use super::tagging;
 use crate::access::Right;
@@ -303,7 +304,7 @@ pub async fn check_quota_after(
 }
 
 pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
+    let (_, bucket) = authorized(&req)?;
     let S3Request { input, headers, trailing_headers, extensions, .. } = req;
     check_key(&input.key)?;
     only_private(
@@ -523,7 +524,7 @@ fn checksum_mode(m: Option<&ChecksumMode>) -> bool {
 }
 
 pub async fn get_object(h: &Hangar, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+    let (_, bucket) = authorized(&req)?;
     let i = &req.input;
     let found = h.object_or_404(&bucket, &i.key).await?;
     let obj = &found.value;
@@ -545,7 +546,7 @@ pub async fn get_object(h: &Hangar, req: S3Request<GetObjectInput>) -> S3Result<
 }
 
 pub async fn head_object(h: &Hangar, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+    let (_, bucket) = authorized(&req)?;
     let i = &req.input;
     let found = h.object_or_404(&bucket, &i.key).await?;
     let obj = &found.value;
@@ -583,7 +584,7 @@ async fn delete_one(h: &Hangar, bucket: &hangar_proto::model::Bucket, key: &str)
 }
 
 pub async fn delete_object(h: &Hangar, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
+    let (_, bucket) = authorized(&req)?;
     delete_one(h, &bucket, &req.input.key).await?;
     h.quotas.forget(&bucket);
     Ok(S3Response::new(DeleteObjectOutput::default()))
@@ -596,7 +597,7 @@ pub async fn delete_objects(
     h: &Hangar,
     req: S3Request<DeleteObjectsInput>,
 ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Write).await?;
+    let (_, bucket) = authorized(&req)?;
     let objects = &req.input.delete.objects;
     if objects.len() > MAX_DELETE_KEYS {
         return Err(s3_error!(MalformedXML, "at most 1000 keys may be deleted at once"));
@@ -632,7 +633,7 @@ pub async fn copy_source(
     if version_id.is_some() {
         return Err(s3_error!(NotImplemented, "versioning is not supported: a copy source cannot name a version"));
     }
-    let (_, b) = h.bucket(creds, bucket, Right::Read).await?;
+    let b = h.other_bucket(creds, bucket, Right::Read).await?;
     let found = h.object_or_404(&b, key).await?;
     cond.check_strict(&found.value.etag, found.value.last_modified_ms)?;
     Ok(found)
@@ -641,7 +642,7 @@ pub async fn copy_source(
 pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
     let creds = req.credentials.as_ref();
     let i = &req.input;
-    let (_, bucket) = h.bucket(creds, &i.bucket, Right::Write).await?;
+    let (_, bucket) = authorized(&req)?;
     check_key(&i.key)?;
     only_private(
         i.acl.as_ref().map(|a| a.as_str()),
@@ -789,7 +790,7 @@ pub async fn get_object_attributes(
     req: S3Request<GetObjectAttributesInput>,
 ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
     let i = &req.input;
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &i.bucket, Right::Read).await?;
+    let (_, bucket) = authorized(&req)?;
     check_key(&i.key)?;
     let found = h.object_or_404(&bucket, &i.key).await?;
     let obj = &found.value;

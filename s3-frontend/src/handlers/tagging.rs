@@ -8,8 +8,8 @@ use s3s::dto::*;
 use s3s::{S3Error, S3Request, S3Response, S3Result, s3_error};
 
 use super::Hangar;
+use super::common::authorized;
 use super::common::check_key;
-use crate::access::Right;
 use crate::errors::{OrS3, custom_error};
 
 pub const MAX_OBJECT_TAGS: usize = 10;
@@ -92,14 +92,12 @@ pub fn count(tags: Option<&TagSet>) -> Option<i32> {
 
 async fn set_object_tags(
     h: &Hangar,
-    creds: Option<&s3s::auth::Credentials>,
-    bucket: &str,
+    bucket: &hangar_proto::model::Bucket,
     key: &str,
     tags: Option<TagSet>,
 ) -> S3Result<()> {
-    let (_, bucket) = h.bucket(creds, bucket, Right::Write).await?;
     check_key(key)?;
-    let found = h.object_or_404(&bucket, key).await?;
+    let found = h.object_or_404(bucket, key).await?;
     if !h.store.set_object_tags(&bucket.id, key, &found, tags).await.or_s3()? {
         // A PUT or DELETE of the key came in between: the tags went with the value they
         // were set on, as if they had been set just before it.
@@ -114,7 +112,7 @@ pub async fn put_object_tagging(
 ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
     let i = &req.input;
     let tags = from_body(&i.tagging, MAX_OBJECT_TAGS)?;
-    set_object_tags(h, req.credentials.as_ref(), &i.bucket, &i.key, tags).await?;
+    set_object_tags(h, &authorized(&req)?.1, &i.key, tags).await?;
     Ok(S3Response::new(PutObjectTaggingOutput::default()))
 }
 
@@ -123,7 +121,7 @@ pub async fn delete_object_tagging(
     req: S3Request<DeleteObjectTaggingInput>,
 ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
     let i = &req.input;
-    set_object_tags(h, req.credentials.as_ref(), &i.bucket, &i.key, None).await?;
+    set_object_tags(h, &authorized(&req)?.1, &i.key, None).await?;
     Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
 }
 
@@ -132,7 +130,7 @@ pub async fn get_object_tagging(
     req: S3Request<GetObjectTaggingInput>,
 ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
     let i = &req.input;
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &i.bucket, Right::Read).await?;
+    let (_, bucket) = authorized(&req)?;
     check_key(&i.key)?;
     let found = h.object_or_404(&bucket, &i.key).await?;
     Ok(S3Response::new(GetObjectTaggingOutput { tag_set: to_dto(found.value.tags.as_ref()), version_id: None }))
@@ -142,7 +140,7 @@ pub async fn put_bucket_tagging(
     h: &Hangar,
     req: S3Request<PutBucketTaggingInput>,
 ) -> S3Result<S3Response<PutBucketTaggingOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Owner).await?;
+    let (_, bucket) = authorized(&req)?;
     let tags = from_body(&req.input.tagging, MAX_BUCKET_TAGS)?;
     h.store.set_bucket_tags(&bucket, tags).await.or_s3()?;
     Ok(S3Response::new(PutBucketTaggingOutput::default()))
@@ -152,16 +150,13 @@ pub async fn delete_bucket_tagging(
     h: &Hangar,
     req: S3Request<DeleteBucketTaggingInput>,
 ) -> S3Result<S3Response<DeleteBucketTaggingOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Owner).await?;
+    let (_, bucket) = authorized(&req)?;
     h.store.set_bucket_tags(&bucket, None).await.or_s3()?;
     Ok(S3Response::new(DeleteBucketTaggingOutput::default()))
 }
 
-pub async fn get_bucket_tagging(
-    h: &Hangar,
-    req: S3Request<GetBucketTaggingInput>,
-) -> S3Result<S3Response<GetBucketTaggingOutput>> {
-    let (_, bucket) = h.bucket(req.credentials.as_ref(), &req.input.bucket, Right::Read).await?;
+pub async fn get_bucket_tagging(req: S3Request<GetBucketTaggingInput>) -> S3Result<S3Response<GetBucketTaggingOutput>> {
+    let (_, bucket) = authorized(&req)?;
     match bucket.tags.as_ref().filter(|t| !t.tags.is_empty()) {
         Some(t) => Ok(S3Response::new(GetBucketTaggingOutput { tag_set: to_dto(Some(t)) })),
         None => Err(custom_error("NoSuchTagSet", 404, "The TagSet does not exist")),
