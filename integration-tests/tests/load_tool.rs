@@ -97,3 +97,51 @@ async fn load_tool_multipart_from_file() {
     assert_eq!(field(&report(&out, "GET"), "errors"), "0");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("PUT:"), "--op get ran PUTs");
 }
+
+/// `--unsigned-payload` bodies (single PUTs and parts) are taken, several endpoints share the
+/// requests, and a listing walks every page under the prefix.
+#[tokio::test]
+async fn load_tool_unsigned_payload_endpoints_and_listing() {
+    let server = Server::start().await;
+    let both = format!("{0},{0}", server.endpoint);
+    let args = ["--endpoint", &both, "--bucket", "unsigned", "--unsigned-payload", "--concurrency", "4"];
+    let out = run_load(&server, &[&args[..], &["--size", "2MiB", "--count", "4"]].concat()).await;
+    assert_eq!(field(&report(&out, "PUT"), "errors"), "0");
+    assert_eq!(field(&report(&out, "GET"), "bytes"), (4 * (2 << 20)).to_string());
+    let out = run_load(
+        &server,
+        &[&args[..], &["--size", "6MiB", "--count", "1", "--multipart-part-size", "5MiB", "--prefix", "mpu/"]].concat(),
+    )
+    .await;
+    assert_eq!(field(&report(&out, "GET"), "bytes"), (6 << 20).to_string());
+
+    // --unique over 8 MiB: a payload file per object; another seed, other bytes.
+    let etags = |prefix: &'static str| {
+        let s3 = server.s3_client();
+        async move {
+            let mut tags = Vec::new();
+            for i in 0..2 {
+                let key = format!("{prefix}obj-{i:08}");
+                let head = s3.head_object().bucket("unsigned").key(key).send().await.expect("head");
+                tags.push(head.e_tag().unwrap_or_default().to_string());
+            }
+            tags
+        }
+    };
+    let big = ["--size", "9MiB", "--count", "2", "--unique", "--op", "put"];
+    run_load(&server, &[&args[..], &big, &["--prefix", "big1/"]].concat()).await;
+    run_load(&server, &[&args[..], &big, &["--prefix", "big2/", "--seed", "2"]].concat()).await;
+    let (one, two) = (etags("big1/").await, etags("big2/").await);
+    assert_ne!(one[0], one[1], "--unique objects share their bytes");
+    assert!(one.iter().all(|t| !two.contains(t)), "another seed wrote the same bytes: {one:?} {two:?}");
+
+    // 1 200 keys: a listing takes two pages.
+    let put = ["--size", "0", "--count", "1200", "--op", "put", "--prefix", "many/"];
+    run_load(&server, &[&args[..], &put].concat()).await;
+    let out =
+        run_load(&server, &[&args[..], &["--size", "0", "--count", "2", "--op", "list", "--prefix", "many/"]].concat())
+            .await;
+    let r = report(&out, "LIST");
+    assert_eq!(field(&r, "ops"), "2");
+    assert_eq!(field(&r, "bytes"), "2400", "keys listed over both listings");
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::Credentials;
+use aws_sdk_s3::config::{Credentials, RequestChecksumCalculation};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -27,9 +27,10 @@ const IN_MEMORY_LIMIT: u64 = 8 << 20;
 #[derive(Parser, Debug)]
 #[command(name = "hangar-load", about = "Bounded PUT/GET load against an S3 endpoint")]
 struct Args {
-    /// S3 endpoint, e.g. http://127.0.0.1:3900
-    #[arg(long)]
-    endpoint: String,
+    /// S3 endpoint, e.g. http://127.0.0.1:3900; several, comma-separated, take the requests
+    /// in turn (object i goes to endpoint i mod n).
+    #[arg(long, value_delimiter = ',', required = true)]
+    endpoint: Vec<String>,
     /// Bucket to use; created if it does not exist.
     #[arg(long)]
     bucket: String,
@@ -52,8 +53,18 @@ struct Args {
     prefix: String,
     /// Give every object different content (its number in the first bytes), so no block
     /// is shared between objects; otherwise all carry the same bytes and are stored once.
+    /// (Objects over 8 MiB: one payload file per object, at most 2 GiB in all.)
     #[arg(long)]
     unique: bool,
+    /// Seed of the payload's bytes: a run with another seed writes bytes no run with this
+    /// one wrote (so repeated runs are not deduplicated against each other).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// PUT and UploadPart bodies go as plain Content-Length bodies marked UNSIGNED-PAYLOAD,
+    /// without a checksum trailer (a form every S3 server takes); otherwise the SDK's
+    /// default (aws-chunked with a CRC32 trailer over http).
+    #[arg(long)]
+    unsigned_payload: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -61,7 +72,7 @@ enum Op {
     Put,
     Get,
     Both,
-    /// `count` ListObjectsV2 requests for the first page (up to 1000 keys) under the prefix.
+    /// `count` listings of every key under the prefix (ListObjectsV2 pages of 1000 keys).
     List,
 }
 
@@ -84,38 +95,44 @@ fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("size {s:?} overflows"))
 }
 
-/// The payload every PUT sends: in memory when small, a temp file otherwise.
+/// The payload PUTs send: in memory when small, temp files otherwise (object i sends file
+/// i mod n).
 enum Payload {
     Memory(Bytes),
-    File(tempfile::NamedTempFile),
+    Files(Vec<tempfile::NamedTempFile>),
 }
 
 impl Payload {
-    fn create(size: u64) -> std::io::Result<Payload> {
+    fn create(size: u64, seed: u64, files: usize) -> std::io::Result<Payload> {
         if size <= IN_MEMORY_LIMIT {
-            return Ok(Payload::Memory(Bytes::from(pseudo_random(size as usize, 1))));
+            return Ok(Payload::Memory(Bytes::from(pseudo_random(size as usize, seed))));
         }
         use std::io::Write;
-        let mut file = tempfile::NamedTempFile::new()?;
         let chunk = 4 << 20;
-        let mut written = 0u64;
-        let mut seed = 1;
-        while written < size {
-            let n = chunk.min(size - written) as usize;
-            file.write_all(&pseudo_random(n, seed))?;
-            written += n as u64;
-            seed += 1;
+        // Every 4 MiB chunk of every file from its own seed.
+        let mut chunk_seed = (seed - 1) << 32;
+        let mut all = Vec::new();
+        for _ in 0..files.max(1) {
+            let mut file = tempfile::NamedTempFile::new()?;
+            let mut written = 0u64;
+            while written < size {
+                let n = chunk.min(size - written) as usize;
+                chunk_seed += 1;
+                file.write_all(&pseudo_random(n, chunk_seed))?;
+                written += n as u64;
+            }
+            file.flush()?;
+            all.push(file);
         }
-        file.flush()?;
-        Ok(Payload::File(file))
+        Ok(Payload::Files(all))
     }
 
-    /// A streaming body for `len` bytes starting at `offset`.
-    async fn body(&self, offset: u64, len: u64) -> Result<ByteStream, String> {
+    /// A streaming body of object `i`: `len` bytes starting at `offset`.
+    async fn body(&self, i: usize, offset: u64, len: u64) -> Result<ByteStream, String> {
         match self {
             Payload::Memory(b) => Ok(ByteStream::from(b.slice(offset as usize..(offset + len) as usize))),
-            Payload::File(f) => ByteStream::read_from()
-                .path(PathBuf::from(f.path()))
+            Payload::Files(files) => ByteStream::read_from()
+                .path(PathBuf::from(files[i % files.len()].path()))
                 .offset(offset)
                 .length(Length::Exact(len))
                 .build()
@@ -136,12 +153,17 @@ fn failed<E: std::error::Error>(what: impl Display) -> impl FnOnce(E) -> String 
 }
 
 struct Ctx {
-    s3: Client,
+    s3: Vec<Client>,
     args: Args,
     payload: Payload,
 }
 
 impl Ctx {
+    /// The client of object (or request) `i`.
+    fn s3(&self, i: usize) -> &Client {
+        &self.s3[i % self.s3.len()]
+    }
+
     fn key(&self, i: usize) -> String {
         format!("{}obj-{i:08}", self.args.prefix)
     }
@@ -156,7 +178,7 @@ impl Ctx {
                 }
                 Ok(ByteStream::from(v))
             }
-            _ => self.payload.body(0, size).await,
+            _ => self.payload.body(i, 0, size).await,
         }
     }
 
@@ -164,12 +186,15 @@ impl Ctx {
         let size = self.args.size;
         let key = self.key(i);
         let Some(part_size) = self.args.multipart_part_size else {
-            self.s3
+            let put = self
+                .s3(i)
                 .put_object()
                 .bucket(&self.args.bucket)
                 .key(&key)
                 .content_length(size as i64)
                 .body(self.body_of(i, size).await?)
+                .customize();
+            if self.args.unsigned_payload { put.disable_payload_signing() } else { put }
                 .send()
                 .await
                 .map_err(failed(format_args!("put {key}")))?;
@@ -177,7 +202,7 @@ impl Ctx {
         };
 
         let upload = self
-            .s3
+            .s3(i)
             .create_multipart_upload()
             .bucket(&self.args.bucket)
             .key(&key)
@@ -191,15 +216,17 @@ impl Ctx {
         // Parts go one after another; concurrency comes from parallel objects.
         while offset < size || number == 1 {
             let len = part_size.min(size - offset);
-            let out = self
-                .s3
+            let part = self
+                .s3(i)
                 .upload_part()
                 .bucket(&self.args.bucket)
                 .key(&key)
                 .upload_id(&upload_id)
                 .part_number(number)
                 .content_length(len as i64)
-                .body(self.payload.body(offset, len).await?)
+                .body(self.payload.body(i, offset, len).await?)
+                .customize();
+            let out = if self.args.unsigned_payload { part.disable_payload_signing() } else { part }
                 .send()
                 .await
                 .map_err(failed(format_args!("upload part {number} of {key}")))?;
@@ -207,7 +234,7 @@ impl Ctx {
             offset += len;
             number += 1;
         }
-        self.s3
+        self.s3(i)
             .complete_multipart_upload()
             .bucket(&self.args.bucket)
             .key(&key)
@@ -219,24 +246,32 @@ impl Ctx {
         Ok(size)
     }
 
-    /// One ListObjectsV2 page under the prefix; counts the keys listed as "bytes".
-    async fn list(&self) -> Result<u64, String> {
-        let out = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.args.bucket)
-            .prefix(&self.args.prefix)
-            .max_keys(1000)
-            .send()
-            .await
-            .map_err(failed(format_args!("list {}", self.args.prefix)))?;
-        Ok(out.contents().len() as u64)
+    /// Lists every key under the prefix, page after page; counts the keys as "bytes".
+    async fn list(&self, i: usize) -> Result<u64, String> {
+        let (mut keys, mut token) = (0, None);
+        loop {
+            let out = self
+                .s3(i)
+                .list_objects_v2()
+                .bucket(&self.args.bucket)
+                .prefix(&self.args.prefix)
+                .max_keys(1000)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(failed(format_args!("list {}", self.args.prefix)))?;
+            keys += out.contents().len() as u64;
+            token = out.next_continuation_token().map(str::to_string);
+            if token.is_none() || !out.is_truncated().unwrap_or(false) {
+                return Ok(keys);
+            }
+        }
     }
 
     async fn get(&self, i: usize) -> Result<u64, String> {
         let key = self.key(i);
         let out = self
-            .s3
+            .s3(i)
             .get_object()
             .bucket(&self.args.bucket)
             .key(&key)
@@ -354,12 +389,23 @@ async fn main() -> ExitCode {
         eprintln!("hangar-load: --multipart-part-size must be positive");
         return ExitCode::from(2);
     }
-    if args.unique && (args.multipart_part_size.is_some() || args.size > IN_MEMORY_LIMIT) {
-        eprintln!("hangar-load: --unique works with single PUTs of at most 8 MiB");
+    let large = args.multipart_part_size.is_some() || args.size > IN_MEMORY_LIMIT;
+    if args.unique && large && args.size.saturating_mul(args.count as u64) > 2 << 30 {
+        eprintln!("hangar-load: --unique with objects over 8 MiB or multipart needs at most 2 GiB in all");
         return ExitCode::from(2);
     }
-    let s3 = Client::from_conf(util::s3_config(&args.endpoint, &region, creds).build());
-    if let Err(e) = ensure_bucket(&s3, &args.bucket).await {
+    let s3: Vec<Client> = args
+        .endpoint
+        .iter()
+        .map(|e| {
+            let mut conf = util::s3_config(e, &region, creds.clone());
+            if args.unsigned_payload {
+                conf = conf.request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+            }
+            Client::from_conf(conf.build())
+        })
+        .collect();
+    if let Err(e) = ensure_bucket(&s3[0], &args.bucket).await {
         eprintln!("hangar-load: {e}");
         return ExitCode::FAILURE;
     }
@@ -367,7 +413,8 @@ async fn main() -> ExitCode {
     let payload = if matches!(args.op, Op::Get | Op::List) {
         Payload::Memory(Bytes::new())
     } else {
-        match Payload::create(args.size) {
+        let files = if args.unique { args.count } else { 1 };
+        match Payload::create(args.size, args.seed.max(1), files) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("hangar-load: cannot create payload: {e}");
@@ -389,7 +436,7 @@ async fn main() -> ExitCode {
         failed |= stats.errors > 0;
     }
     if op == Op::List {
-        let stats = run(&ctx, |c, _| async move { c.list().await }).await;
+        let stats = run(&ctx, |c, i| async move { c.list(i).await }).await;
         stats.print("LIST");
         failed |= stats.errors > 0;
     }
