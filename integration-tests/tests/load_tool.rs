@@ -99,7 +99,7 @@ async fn load_tool_multipart_from_file() {
 }
 
 /// `--unsigned-payload` bodies (single PUTs and parts) are taken, several endpoints share the
-/// requests, and a listing walks every page under the prefix.
+/// requests, `--fresh-connections` works, and a listing walks every page under the prefix.
 #[tokio::test]
 async fn load_tool_unsigned_payload_endpoints_and_listing() {
     let server = Server::start().await;
@@ -108,6 +108,12 @@ async fn load_tool_unsigned_payload_endpoints_and_listing() {
     let out = run_load(&server, &[&args[..], &["--size", "2MiB", "--count", "4"]].concat()).await;
     assert_eq!(field(&report(&out, "PUT"), "errors"), "0");
     assert_eq!(field(&report(&out, "GET"), "bytes"), (4 * (2 << 20)).to_string());
+    let out = run_load(
+        &server,
+        &[&args[..], &["--size", "2MiB", "--count", "4", "--op", "get", "--fresh-connections"]].concat(),
+    )
+    .await;
+    assert_eq!(field(&report(&out, "GET"), "errors"), "0");
     let out = run_load(
         &server,
         &[&args[..], &["--size", "6MiB", "--count", "1", "--multipart-part-size", "5MiB", "--prefix", "mpu/"]].concat(),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::client::customize::CustomizableOperation;
 use aws_sdk_s3::config::{Credentials, RequestChecksumCalculation};
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::{ByteStream, Length};
@@ -65,6 +66,10 @@ struct Args {
     /// default (aws-chunked with a CRC32 trailer over http).
     #[arg(long)]
     unsigned_payload: bool,
+    /// Every request on a connection of its own (`Connection: close`): what a client that
+    /// keeps no connections open costs a server.
+    #[arg(long)]
+    fresh_connections: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -159,6 +164,16 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The request on a connection of its own with --fresh-connections.
+    fn tune<T, E, B>(&self, op: CustomizableOperation<T, E, B>) -> CustomizableOperation<T, E, B> {
+        if !self.args.fresh_connections {
+            return op;
+        }
+        op.mutate_request(|r| {
+            r.headers_mut().insert("connection", "close");
+        })
+    }
+
     /// The client of object (or request) `i`.
     fn s3(&self, i: usize) -> &Client {
         &self.s3[i % self.s3.len()]
@@ -194,21 +209,13 @@ impl Ctx {
                 .content_length(size as i64)
                 .body(self.body_of(i, size).await?)
                 .customize();
-            if self.args.unsigned_payload { put.disable_payload_signing() } else { put }
-                .send()
-                .await
-                .map_err(failed(format_args!("put {key}")))?;
+            let put = if self.args.unsigned_payload { put.disable_payload_signing() } else { put };
+            self.tune(put).send().await.map_err(failed(format_args!("put {key}")))?;
             return Ok(size);
         };
 
-        let upload = self
-            .s3(i)
-            .create_multipart_upload()
-            .bucket(&self.args.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(failed(format_args!("create upload {key}")))?;
+        let create = self.s3(i).create_multipart_upload().bucket(&self.args.bucket).key(&key).customize();
+        let upload = self.tune(create).send().await.map_err(failed(format_args!("create upload {key}")))?;
         let upload_id = upload.upload_id().ok_or("no upload id")?.to_string();
         let mut parts = Vec::new();
         let mut offset = 0;
@@ -226,7 +233,8 @@ impl Ctx {
                 .content_length(len as i64)
                 .body(self.payload.body(i, offset, len).await?)
                 .customize();
-            let out = if self.args.unsigned_payload { part.disable_payload_signing() } else { part }
+            let out = self
+                .tune(if self.args.unsigned_payload { part.disable_payload_signing() } else { part })
                 .send()
                 .await
                 .map_err(failed(format_args!("upload part {number} of {key}")))?;
@@ -234,15 +242,15 @@ impl Ctx {
             offset += len;
             number += 1;
         }
-        self.s3(i)
+        let complete = self
+            .s3(i)
             .complete_multipart_upload()
             .bucket(&self.args.bucket)
             .key(&key)
             .upload_id(&upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-            .send()
-            .await
-            .map_err(failed(format_args!("complete {key}")))?;
+            .customize();
+        self.tune(complete).send().await.map_err(failed(format_args!("complete {key}")))?;
         Ok(size)
     }
 
@@ -250,16 +258,15 @@ impl Ctx {
     async fn list(&self, i: usize) -> Result<u64, String> {
         let (mut keys, mut token) = (0, None);
         loop {
-            let out = self
+            let page = self
                 .s3(i)
                 .list_objects_v2()
                 .bucket(&self.args.bucket)
                 .prefix(&self.args.prefix)
                 .max_keys(1000)
                 .set_continuation_token(token)
-                .send()
-                .await
-                .map_err(failed(format_args!("list {}", self.args.prefix)))?;
+                .customize();
+            let out = self.tune(page).send().await.map_err(failed(format_args!("list {}", self.args.prefix)))?;
             keys += out.contents().len() as u64;
             token = out.next_continuation_token().map(str::to_string);
             if token.is_none() || !out.is_truncated().unwrap_or(false) {
@@ -270,14 +277,8 @@ impl Ctx {
 
     async fn get(&self, i: usize) -> Result<u64, String> {
         let key = self.key(i);
-        let out = self
-            .s3(i)
-            .get_object()
-            .bucket(&self.args.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(failed(format_args!("get {key}")))?;
+        let get = self.s3(i).get_object().bucket(&self.args.bucket).key(&key).customize();
+        let out = self.tune(get).send().await.map_err(failed(format_args!("get {key}")))?;
         // Count bytes chunk by chunk; never hold the whole object.
         let mut body = out.body;
         let mut total = 0u64;
