@@ -415,14 +415,21 @@ impl Server {
         head.push_str("transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
         let mut conn = tokio::net::TcpStream::connect(self.s3_addr).await.expect("connect to the S3 port");
         conn.write_all(head.as_bytes()).await.expect("send head");
+        let mut body = Vec::new();
         for chunk in chunks.iter().filter(|c| !c.is_empty()) {
-            conn.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.expect("send chunk size");
-            conn.write_all(chunk).await.expect("send chunk");
-            conn.write_all(b"\r\n").await.expect("send chunk end");
+            body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            body.extend_from_slice(chunk);
+            body.extend_from_slice(b"\r\n");
         }
-        conn.write_all(b"0\r\n\r\n").await.expect("send last chunk");
+        body.extend_from_slice(b"0\r\n\r\n");
+        // A server that answers before the body is in may close the connection: the answer
+        // is what counts, so a failed send is only reported with it.
+        let sent = conn.write_all(&body).await;
         let mut answer = Vec::new();
-        conn.read_to_end(&mut answer).await.expect("read the answer");
+        let read = conn.read_to_end(&mut answer).await;
+        if answer.is_empty() {
+            panic!("no answer to a chunked {method} {target}: send {sent:?}, read {read:?}");
+        }
         let answer = String::from_utf8_lossy(&answer).into_owned();
         let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status line");
         let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
