@@ -432,16 +432,20 @@ mod tests {
     use hangar_common::rpc::{add_secret, lazy_channel, meta_client};
     use hangar_proto::metadata::{GetRequest, Table};
 
+    /// A data node on `dir` with cluster secret `secret`.
+    fn open_node(dir: &std::path::Path, secret: &str) -> DataNode {
+        let toml = format!(
+            "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/blocks\"\nrpc_secret = \"{secret}\"\n",
+            dir.display()
+        );
+        DataNode::open(&Config::from_toml_with_overrides(&toml, "test", vec![]).unwrap()).unwrap()
+    }
+
     /// Over real gRPC on loopback: calls without the cluster secret are refused.
     #[tokio::test]
     async fn calls_without_the_cluster_secret_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let toml = format!(
-            "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/blocks\"\nrpc_secret = \"right-secret\"\n",
-            dir.path().display()
-        );
-        let cfg = Config::from_toml_with_overrides(&toml, "test", vec![]).unwrap();
-        let node = DataNode::open(&cfg).unwrap();
+        let node = open_node(dir.path(), "right-secret");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (block, meta) = node.services();
@@ -467,11 +471,7 @@ mod tests {
         use hangar_common::cluster::{PARTITIONS, RpcOptions, fixed_history};
         use hangar_proto::control::{Layout, LayoutHistory, NodeAssignment, PartitionReplicas};
         let dir = tempfile::tempdir().unwrap();
-        let toml = format!(
-            "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/blocks\"\nrpc_secret = \"s\"\n",
-            dir.path().display()
-        );
-        let node = DataNode::open(&Config::from_toml_with_overrides(&toml, "test", vec![]).unwrap()).unwrap();
+        let node = open_node(dir.path(), "s");
         let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
         let layout = Layout {
             version: 1,

@@ -56,18 +56,21 @@ pub(super) fn authorized<T>(req: &S3Request<T>) -> S3Result<(AccessKey, Bucket)>
     }
 }
 
+/// The access key id a signed request carries (anonymous requests never reach a handler).
+fn key_id(creds: Option<&Credentials>) -> S3Result<&str> {
+    creds.map(|c| c.access_key.as_str()).ok_or_else(|| s3_error!(AccessDenied))
+}
+
 impl Hangar {
     /// The calling key (s3s verified its signature already).
     pub(super) async fn caller(&self, creds: Option<&Credentials>) -> S3Result<AccessKey> {
-        let id = creds.map(|c| c.access_key.as_str()).ok_or_else(|| s3_error!(AccessDenied))?;
-        access::caller(&self.lookups, id).await
+        access::caller(&self.lookups, key_id(creds)?).await
     }
 
     /// A bucket other than the request's (a copy's source), when the caller holds `right`
     /// on it.
     pub(super) async fn other_bucket(&self, creds: Option<&Credentials>, name: &str, right: Right) -> S3Result<Bucket> {
-        let id = creds.map(|c| c.access_key.as_str()).ok_or_else(|| s3_error!(AccessDenied))?;
-        Ok(access::authorize(&self.lookups, id, name, right).await?.bucket)
+        Ok(access::authorize(&self.lookups, key_id(creds)?, name, right).await?.bucket)
     }
 
     pub(super) async fn get_object_entry(&self, bucket: &Bucket, key: &str) -> S3Result<Option<Found<Object>>> {
