@@ -5,7 +5,10 @@
 # 2 x DELAY_MS longer, and the same cluster without the proxies. One client request at a time
 # through frontend 1: the median latency of each workload with and without the delay; their
 # difference divided by 2 x DELAY_MS is the number of round trips the request waited for one
-# after another. Release build; data in temp dirs.
+# after another. Both topologies: separate frontend processes (every call crosses a proxy),
+# and frontends served by data nodes 1 and 2 (HANGAR_COLOCATE=1: calls to the node of the
+# same process stay in it, calls to the other two cross their proxies). Release build; data
+# in temp dirs.
 # Usage: scripts/bench-round-trips.sh   (prints the table recorded in BENCHMARKS.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,12 +27,13 @@ WORKLOADS=(
     "ListObjectsV2, a page of 200 keys|--size 0 --count 50 --op list --prefix small/"
 )
 
-# Runs every workload against a fresh cluster; $1: the delay (0: no proxy). Writes
-# OUT/<delay>.txt: one "name|p50" line per workload.
+# Runs every workload against a fresh cluster; $1: the delay (0: no proxy), $2: split or
+# colocated. Writes OUT/<topology>-<delay>.txt: one "name|p50" line per workload.
 # In a subshell: the cluster's export lines must not reach the next cluster's processes.
 run() (
-    local delay=$1 dir="$OUT/c-$1" line name args p50
+    local delay=$1 topology=$2 dir="$OUT/c-$2-$1" line name args p50
     if [ "$delay" = 0 ]; then unset HANGAR_RPC_DELAY_MS; else export HANGAR_RPC_DELAY_MS=$delay; fi
+    if [ "$topology" = colocated ]; then export HANGAR_COLOCATE=1; else unset HANGAR_COLOCATE; fi
     local envs
     envs=$(HANGAR_LOG=warn scripts/local-cluster.sh up "$dir")
     eval "$envs"
@@ -39,14 +43,17 @@ run() (
         # shellcheck disable=SC2086
         p50=$(target/release/hangar-load --endpoint "$S3_ENDPOINT" --bucket roundtrips --concurrency 1 $args |
             sed -n 's/.* p50=\([0-9.]*\)ms.*/\1/p')
-        echo "$name|$p50" >>"$OUT/$delay.txt"
+        echo "$name|$p50" >>"$OUT/$topology-$delay.txt"
     done
     scripts/local-cluster.sh down "$dir" >/dev/null 2>&1
 )
 
-run 0
-run "$DELAY"
-echo "| request (one at a time, frontend 1) | p50 without delay | p50 with ${DELAY} ms each way | sequential round trips |"
-echo "|---|---|---|---|"
-paste -d'|' "$OUT/0.txt" "$OUT/$DELAY.txt" | awk -F'|' -v d="$DELAY" \
-    '{ printf "| %s | %.1f ms | %.1f ms | %.1f |\n", $1, $2, $4, ($4 - $2) / (2 * d) }'
+for topology in split colocated; do
+    run 0 "$topology"
+    run "$DELAY" "$topology"
+done
+echo "| request (one at a time, frontend 1) | separate frontends: p50 without / with ${DELAY} ms each way | round trips | frontends in data nodes: p50 without / with | round trips |"
+echo "|---|---|---|---|---|"
+paste -d'|' "$OUT/split-0.txt" "$OUT/split-$DELAY.txt" "$OUT/colocated-0.txt" "$OUT/colocated-$DELAY.txt" |
+    awk -F'|' -v d="$DELAY" '{ printf "| %s | %.1f / %.1f ms | %.1f | %.1f / %.1f ms | %.1f |\n",
+        $1, $2, $4, ($4 - $2) / (2 * d), $6, $8, ($8 - $6) / (2 * d) }'

@@ -5,9 +5,12 @@
 # median of the rounds is printed.
 #
 #   single   `hangar server` beside one Garage node (replication 1)
-#   cluster  scripts/local-cluster.sh (a control plane, 3 data nodes, replication 3, 2 S3
-#            frontends) beside three Garage nodes (replication 3); requests alternate between
-#            two S3 endpoints of each (Hangar's two frontends, two of the Garage nodes)
+#   cluster  HANGAR_COLOCATE=1 scripts/local-cluster.sh (a control plane and 3 data nodes,
+#            replication 3, two of which serve S3 as well, as every Garage node does) beside
+#            three Garage nodes (replication 3); requests alternate between two S3 endpoints
+#            of each (Hangar's two data nodes that serve S3, two of the Garage nodes)
+#   cluster-split  the same with two separate S3 frontend processes (`hangar s3-frontend`)
+#            in front of the 3 data nodes; not part of `both`
 #
 # Garage is set to fsync as Hangar always does (metadata_fsync = true, data_fsync = true) and
 # not to compress. Also measured, in the same run: the disk's fsynced write bandwidth and
@@ -15,11 +18,11 @@
 # processes: idle (after start, before any request) and peak (VmHWM at the end).
 #
 # Needs `garage` on PATH (`cargo install garage --locked`; it is not a project dependency).
-# Usage: scripts/bench-vs-garage.sh [single|cluster|both]    (default both; ROUNDS=N)
+# Usage: scripts/bench-vs-garage.sh [single|cluster|cluster-split|both]  (default both; ROUNDS=N)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHAT=${1:-both}
-case $WHAT in single | cluster | both) ;; *) echo "usage: $0 [single|cluster|both]" >&2; exit 2 ;; esac
+case $WHAT in single | cluster | cluster-split | both) ;; *) echo "usage: $0 [single|cluster|cluster-split|both]" >&2; exit 2 ;; esac
 ROUNDS=${ROUNDS:-3}
 command -v garage >/dev/null || { echo "garage not found: cargo install garage --locked" >&2; exit 1; }
 cargo build --release -q -p hangar -p hangar-integration-tests \
@@ -99,7 +102,10 @@ hangar_up() {
         echo "ENDPOINTS=http://$s3" >>"$DIR/hangar.env"
         echo "$pid" >"$DIR/hangar.pids"
     else
-        HANGAR_BIN=$BIN/hangar HANGAR_LOG=warn scripts/local-cluster.sh up "$DIR/hc" | sed 's/^export //' >"$DIR/hangar.env"
+        local colocate=1
+        [ "$1" = cluster-split ] && colocate=
+        HANGAR_COLOCATE=$colocate HANGAR_BIN=$BIN/hangar HANGAR_LOG=warn scripts/local-cluster.sh up "$DIR/hc" |
+            sed 's/^export //' >"$DIR/hangar.env"
         # shellcheck disable=SC1091
         (. "$DIR/hangar.env" && echo "ENDPOINTS=$S3_ENDPOINT,$S3_ENDPOINT_2") >>"$DIR/hangar.env"
         cat "$DIR"/hc/*.pid >"$DIR/hangar.pids"
@@ -111,6 +117,7 @@ hangar_down() {
         kill "$(cat "$DIR/hangar.pids")" 2>/dev/null || true
     else
         scripts/local-cluster.sh down "$DIR/hc" >/dev/null 2>&1 || true
+        rm -rf "$DIR/hc" # a later configuration starts its own cluster
     fi
 }
 
@@ -188,11 +195,11 @@ garage_down() {
 
 # One configuration, in a subshell: a failure ends it (its processes stopped, their logs kept
 # in $LOGS) and the other configuration still runs and is reported.
-run_config() ( # single|cluster
+run_config() ( # single|cluster|cluster-split
     set -e
     local config=$1 side round w first second
-    local n=1
-    [ "$config" = cluster ] && n=3
+    local n=3
+    [ "$config" = single ] && n=1
     trap 'st=$?; if [ $st != 0 ]; then rm -rf "$LOGS"; mkdir -p "$LOGS"; cp "$DIR"/*.log "$DIR"/*.err "$DIR"/hc/*.log "$LOGS"/ 2>/dev/null; echo "the $config comparison failed; logs in $LOGS" >&2; fi; hangar_down "$config"; garage_down' EXIT
     echo "== $config: starting both sides" >&2
     hangar_up "$config"
@@ -282,9 +289,12 @@ def fmt(v, unit):
     return "failed" if v is None else f"{v:.1f} {unit}" if v < 100 else f"{v:.0f} {unit}"
 
 for config in dict.fromkeys(c for c, _ in order):
-    replicas = 3 if config == "cluster" else 1
-    print(f"## {config}: " + ("hangar server beside one Garage node" if config == "single" else
-          "3 data nodes + 2 frontends beside 3 Garage nodes, replication 3"))
+    replicas = 1 if config == "single" else 3
+    print(f"## {config}: " + {
+        "single": "hangar server beside one Garage node",
+        "cluster": "3 data nodes, 2 of them serving S3, beside 3 Garage nodes, replication 3",
+        "cluster-split": "3 data nodes + 2 separate frontends beside 3 Garage nodes, replication 3",
+    }[config])
     print()
     print("| workload | Hangar | Garage | Hangar / Garage | p50 Hangar / Garage | p99 Hangar / Garage | goal |")
     print("|---|---|---|---|---|---|---|")

@@ -12,6 +12,9 @@
 # admin addresses as Prometheus file_sd targets (docker/telemetry/prometheus-local.yml).
 #
 # HANGAR_BIN picks the binary (default: target/release/hangar, built if missing).
+# HANGAR_COLOCATE=1 has data nodes 1 and 2 serve S3 themselves (an [s3_api] section in their
+# config) instead of starting s3-1 and s3-2: four processes, and each frontend reads the blocks
+# its data node holds from its own disk. S3_ENDPOINT and S3_ENDPOINT_2 are theirs.
 # HANGAR_RPC_DELAY_MS=N puts a hangar-delay-proxy (N ms each way) in front of every data node's
 # RPC address (their rpc_public_addr), so every call to a data node crosses 2·N ms of latency
 # (scripts/bench-round-trips.sh).
@@ -107,6 +110,7 @@ if ls "$dir"/*.pid >/dev/null 2>&1; then
     exit 1
 fi
 
+s3_ports=()
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -133,6 +137,12 @@ for i in 1 2 3; do
         echo $! >"$dir/proxy$i.pid"
         echo "--listen $public " >"$dir/proxy$i.pid.mark"
     fi
+    s3_section=
+    if [ -n "${HANGAR_COLOCATE:-}" ] && [ "$i" -le 2 ]; then
+        p=$(port)
+        s3_ports+=("$p")
+        s3_section=$(printf '[s3_api]\napi_bind_addr = "127.0.0.1:%s"\ns3_region = "us-east-1"' "$p")
+    fi
     cat >"$dir/data$i.toml" <<TOML
 metadata_dir = "$dir/data$i/meta"
 data_dir = "$dir/data$i/blocks"
@@ -140,14 +150,15 @@ rpc_bind_addr = "$rpc"
 rpc_public_addr = "$public"
 rpc_secret = "$secret"
 bootstrap_peers = ["$cp_rpc"]
+$s3_section
 [admin]
 api_bind_addr = "127.0.0.1:$(port)"
 TOML
     start data-node "$dir/data$i.toml" "data$i"
 done
 
-s3_ports=()
 for i in 1 2; do
+    [ -n "${HANGAR_COLOCATE:-}" ] && break
     p=$(port)
     s3_ports+=("$p")
     cat >"$dir/s3-$i.toml" <<TOML
@@ -179,7 +190,12 @@ targets() { # file, nodes...
 mkdir -p "$dir/prometheus"
 targets "$dir/prometheus/control-plane.json" control-plane
 targets "$dir/prometheus/data-node.json" data1 data2 data3
-targets "$dir/prometheus/s3-frontend.json" s3-1 s3-2
+if [ -n "${HANGAR_COLOCATE:-}" ]; then
+    # Their metrics are those of data1 and data2.
+    echo '[]' >"$dir/prometheus/s3-frontend.json"
+else
+    targets "$dir/prometheus/s3-frontend.json" s3-1 s3-2
+fi
 
 export HANGAR_ADMIN_TOKEN=$token
 cli() { "$bin" --rpc-addr "$cp_rpc" "$@"; }

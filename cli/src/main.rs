@@ -110,6 +110,38 @@ fn load(
     Ok(cfg)
 }
 
+/// `hangar data-node`: a data node, and an S3 frontend in the same process when its config
+/// names `[s3_api] api_bind_addr` (the S3 port is taken before anything starts, so a port in
+/// use is the first and only error).
+async fn run_data_node(cfg: hangar_common::config::Config) -> Result<(), BoxError> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let colocated = match cfg.s3_api.bind_addr_set {
+        true => {
+            let listener = hangar_s3_frontend::bind(&cfg).await?;
+            let (s3_addr, cfg, stopped) = (listener.local_addr()?, cfg.clone(), stopped.clone());
+            Some(hangar_data_node::Colocated {
+                s3_addr,
+                serve: Box::new(move |cluster| {
+                    Box::pin(async move {
+                        hangar_s3_frontend::serve(listener, &cfg, cluster, shutdown(stopped))
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                }),
+            })
+        }
+        false => None,
+    };
+    tokio::spawn(async move {
+        hangar_common::follower::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    Ok(hangar_data_node::run(cfg, shutdown(stopped), colocated).await?)
+}
+
 /// Where admin commands find the control plane and its token: flags and variables first,
 /// then the config file, then the server's data directory.
 fn admin_target(
@@ -176,11 +208,7 @@ fn main() -> std::process::ExitCode {
                 hangar_common::follower::shutdown_signal(),
             )
             .await?),
-            Command::DataNode(args) => Ok(hangar_data_node::run(
-                load(&args, &cli.config, Service::DataNode)?,
-                hangar_common::follower::shutdown_signal(),
-            )
-            .await?),
+            Command::DataNode(args) => run_data_node(load(&args, &cli.config, Service::DataNode)?).await,
             Command::S3Frontend(args) => Ok(hangar_s3_frontend::run_service(
                 load(&args, &cli.config, Service::S3Frontend)?,
                 hangar_common::follower::shutdown_signal(),

@@ -247,6 +247,10 @@ pub struct S3ApiConfig {
     /// them on every request.
     #[serde(default = "default_catalog_cache_ms")]
     pub catalog_cache_ms: u64,
+    /// Whether the config (file or `HANGAR_S3_API_BIND_ADDR`) names `api_bind_addr`: a data
+    /// node then serves S3 too (a co-located frontend).
+    #[serde(skip)]
+    pub bind_addr_set: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -328,6 +332,7 @@ impl Default for S3ApiConfig {
             body_timeout_secs: default_body_timeout(),
             max_xml_body_bytes: default_max_xml_body(),
             catalog_cache_ms: default_catalog_cache_ms(),
+            bind_addr_set: false,
         }
     }
 }
@@ -759,7 +764,8 @@ impl Config {
         }
         // Deserialize from text so errors carry a span: the offending `key = value` is quoted.
         let merged = toml::to_string(&table).map_err(|e| Error::Config(format!("{origin}: {e}")))?;
-        let cfg: Config = toml::from_str(&merged).map_err(|e| config_error(origin, &merged, &e, &sources))?;
+        let mut cfg: Config = toml::from_str(&merged).map_err(|e| config_error(origin, &merged, &e, &sources))?;
+        cfg.s3_api.bind_addr_set = table.get("s3_api").and_then(|s| s.get("api_bind_addr")).is_some();
         let problems = cfg.problems(&sources);
         if !problems.is_empty() {
             return Err(problems_error(origin, &problems));
@@ -1199,6 +1205,19 @@ mod tests {
         assert_eq!(c.s3_api.api_bind_addr.port(), 3900);
         assert_eq!(c.rpc_bind_addr.port(), 3901);
         assert_eq!(c.admin.api_bind_addr.port(), 3903);
+        assert!(!c.s3_api.bind_addr_set);
+    }
+
+    /// A data node serves S3 only when its config names the S3 address, in the file or the
+    /// environment; other `[s3_api]` keys alone do not make it serve.
+    #[test]
+    fn only_a_named_s3_address_makes_a_co_located_frontend() {
+        let set = |toml: &str, env: Vec<(String, String)>| {
+            Config::from_toml_with_overrides(&format!("{BASE}{toml}"), "t", env).unwrap().s3_api.bind_addr_set
+        };
+        assert!(set("[s3_api]\napi_bind_addr = \"127.0.0.1:3900\"\n", vec![]));
+        assert!(set("", vec![("HANGAR_S3_API_BIND_ADDR".into(), "127.0.0.1:3900".into())]));
+        assert!(!set("[s3_api]\ns3_region = \"garage\"\n", vec![("HANGAR_S3_REGION".into(), "x".into())]));
     }
 
     #[test]

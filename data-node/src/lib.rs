@@ -330,10 +330,26 @@ impl DataNode {
     }
 }
 
+/// An S3 frontend served by a data node's process as well (`[s3_api] api_bind_addr` in a
+/// data node's config), like a Garage node that has an `[s3_api]` section: its reads and
+/// writes reach this node in-process, and a block this node holds is read from its disk.
+pub struct Colocated {
+    /// Where it serves S3: reported to the control plane as a frontend's address.
+    pub s3_addr: std::net::SocketAddr,
+    /// Serves S3 over the node's view of the cluster until the process's shutdown.
+    pub serve: Box<dyn FnOnce(Cluster) -> futures::future::BoxFuture<'static, Result<(), String>> + Send>,
+}
+
 /// Runs a data node on its own (`hangar data-node --config FILE`) until `shutdown`:
 /// serves blocks and metadata, announces itself to the control plane, and keeps the last
-/// layout history it received in `<metadata_dir>/layout.pb`.
-pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), DataError> {
+/// layout history it received in `<metadata_dir>/layout.pb`. With `colocated`, the process
+/// serves S3 too; a co-located frontend that fails (it could not start its website
+/// endpoint, say) stops the node with its error.
+pub async fn run(
+    mut cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    colocated: Option<Colocated>,
+) -> Result<(), DataError> {
     use hangar_common::config::load_or_create_secret;
     use hangar_common::follower::{follow_layout, spawn_heartbeat};
     use hangar_proto::control::{LayoutHistory, NodeRole};
@@ -387,7 +403,7 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
         }
     });
     let cluster = Cluster::new(history.clone(), cfg.rpc_options())?.with_local(node.local(&node_id));
-    node.start(&node_id, cluster)?;
+    node.start(&node_id, cluster.clone())?;
     let capacity = hangar_common::disk::capacity(&cfg.data_dir);
     let zone = cfg.zone.clone().unwrap_or_default();
     let info = NodeInfo {
@@ -403,6 +419,23 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
     (me.zone, me.capacity) = (zone, capacity);
     let announcer = hangar_discovery::Announcer::start(backend, me).map_err(|e| DataError::Config(e.to_string()))?;
     let reporter = node.clone();
+    let frontend = colocated.map(|c| {
+        let info = NodeInfo {
+            id: format!("{node_id}-s3"),
+            hostname: info.hostname.clone(),
+            rpc_addr: c.s3_addr.to_string(),
+            role: NodeRole::Frontend as i32,
+            ..Default::default()
+        };
+        let heartbeat = spawn_heartbeat(
+            peers.clone(),
+            secret.clone(),
+            move || HeartbeatRequest { node: Some(info.clone()), ..Default::default() },
+            Default::default(),
+        );
+        tracing::info!(s3 = %c.s3_addr, "serving S3 too");
+        (heartbeat, tokio::spawn((c.serve)(cluster.clone())))
+    });
     let heartbeat =
         spawn_heartbeat(peers, secret.clone(), move || reporter.heartbeat(info.clone()), node.nudge.clone());
     let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr, cfg.admin.limits())
@@ -418,11 +451,38 @@ pub async fn run(mut cfg: Config, shutdown: impl std::future::Future<Output = ()
         .add_service(meta_svc)
         .add_service(node.admin_service()?)
         .add_service(layout_svc);
-    let served = hangar_common::rpc::serve_until(router, listener, shutdown).await;
+    let (stop_rpc, rpc_stopped) = tokio::sync::oneshot::channel::<()>();
+    let rpc = tokio::spawn(hangar_common::rpc::serve_until(router, listener, async {
+        let _ = rpc_stopped.await;
+    }));
+    // The frontend stops on the same shutdown (and finishes its requests, which may need
+    // this node, before the node stops); one that ends before it failed to serve.
+    let frontend_ended = match frontend {
+        Some((frontend_heartbeat, mut task)) => {
+            let early = tokio::select! {
+                _ = shutdown => None,
+                ended = &mut task => Some(ended),
+            };
+            let _ = stop_rpc.send(());
+            let ended = match early {
+                Some(ended) => ended,
+                None => task.await,
+            };
+            frontend_heartbeat.abort();
+            ended.map_err(|e| e.to_string()).and_then(|r| r)
+        }
+        None => {
+            shutdown.await;
+            let _ = stop_rpc.send(());
+            Ok(())
+        }
+    };
+    let served = rpc.await.map_err(|e| DataError::Config(e.to_string()))?;
     heartbeat.abort();
     announcer.stop().await;
     admin.stop().await;
     node.shutdown().await?;
+    frontend_ended.map_err(|e| DataError::Config(format!("S3 frontend: {e}")))?;
     served.map_err(|e| DataError::Config(e.to_string()))
 }
 

@@ -537,8 +537,13 @@ impl Cluster {
 
     /// [`Cluster::s3_config`] with another key.
     pub fn s3_config_as(&self, i: usize, key: &KeyInfo) -> aws_sdk_s3::config::Builder {
+        self.s3_config_at(&self.endpoint(i), key)
+    }
+
+    /// [`Cluster::s3_config`] for any S3 endpoint, with `key`.
+    fn s3_config_at(&self, endpoint: &str, key: &KeyInfo) -> aws_sdk_s3::config::Builder {
         let credentials = Credentials::new(&key.id, &key.secret, None, None, "hangar-cluster-tests");
-        s3_config(&self.endpoint(i), REGION, credentials)
+        s3_config(endpoint, REGION, credentials)
             .retry_config(RetryConfig::standard().with_max_attempts(3).with_initial_backoff(Duration::from_millis(200)))
             .timeout_config(
                 TimeoutConfig::builder()
@@ -564,6 +569,25 @@ impl Cluster {
     /// [`Cluster::s3_client_no_retry`] with another key.
     pub fn s3_client_no_retry_as(&self, i: usize, key: &KeyInfo) -> aws_sdk_s3::Client {
         aws_sdk_s3::Client::from_conf(self.s3_config_as(i, key).retry_config(RetryConfig::disabled()).build())
+    }
+
+    /// Makes data node `i` serve S3 too: stops it, adds `[s3_api] api_bind_addr` to its
+    /// config (kept for later restarts), starts it again and waits until it serves S3.
+    /// Returns the S3 address and a client of it (the cluster key, no retries).
+    pub async fn serve_s3_on_data_node(&mut self, i: usize) -> (SocketAddr, aws_sdk_s3::Client) {
+        let used = self.used_addrs();
+        // Not a port of a process that is down now and will take it back.
+        let addr = std::iter::repeat_with(crate::free_addr).find(|a| !used.contains(a)).expect("a free port");
+        self.data[i].stop().await;
+        let mut config = OpenOptions::new().append(true).open(&self.data[i].config_path).expect("open config");
+        writeln!(config, "[s3_api]\napi_bind_addr = \"{addr}\"\ns3_region = \"{REGION}\"").expect("write config");
+        self.data[i].restart().await;
+        let s3 = aws_sdk_s3::Client::from_conf(
+            self.s3_config_at(&format!("http://{addr}"), &self.key).retry_config(RetryConfig::disabled()).build(),
+        );
+        let serving = wait_until(SERVE_TIMEOUT, || async { s3.list_buckets().send().await.is_ok() }).await;
+        assert!(serving, "data node {i} did not serve S3 on {addr}\n{}", self.data[i].log());
+        (addr, s3)
     }
 
     /// Every block file of every data node, by node index.

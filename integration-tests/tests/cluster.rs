@@ -109,6 +109,130 @@ async fn writes_through_one_frontend_are_read_listed_and_deleted_through_the_oth
     assert!(list_keys(&fe1, &bucket, "").await.is_empty(), "deleted objects still listed by frontend 1");
 }
 
+/// The calls of `method` this process made to node `to` (to any node: ""), from its /metrics.
+async fn rpc_calls(admin: std::net::SocketAddr, method: &str, to: &str) -> u64 {
+    let text = reqwest::get(format!("http://{admin}/metrics")).await.expect("scrape").text().await.expect("metrics");
+    let (endpoint, node) = (format!("rpc_endpoint=\"{method}\""), format!("to=\"{to}"));
+    text.lines()
+        .filter(|l| l.starts_with("rpc_request_counter{") && l.contains(&endpoint) && l.contains(&node))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// An object of at most 4 blocks carries its block list in its entry: its GETs, whole or
+/// ranged, read the entry and the blocks and never the block list (no Range call from the
+/// frontend); a larger object's GET pages through its list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_of_a_few_blocks_reads_no_block_list() {
+    let cluster = Cluster::start(3, 1).await;
+    let s3 = cluster.s3_client(0);
+    let admin = cluster.frontends[0].admin_addr;
+    let bucket = new_bucket(&s3, "lists").await;
+    let (few, many) = (random_bytes(3 * MIB + 5), random_bytes(5 * MIB + 5)); // 4 blocks, 6
+    put_bytes(&s3, &bucket, "few", &few).await;
+    put_bytes(&s3, &bucket, "many", &many).await;
+
+    let ranges_before = rpc_calls(admin, "Range", "").await;
+    assert_reads_back(&s3, &bucket, "few", &few, "the frontend").await;
+    for (start, end) in [(0, 10), (MIB - 3, 2 * MIB + 3), (3 * MIB, 3 * MIB + 4)] {
+        let got = s3
+            .get_object()
+            .bucket(&bucket)
+            .key("few")
+            .range(format!("bytes={start}-{end}"))
+            .send()
+            .await
+            .expect("ranged GET");
+        let body = got.body.collect().await.expect("body").into_bytes();
+        assert_same(&body, &few[start..=end], &format!("bytes {start}-{end} of `few`"));
+    }
+    assert_eq!(rpc_calls(admin, "Range", "").await, ranges_before, "a GET of 4 blocks read the block list");
+
+    assert_reads_back(&s3, &bucket, "many", &many, "the frontend").await;
+    assert!(rpc_calls(admin, "Range", "").await > ranges_before, "a GET of 6 blocks did not read the block list");
+}
+
+/// A data node whose config names an S3 address serves S3 itself: what it writes is read
+/// through a separate frontend and the other way round, the blocks it reads come from its
+/// own disk (its metrics count every GetBlock as a call to itself), it serves with another
+/// data node killed, `hangar status` lists its frontend, and it stops cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_node_with_an_s3_address_serves_s3_and_reads_its_own_blocks() {
+    let mut cluster = Cluster::start(3, 1).await;
+    let (_, colocated) = cluster.serve_s3_on_data_node(0).await;
+    let separate = cluster.s3_client(0);
+    let bucket = new_bucket(&colocated, "colocated").await;
+    let (small, large) = (random_bytes(5000), random_bytes(3 * MIB + 17)); // one block, four
+    put_bytes(&colocated, &bucket, "small", &small).await;
+    put_bytes(&separate, &bucket, "large", &large).await;
+    for (key, want) in [("small", &small), ("large", &large)] {
+        assert_reads_back(&colocated, &bucket, key, want, "the data node's frontend").await;
+        assert_reads_back(&separate, &bucket, key, want, "the separate frontend").await;
+    }
+
+    let me = cluster.node_id(0);
+    let admin = cluster.data[0].admin_addr;
+    let local_before = rpc_calls(admin, "GetBlock", &me).await;
+    for _ in 0..3 {
+        assert_reads_back(&colocated, &bucket, "large", &large, "the data node's frontend").await;
+    }
+    assert!(rpc_calls(admin, "GetBlock", &me).await >= local_before + 12, "4 blocks × 3 reads from its own disk");
+    for other in [1, 2] {
+        let id = cluster.node_id(other);
+        assert_eq!(rpc_calls(admin, "GetBlock", &id).await, 0, "a block fetched from data node {other}");
+    }
+    let status = cluster.status().await;
+    assert!(
+        status.nodes.iter().any(|n| n.role == "s3" && n.id == format!("{me}-s3")),
+        "the co-located frontend is not listed:\n{}",
+        status.raw
+    );
+
+    cluster.data[2].kill9();
+    let during = random_bytes(2 * MIB);
+    put_bytes(&colocated, &bucket, "during", &during).await;
+    assert_reads_back(&colocated, &bucket, "during", &during, "the data node's frontend, data3 down").await;
+    assert_reads_back(&colocated, &bucket, "large", &large, "the data node's frontend, data3 down").await;
+
+    let exit = cluster.data[0].stop().await;
+    assert!(exit.success(), "SIGTERM'd data node with a frontend exited with {exit}\n{}", cluster.data[0].log());
+}
+
+/// A data node that cannot take its S3 address says so and does not start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_node_whose_s3_port_is_taken_exits_with_the_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let config = dir.path().join("data.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "metadata_dir = \"{0}/meta\"\ndata_dir = \"{0}/blocks\"\nrpc_secret = \"{1}\"\n\
+             bootstrap_peers = [\"127.0.0.1:1\"]\nrpc_bind_addr = \"127.0.0.1:0\"\n\
+             [s3_api]\napi_bind_addr = \"127.0.0.1:{port}\"\n[admin]\napi_bind_addr = \"127.0.0.1:0\"\n",
+            dir.path().display(),
+            "0".repeat(64)
+        ),
+    )
+    .expect("write config");
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(hangar_bin())
+            .args(["data-node", "--config"])
+            .arg(&config)
+            .env("HANGAR_LOG", "error")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the data node exits")
+    .expect("run hangar data-node");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started although its S3 port is taken: {stderr}");
+    assert!(stderr.contains(&format!("[s3_api] api_bind_addr: cannot listen on 127.0.0.1:{port}")), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_data_node_down_everything_works_and_reads_repair_it_when_back() {
     const DOWN: usize = 2;

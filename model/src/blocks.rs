@@ -1,7 +1,10 @@
 //! Blocks over the cluster. A block goes to the replicas of its partition in every live
 //! layout version (a quorum of each must store it durably, with its owner's reference). A
 //! read tries the read set first, then the other holders, takes the first copy whose hash
-//! checks, and copies the block to replicas found without it (block read repair).
+//! checks, and copies the block to replicas found without it (block read repair). The
+//! replicas of the read set not read from are asked whether they hold the block too, in the
+//! background and in batches: one HasBlocks call per replica for every block read within
+//! `CHECK_WINDOW`, not one per block.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,9 +27,29 @@ use hangar_proto::block::{BlockRef, GetBlockRequest, HasBlocksRequest, PutBlockC
 /// that a client barely notices an unreachable one.
 const HEDGE_AFTER: Duration = Duration::from_secs(1);
 
+/// How long the checks of blocks just read gather before they are sent, one HasBlocks call
+/// per replica: short beside the time a node takes to come back, long enough that a busy
+/// frontend sends one call for dozens of block reads.
+const CHECK_WINDOW: Duration = Duration::from_millis(20);
+/// Most blocks in one check call.
+const CHECK_BATCH: usize = 512;
+/// Checks waiting to be sent at most; past it, more are dropped (a check is best effort:
+/// anti-entropy finds what a dropped one would have).
+const CHECKS_QUEUED: usize = 8192;
+
+/// A block read from `source`, to be looked for on `node`.
+struct Check {
+    node: NodeRef,
+    source: NodeRef,
+    hash: Vec<u8>,
+    owner: Vec<u8>,
+}
+
 #[derive(Clone)]
 pub struct Blocks {
     cluster: Cluster,
+    /// The checker's queue, made with the first check (a runtime is needed to start it).
+    checks: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<Check>>>,
 }
 
 /// The messages of a PutBlock stream. `timestamp` 0 marks a read repair.
@@ -48,7 +71,7 @@ fn put_messages(hash: &BlockHash, owner: &[u8], data: &Bytes, timestamp: u64) ->
 
 impl Blocks {
     pub fn new(cluster: Cluster) -> Self {
-        Self { cluster }
+        Self { cluster, checks: Default::default() }
     }
 
     /// Sends one block to node `n` (chosen with layout `version`) with `owner`'s reference
@@ -94,7 +117,8 @@ impl Blocks {
     /// The block's bytes from the first replica that has it. Replicas of the read set found
     /// without it get a copy with `owner`'s reference (a reference-preserving repair).
     ///
-    /// Replicas are asked one at a time, the next when one fails, or when none of those
+    /// Replicas are asked one at a time (this process's data node first, when it is one of
+    /// them), the next when one fails, or when none of those
     /// asked has started answering within `HEDGE_AFTER`: an unreachable node (cut off by the
     /// network, or gone without closing its connections) costs that delay, not the call
     /// timeout. A replica that answers is waited for, however long its block takes.
@@ -102,7 +126,8 @@ impl Blocks {
     pub async fn get(&self, hash: &[u8], owner: &[u8]) -> Result<Bytes> {
         let view = self.cluster.view();
         let p = block_partition(hash);
-        let readers = view.read_set(p).map_err(|e| Error::Unavailable(e.to_string()))?;
+        let mut readers = view.read_set(p).map_err(|e| Error::Unavailable(e.to_string()))?;
+        self.cluster.local_first(&mut readers);
         let mut order = readers.clone();
         order.extend(view.holders(p).into_iter().filter(|n| !readers.contains(n)));
         let answering = Arc::new(AtomicUsize::new(0));
@@ -122,7 +147,7 @@ impl Blocks {
                         let rest: Vec<NodeRef> =
                             readers.iter().filter(|m| **m != n && !failed.contains(*m)).cloned().collect();
                         self.repair(hash, owner, &data, lacking);
-                        self.check_others(hash, owner, &data, rest);
+                        self.check_others(hash, owner, &n, rest);
                         return Ok(data);
                     }
                     Err(e) => {
@@ -209,24 +234,60 @@ impl Blocks {
             .present)
     }
 
-    /// Asks the replicas not read from whether they hold the block (a node that was down
-    /// during the write does not) and repairs those that do not; in the background.
-    fn check_others(&self, hash: &[u8], owner: &[u8], data: &Bytes, nodes: Vec<NodeRef>) {
-        if nodes.is_empty() {
-            return;
+    /// Queues the question whether the replicas not read from hold the block (a node that
+    /// was down during the write does not); the checker asks them in batches and repairs
+    /// those that do not with a copy from `source`, the replica it was read from.
+    fn check_others(&self, hash: &[u8], owner: &[u8], source: &NodeRef, nodes: Vec<NodeRef>) {
+        let queue = self.checks.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::channel(CHECKS_QUEUED);
+            // Without the queue, so the checker ends once the last `Blocks` is dropped.
+            tokio::spawn(Blocks::new(self.cluster.clone()).checker(rx));
+            tx
+        });
+        for node in nodes {
+            let check = Check { node, source: source.clone(), hash: hash.to_vec(), owner: owner.to_vec() };
+            if queue.try_send(check).is_err() {
+                tracing::debug!("block checks queue full; a check was dropped");
+            }
         }
-        let (this, hash, owner, data) = (self.clone(), hash.to_vec(), owner.to_vec(), data.clone());
-        tokio::spawn(async move {
-            let mut lacking = Vec::new();
-            for n in nodes {
-                if let Ok(present) = this.has(&n, vec![hash.clone()]).await
-                    && !present.first().copied().unwrap_or(true)
-                {
-                    lacking.push(n);
+    }
+
+    /// Gathers checks for `CHECK_WINDOW` (at most `CHECK_BATCH` per node) and asks each
+    /// node about its batch in one call, until every sender is gone.
+    async fn checker(self, mut rx: tokio::sync::mpsc::Receiver<Check>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            let until = tokio::time::Instant::now() + CHECK_WINDOW;
+            while batch.len() < CHECK_BATCH {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(c)) => batch.push(c),
+                    _ => break,
                 }
             }
-            this.repair(&hash, &owner, &data, lacking);
-        });
+            let mut by_node: std::collections::BTreeMap<NodeRef, Vec<Check>> = Default::default();
+            for c in batch {
+                by_node.entry(c.node.clone()).or_default().push(c);
+            }
+            for (node, checks) in by_node {
+                tokio::spawn(self.clone().check_node(node, checks));
+            }
+        }
+    }
+
+    /// Asks `node` which of the checked blocks it holds, and repairs it with the others.
+    async fn check_node(self, node: NodeRef, checks: Vec<Check>) {
+        let hashes = checks.iter().map(|c| c.hash.clone()).collect();
+        let present = match self.has(&node, hashes).await {
+            Ok(p) => p,
+            Err(e) => return tracing::debug!(node = %node.id, error = %e, "block check failed"),
+        };
+        let version = self.cluster.view().version();
+        for (c, _) in checks.into_iter().zip(present).filter(|(_, here)| !here) {
+            match self.get_from(&c.source, version, &c.hash).await {
+                Ok(data) => self.repair(&c.hash, &c.owner, &data, vec![node.clone()]),
+                Err(e) => tracing::debug!(block = %hex::encode(&c.hash), error = %e, "cannot fetch a block to repair"),
+            }
+        }
     }
 
     /// Copies a block to replicas that did not have it; best effort, in the background.

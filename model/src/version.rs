@@ -68,7 +68,19 @@ impl Owner {
     }
 }
 
-type BlockTask = JoinHandle<Result<()>>;
+type BlockTask = JoinHandle<Result<BlockEntry>>;
+
+/// Data versions of at most this many blocks have their block list copied into the entry
+/// that points at them (`PartData::blocks`): a small object's GET reads its entry and its
+/// block, not the list in between. A few entries of 38 bytes keep object entries small.
+pub const BLOCKS_IN_ENTRY: usize = 4;
+
+/// A data version whose blocks are all stored.
+pub struct Finished {
+    pub data_version: Vec<u8>,
+    /// Its block list, in order, when it has at most `BLOCKS_IN_ENTRY` blocks; else empty.
+    pub blocks: Vec<BlockEntry>,
+}
 
 /// Stores the blocks of one new data version, a few at a time. Each block's entry in the
 /// block list is written before the block itself, so whatever a crash leaves behind, the
@@ -87,6 +99,8 @@ pub struct DataWriter {
     /// entries are written meanwhile).
     pending: futures::future::Shared<futures::future::BoxFuture<'static, Result<(), String>>>,
     started: std::time::Instant,
+    /// The blocks stored so far, in order, while there are at most `BLOCKS_IN_ENTRY`.
+    listed: Option<Vec<BlockEntry>>,
 }
 
 impl Drop for DataWriter {
@@ -132,6 +146,7 @@ impl Store {
             renewer,
             pending,
             started: std::time::Instant::now(),
+            listed: Some(Vec::new()),
         })
     }
 
@@ -264,7 +279,8 @@ impl DataWriter {
             let (listed, pending) = futures::join!(store.tables.insert(Table::VersionBlock, vec![e]), pending);
             listed?;
             pending.map_err(Error::Unavailable)?;
-            store.blocks.put(hash, dv, timestamp, block).await
+            store.blocks.put(hash, dv, timestamp, block).await?;
+            Ok(value)
         })));
         while self.in_flight.len() >= IN_FLIGHT {
             self.complete_one().await?;
@@ -272,15 +288,23 @@ impl DataWriter {
         Ok(())
     }
 
+    /// Waits for the oldest block in flight (blocks complete in the order they were pushed).
     async fn complete_one(&mut self) -> Result<()> {
         let Some(task) = self.in_flight.pop_front() else { return Ok(()) };
-        task.await.map_err(|e| Error::Invalid(format!("block upload task failed: {e}")))?
+        let block = task.await.map_err(|e| Error::Invalid(format!("block upload task failed: {e}")))??;
+        if let Some(listed) = &mut self.listed {
+            listed.push(block);
+            if listed.len() > BLOCKS_IN_ENTRY {
+                self.listed = None;
+            }
+        }
+        Ok(())
     }
 
-    /// Waits for every block; the data version id. Fails when the version was collected
-    /// meanwhile (its writer was frozen longer than the grace period): committing it would
-    /// point an object at released data.
-    pub async fn finish(mut self) -> Result<Vec<u8>> {
+    /// Waits for every block; the data version and, when short, its block list. Fails when
+    /// the version was collected meanwhile (its writer was frozen longer than the grace
+    /// period): committing it would point an object at released data.
+    pub async fn finish(mut self) -> Result<Finished> {
         let mut r = Ok(());
         while !self.in_flight.is_empty() {
             r = r.and(self.complete_one().await);
@@ -296,7 +320,10 @@ impl DataWriter {
             };
         }
         match r {
-            Ok(()) => Ok(std::mem::take(&mut self.data_version)),
+            Ok(()) => Ok(Finished {
+                data_version: std::mem::take(&mut self.data_version),
+                blocks: self.listed.take().unwrap_or_default(),
+            }),
             Err(e) => {
                 self.abandon().await;
                 Err(e)

@@ -148,12 +148,7 @@ pub async fn run_service(
     // A frontend serves no gRPC; only its clients use the TLS settings.
     hangar_common::tls::configure(cfg.rpc_tls.as_ref())?;
     let secret = cfg.rpc_secret.clone().unwrap_or_default();
-    let listener = TcpListener::bind(cfg.s3_api.api_bind_addr).await.map_err(|e| {
-        hangar_common::Error::Config(format!(
-            "[s3_api] api_bind_addr: cannot listen on {}: {e}",
-            cfg.s3_api.api_bind_addr
-        ))
-    })?;
+    let listener = bind(&cfg).await?;
 
     let s3_addr = listener.local_addr()?;
     // The control plane, and data nodes as layout sources while it is away.
@@ -186,18 +181,48 @@ pub async fn run_service(
     let admin = hangar_common::admin_http::start(cfg.admin.api_bind_addr, cfg.admin.limits()).await?;
     tracing::info!(frontend = %id, s3 = %s3_addr, "S3 frontend ready");
     let cluster = Cluster::new(history, cfg.rpc_options())?;
+    let served = serve(listener, &cfg, cluster, shutdown).await;
+    heartbeat.abort();
+    announcer.stop().await;
+    admin.stop().await;
+    served
+}
+
+/// Listens on `[s3_api] api_bind_addr`.
+pub async fn bind(cfg: &hangar_common::config::Config) -> Result<TcpListener, hangar_common::Error> {
+    TcpListener::bind(cfg.s3_api.api_bind_addr).await.map_err(|e| {
+        hangar_common::Error::Config(format!(
+            "[s3_api] api_bind_addr: cannot listen on {}: {e}",
+            cfg.s3_api.api_bind_addr
+        ))
+    })
+}
+
+/// Serves S3 on `listener` (and the website endpoint when `[s3_web]` sets one) over
+/// `cluster` until `shutdown`, probing the data nodes for `/health` meanwhile: the body of a
+/// frontend process, and of a data node that serves S3 too (its `cluster` calls the data
+/// node of the process in-process).
+pub async fn serve(
+    listener: TcpListener,
+    cfg: &hangar_common::config::Config,
+    cluster: hangar_common::cluster::Cluster,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), hangar_common::Error> {
     let probe = readiness::spawn(cluster.clone());
-    let store = Store::new(cluster, &cfg);
-    let frontend = FrontendConfig::from_config(&cfg);
+    let store = Store::new(cluster, cfg);
+    let frontend = FrontendConfig::from_config(cfg);
     let lookups = Arc::new(lookups::Lookups::new(store, frontend.catalog_cache));
-    let web = WebEndpoint::start(&cfg, lookups.clone()).await?;
+    let web = match WebEndpoint::start(cfg, lookups.clone()).await {
+        Ok(w) => w,
+        Err(e) => {
+            probe.abort();
+            return Err(e);
+        }
+    };
     run(listener, frontend, lookups, cfg.s3_api.limits(), shutdown).await;
     if let Some(w) = web {
         w.stop().await;
     }
     probe.abort();
-    heartbeat.abort();
-    announcer.stop().await;
-    admin.stop().await;
     Ok(())
 }

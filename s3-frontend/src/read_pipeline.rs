@@ -101,6 +101,23 @@ async fn fetch_block(
     }
 }
 
+/// The blocks of `part` at offsets from `from` on, with their offsets, and whether more
+/// follow: from the copy of its block list in its entry when it has one (nothing to read),
+/// else a page of the list.
+async fn block_page(store: &Store, part: &PartData, from: u64) -> Result<(Vec<(u64, BlockEntry)>, bool), S3Error> {
+    if !part.blocks.is_empty() {
+        let offsets = part.blocks.iter().scan(0u64, |next, b| {
+            let at = *next;
+            *next += b.size as u64;
+            Some(at)
+        });
+        let page = offsets.zip(part.blocks.iter().cloned()).filter(|(off, _)| *off >= from).collect();
+        return Ok((page, false));
+    }
+    let (page, more) = store.block_page(&part.data_version, from, 256).await.map_err(internal)?;
+    Ok((page.into_iter().map(|(off, f)| (off, f.value)).collect(), more))
+}
+
 async fn send_range(
     store: &Store,
     parts: &[PartData],
@@ -125,7 +142,7 @@ async fn send_range(
         // Where the next byte to send lies in the part: blocks must follow one another.
         let mut pos = want_s;
         loop {
-            let (page, more) = store.block_page(&part.data_version, from, 256).await.map_err(internal)?;
+            let (page, more) = block_page(store, part, from).await?;
             if first_page && page.first().is_none_or(|(off, _)| *off > want_s) && from > 0 {
                 from = 0;
                 first_page = false;
@@ -134,7 +151,7 @@ async fn send_range(
             first_page = false;
             let Some((last, _)) = page.last() else { break };
             from = last + 1;
-            let wanted = page.into_iter().map(|(off, f)| (off, f.value)).filter(|(off, block)| {
+            let wanted = page.into_iter().filter(|(off, block)| {
                 let b_end = off + block.size as u64;
                 b_end > want_s && *off < want_e
             });

@@ -9,7 +9,8 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use hangar_common::config::INLINE_THRESHOLD;
 use hangar_model::Store;
-use hangar_model::version::{DataWriter, Owner};
+use hangar_model::version::{DataWriter, Finished, Owner};
+use hangar_proto::model::BlockEntry;
 use md5::Digest;
 use s3s::{S3Error, s3_error};
 
@@ -40,7 +41,11 @@ impl BodyHashes {
 
 pub enum StoredData {
     Inline(Bytes),
-    Blocks { data_version: Vec<u8> },
+    /// `blocks`: the version's block list when it is short (`version::BLOCKS_IN_ENTRY`).
+    Blocks {
+        data_version: Vec<u8>,
+        blocks: Vec<BlockEntry>,
+    },
 }
 
 pub struct Stored {
@@ -127,8 +132,8 @@ where
         Ok((size, Some(inline))) => Ok((Stored { size, data: StoredData::Inline(inline), owner }, hashes)),
         Ok((size, None)) => {
             let w = writer.ok_or_else(|| s3_error!(InternalError, "no data writer"))?;
-            let data_version = w.finish().await.or_s3()?;
-            Ok((Stored { size, data: StoredData::Blocks { data_version }, owner }, hashes))
+            let Finished { data_version, blocks } = w.finish().await.or_s3()?;
+            Ok((Stored { size, data: StoredData::Blocks { data_version, blocks }, owner }, hashes))
         }
         Err(e) => {
             if let Some(w) = writer {
@@ -159,7 +164,7 @@ async fn push(
 /// Gives up what `store` stored (the request failed after its body was read): its data
 /// version is released by the collector.
 pub async fn discard(store: &Store, stored: &Stored) {
-    if let StoredData::Blocks { data_version } = &stored.data
+    if let StoredData::Blocks { data_version, .. } = &stored.data
         && let Err(e) = store.mark_release(data_version, &stored.owner).await
     {
         tracing::debug!(error = %e, "could not ask for a discarded write's release; the collector will");

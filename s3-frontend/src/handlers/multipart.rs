@@ -111,6 +111,8 @@ pub fn choose_parts(
             size: sp.size,
             etag: sp.etag.clone(),
             checksums: sp.checksums.clone(),
+            // Parts page through their block lists.
+            blocks: vec![],
         });
     }
     let etag = format!("{}-{}", hex::encode(md5s.finalize()), chosen.len());
@@ -256,7 +258,7 @@ pub async fn upload_part(h: &Hangar, req: S3Request<UploadPartInput>) -> S3Resul
     let owner = Owner::Part { upload_id: upload_id.clone(), part_number: n };
     let (stored, verified) = receive(h, owner, input.body, false, claims, sse.as_ref()).await?;
     check_quota_after(h, &bucket, &stored, announced, Some(0)).await?;
-    let StoredData::Blocks { data_version } = stored.data else {
+    let StoredData::Blocks { data_version, .. } = stored.data else {
         return Err(s3_error!(InternalError, "part stored inline"));
     };
     let etag_hex = data_etag(sse.as_ref(), &verified.md5);
@@ -333,7 +335,7 @@ pub async fn upload_part_copy(
             return Err(e);
         }
     };
-    let StoredData::Blocks { data_version } = stored.data else {
+    let StoredData::Blocks { data_version, .. } = stored.data else {
         return Err(s3_error!(InternalError, "part stored inline"));
     };
     let etag_hex = data_etag(dst_key.as_ref(), &md5);

@@ -11,6 +11,8 @@ use md5::Digest;
 use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 use super::Hangar;
 use super::acl::only_private;
@@ -206,7 +208,7 @@ pub fn data_etag(key: Option<&CustomerKey>, md5: &[u8]) -> String {
 fn object_data(stored: &Stored, etag_hex: &str) -> (Option<bytes::Bytes>, Vec<PartData>) {
     match &stored.data {
         StoredData::Inline(b) => (Some(b.clone()), vec![]),
-        StoredData::Blocks { data_version } => (
+        StoredData::Blocks { data_version, blocks } => (
             None,
             vec![PartData {
                 part_number: 1,
@@ -214,6 +216,7 @@ fn object_data(stored: &Stored, etag_hex: &str) -> (Option<bytes::Bytes>, Vec<Pa
                 size: stored.size,
                 etag: etag_hex.to_string(),
                 checksums: vec![],
+                blocks: blocks.clone(),
             }],
         ),
     }
@@ -303,6 +306,17 @@ pub async fn check_quota_after(
     Ok(())
 }
 
+/// The answer of the read of a PUT's previous value (taken once).
+async fn read_previous(
+    read: &mut Option<AbortOnDropHandle<hangar_common::Result<Option<Found<Object>>>>>,
+) -> S3Result<Option<Found<Object>>> {
+    let read = read.take().ok_or_else(|| s3_error!(InternalError, "the previous value was read twice"))?;
+    match read.await {
+        Ok(r) => r.or_s3(),
+        Err(e) => Err(s3_error!(InternalError, "reading the previous value failed: {e}")),
+    }
+}
+
 pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
     let (_, bucket) = authorized(&req)?;
     let S3Request { input, headers, trailing_headers, extensions, .. } = req;
@@ -327,14 +341,37 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
     if input.content_length.is_some_and(|l| l > MAX_PUT_SIZE) {
         return Err(s3_error!(EntityTooLarge, "a single PUT may hold at most 5 GiB; use multipart upload"));
     }
-    let prev = h.get_object_entry(&bucket, &input.key).await?;
-    check_write_conditions(input.if_match.as_ref(), input.if_none_match.as_ref(), prev.as_ref().map(|p| &p.value))?;
-    let replaced = prev.as_ref().map(|p| p.value.size);
+    // The value this PUT replaces: its timestamp orders the new one after it, its size counts
+    // for quotas. Conditional headers and quotas refuse a PUT before its body is read, so they
+    // need it first; otherwise it is read while the body is stored (one round trip less).
+    let previous = {
+        let (store, bucket_id, key) = (h.store.clone(), bucket.id.clone(), input.key.clone());
+        AbortOnDropHandle::new(tokio::spawn(async move { store.object(&bucket_id, &key).await }.in_current_span()))
+    };
+    let conditional = input.if_match.is_some() || input.if_none_match.is_some();
     let announced = input.content_length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0);
-    h.quotas.check(&h.store, &bucket, Change { new_size: announced, replaced }).await?;
+    let (mut previous, mut prev) = (Some(previous), None);
+    if conditional || bucket.max_size > 0 || bucket.max_objects > 0 {
+        let p = read_previous(&mut previous).await?;
+        check_write_conditions(input.if_match.as_ref(), input.if_none_match.as_ref(), p.as_ref().map(|p| &p.value))?;
+        let replaced = p.as_ref().map(|p| p.value.size);
+        h.quotas.check(&h.store, &bucket, Change { new_size: announced, replaced }).await?;
+        prev = Some(p);
+    }
     let claims = body_claims!(input, headers, extensions, trailing_headers);
     let owner = Owner::Object { bucket_id: bucket.id.to_vec(), key: input.key.clone() };
     let (stored, Verified { md5, checksums }) = receive(h, owner, input.body, true, claims, sse.as_ref()).await?;
+    let prev = match prev {
+        Some(p) => p,
+        None => match read_previous(&mut previous).await {
+            Ok(p) => p,
+            Err(e) => {
+                discard(&h.store, &stored).await;
+                return Err(e);
+            }
+        },
+    };
+    let replaced = prev.as_ref().map(|p| p.value.size);
     check_quota_after(h, &bucket, &stored, announced, replaced).await?;
     let headers = StoredHeaders {
         content_type: input.content_type.as_deref(),
@@ -744,6 +781,7 @@ pub async fn copy_object(h: &Hangar, req: S3Request<CopyObjectInput>) -> S3Resul
                 h.store.share_version(&p.data_version, &dv, p.size).await
             }
             .await;
+            // The shared version lists the same blocks: a copy of its list stays true.
             parts.push(PartData { data_version: dv.into(), ..p.clone() });
             if let Err(e) = shared {
                 for done in &parts {
