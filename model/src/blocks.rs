@@ -31,7 +31,7 @@ const HEDGE_AFTER: Duration = Duration::from_secs(1);
 /// per replica: short beside the time a node takes to come back, long enough that a busy
 /// frontend sends one call for dozens of block reads.
 const CHECK_WINDOW: Duration = Duration::from_millis(20);
-/// Most blocks in one check call.
+/// Most checks gathered into one round (each replica gets one call for its share).
 const CHECK_BATCH: usize = 512;
 /// Checks waiting to be sent at most; past it, more are dropped (a check is best effort:
 /// anti-entropy finds what a dropped one would have).
@@ -252,8 +252,8 @@ impl Blocks {
         }
     }
 
-    /// Gathers checks for `CHECK_WINDOW` (at most `CHECK_BATCH` per node) and asks each
-    /// node about its batch in one call, until every sender is gone.
+    /// Gathers checks for `CHECK_WINDOW` (at most `CHECK_BATCH`) and asks each node about
+    /// its share in one call, until every sender is gone.
     async fn checker(self, mut rx: tokio::sync::mpsc::Receiver<Check>) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
