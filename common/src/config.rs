@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 use crate::Error;
 
 pub const DEFAULT_BLOCK_SIZE: usize = 1024 * 1024;
-/// Objects up to this size live inline in their metadata entry.
-pub const INLINE_THRESHOLD: usize = 3 * 1024;
+/// Objects up to this size live inline in their metadata entry: written with one quorum
+/// write (no block, block list or pending entry) and read with one quorum read. Above it a
+/// block's own file and fsync cost less than carrying the data in every metadata copy
+/// (listings leave it out: see `RangeRequest.summaries`).
+pub const INLINE_THRESHOLD: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

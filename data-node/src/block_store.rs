@@ -132,7 +132,7 @@ impl BlockStore {
             tiebreak: 0,
             tombstone: false,
         };
-        self.meta.merge_in(Table::BlockRef as i32, vec![e])
+        self.meta.merge_in(Table::BlockRef as i32, vec![e]).map(|_| ())
     }
 
     /// The whole block, verified against its hash.

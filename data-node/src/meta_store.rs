@@ -81,13 +81,17 @@ impl MetaStore {
     }
 
     /// Merges entries and fsyncs (with the work they imply).
-    pub async fn insert(&self, table: i32, entries: Vec<Entry>) -> Result<(), DataError> {
-        self.merge_in(table, entries)?;
-        self.commit.flush().await
+    /// Merges and fsyncs entries; returns, for each, the timestamp of the local value that
+    /// beats it (0 when it is the value now, or merged into it).
+    pub async fn insert(&self, table: i32, entries: Vec<Entry>) -> Result<Vec<u64>, DataError> {
+        let beaten_by = self.merge_in(table, entries)?;
+        self.commit.flush().await?;
+        Ok(beaten_by)
     }
 
-    /// Merges entries without waiting for the fsync (callers flush).
-    pub fn merge_in(&self, table: i32, entries: Vec<Entry>) -> Result<(), DataError> {
+    /// Merges entries without waiting for the fsync (callers flush); returns what `insert`
+    /// does.
+    pub fn merge_in(&self, table: i32, entries: Vec<Entry>) -> Result<Vec<u64>, DataError> {
         let t = Self::table(table)?;
         if t == Table::Register {
             // Acceptor states arrive here only from sync; their merge keeps the highest
@@ -95,18 +99,23 @@ impl MetaStore {
             for e in &entries {
                 self.merge_register(e)?;
             }
-            return Ok(());
+            return Ok(vec![0; entries.len()]);
         }
         let mut effects = Vec::new();
+        let mut beaten_by = Vec::with_capacity(entries.len());
         for e in entries {
-            let mut fx = self.update(t, &e.key, |local| {
+            let (mut fx, beaten) = self.update(t, &e.key, |local| {
                 let m = merge(t, local.as_ref(), &e);
+                let won = m.entry.timestamp == e.timestamp && m.entry.tiebreak == e.tiebreak;
+                let beaten = if won { 0 } else { m.entry.timestamp };
                 // A value that loses has effects too (its data is released).
-                Ok((m.changed.then_some(m.entry), m.effects))
+                Ok((m.changed.then_some(m.entry), (m.effects, beaten)))
             })?;
             effects.append(&mut fx);
+            beaten_by.push(beaten);
         }
-        self.apply(effects)
+        self.apply(effects)?;
+        Ok(beaten_by)
     }
 
     /// Reads the local entry of `key` in `table`; `decide` returns its replacement (None:

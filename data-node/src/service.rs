@@ -23,6 +23,7 @@ use crate::block_store::{BlockStore, Owner};
 use crate::disk::DiskGuard;
 use crate::gate::WriteGate;
 use crate::meta_store::MetaStore;
+use hangar_model::object::summarize;
 
 /// Most entries one Range or SyncRange answer carries.
 const MAX_RANGE: usize = 10_000;
@@ -190,7 +191,7 @@ impl MetadataService for MetadataRpc {
         } else {
             Vec::new()
         };
-        self.store.insert(r.table, r.entries).await.map_err(|e| storage(&self.disk, e))?;
+        let beaten_by = self.store.insert(r.table, r.entries).await.map_err(|e| storage(&self.disk, e))?;
         // The entries are stored: a failure to queue does not fail the write (the block scan
         // finds such a block later).
         for hash in &refs {
@@ -198,7 +199,7 @@ impl MetadataService for MetadataRpc {
                 tracing::warn!(block = %hash, error = %e, "cannot queue a block for resync");
             }
         }
-        Ok(Response::new(InsertReply {}))
+        Ok(Response::new(InsertReply { beaten_by }))
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
@@ -213,7 +214,12 @@ impl MetadataService for MetadataRpc {
         self.check_rebuilt()?;
         let r = req.get_ref();
         let limit = if r.limit == 0 { 1000 } else { (r.limit as usize).min(MAX_RANGE) };
-        let (entries, more) = self.store.range(r.table, &r.start, &r.end, limit, r.include_tombstones)?;
+        let (mut entries, more) = self.store.range(r.table, &r.start, &r.end, limit, r.include_tombstones)?;
+        if r.summaries && r.table == Table::Object as i32 {
+            for e in &mut entries {
+                summarize(e).map_err(|e| Status::data_loss(format!("an object entry does not decode: {e}")))?;
+            }
+        }
         Ok(Response::new(RangeReply { entries, more }))
     }
 
@@ -290,7 +296,7 @@ impl MetadataService for MetadataRpc {
             self.store.remove_if(t, &e.key, e)?;
         }
         self.store.commit.flush().await?;
-        Ok(Response::new(InsertReply {}))
+        Ok(Response::new(InsertReply::default()))
     }
 }
 

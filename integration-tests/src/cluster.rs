@@ -41,7 +41,7 @@ pub const REPLICATION: u32 = 3;
 /// The block size processes use (the default): objects are cut into blocks of this many bytes.
 pub const BLOCK_SIZE: usize = 1 << 20;
 /// Objects up to this many bytes live inline in their metadata entry (no block files).
-pub const INLINE_MAX: usize = 3 * 1024;
+pub const INLINE_MAX: usize = hangar_common::config::INLINE_THRESHOLD;
 /// The region the frontends serve.
 pub const REGION: &str = "us-east-1";
 

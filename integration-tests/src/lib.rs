@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod fakes;
 pub mod otlp;
+pub mod peer;
 pub mod sigv4;
 pub mod util;
 

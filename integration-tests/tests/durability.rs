@@ -8,6 +8,7 @@ use std::time::Duration;
 use aws_sdk_s3::primitives::ByteStream;
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
+use hangar_integration_tests::cluster::INLINE_MAX;
 use hangar_integration_tests::*;
 
 const MIB: usize = 1 << 20;
@@ -98,16 +99,21 @@ async fn identical_content_is_stored_once() {
 #[tokio::test]
 async fn small_objects_are_inline() {
     let (server, s3, bucket) = Server::start_with_bucket("inline").await;
-    for (key, len) in [("empty", 0), ("one", 1), ("kib", 1024), ("limit", 3072)] {
+    for (key, len) in [("empty", 0), ("one", 1), ("kib", 1024), ("limit", INLINE_MAX)] {
         put_bytes(&s3, &bucket, key, &random_bytes(len)).await;
     }
-    assert!(server.block_files().is_empty(), "objects <= 3 KiB created block files: {:?}", server.block_files());
-    let data = random_bytes(3072);
+    assert!(server.block_files().is_empty(), "objects <= 16 KiB created block files: {:?}", server.block_files());
+    let data = random_bytes(INLINE_MAX);
     put_bytes(&s3, &bucket, "limit", &data).await;
     assert_eq!(get_bytes(&s3, &bucket, "limit").await, data);
+    let listed = s3.list_objects_v2().bucket(&bucket).send().await.expect("list");
+    let sizes: Vec<(&str, i64)> =
+        listed.contents().iter().map(|o| (o.key().unwrap_or(""), o.size().unwrap_or(-1))).collect();
+    let want = [("empty", 0), ("kib", 1024), ("limit", INLINE_MAX as i64), ("one", 1)];
+    assert_eq!(sizes, want, "a listing gives inline objects' sizes (it does not carry their data)");
 
-    put_bytes(&s3, &bucket, "over", &random_bytes(3073)).await;
-    assert_eq!(server.block_files().len(), 1, "a 3073-byte object needs a block file");
+    put_bytes(&s3, &bucket, "over", &random_bytes(INLINE_MAX + 1)).await;
+    assert_eq!(server.block_files().len(), 1, "an object of 16 KiB + 1 byte needs a block file");
 }
 
 #[tokio::test]

@@ -29,9 +29,8 @@ use aws_sdk_s3::Client;
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
 use futures::StreamExt;
-use hangar_common::call::LAYOUT_VERSION_HEADER;
-use hangar_common::rpc::{MetaGrpc, add_secret, lazy_channel, meta_client};
 use hangar_integration_tests::cluster::{BLOCK_SIZE, Cluster, INLINE_MAX, expected_block_names};
+use hangar_integration_tests::peer::{at_layout, is_for, meta, rpc};
 use hangar_integration_tests::*;
 use hangar_proto::metadata::{Entry, MerkleRoot, MerkleRootsRequest, RangeRequest, Table};
 
@@ -46,8 +45,6 @@ const FAST: &str = "block_gc_delay_secs = 2\npending_write_grace_secs = 5\nofflo
 const REPAIR_WAIT: Duration = Duration::from_secs(120);
 /// How long a data node may take to copy what the others acknowledged without it.
 const REPLICATE_WAIT: Duration = Duration::from_secs(60);
-/// How long one gRPC call to a data node may take.
-const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// S3 requests in flight at once when writing or reading many objects.
 const CONCURRENCY: usize = 16;
 
@@ -190,29 +187,6 @@ fn wipe(cluster: &Cluster, i: usize) {
 
 // ---- a data node's tables, as a peer sees them ------------------------------------------
 
-/// A metadata client of data node `i` with the cluster secret (what its peers use).
-fn meta(cluster: &Cluster, i: usize) -> MetaGrpc {
-    let channel = lazy_channel(&cluster.data[i].addr.to_string()).expect("channel to a data node");
-    meta_client(channel, add_secret(&cluster.rpc_secret).expect("cluster secret"))
-}
-
-/// `msg` stamped with the layout version, as every internal call is (a call without one
-/// counts as made with a retired version and is refused).
-fn at_layout<T>(msg: T, version: u64) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert(LAYOUT_VERSION_HEADER, version.into());
-    req
-}
-
-/// The reply of a gRPC call, or why there was none.
-async fn rpc<T>(call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> Result<T, String> {
-    match tokio::time::timeout(RPC_TIMEOUT, call).await {
-        Ok(Ok(reply)) => Ok(reply.into_inner()),
-        Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
-        Err(_) => Err(format!("no answer within {RPC_TIMEOUT:?}")),
-    }
-}
-
 /// Data node `i`'s Merkle roots of every non-empty (table, partition), in that order.
 async fn merkle_roots(cluster: &Cluster, i: usize, layout: u64) -> Result<Vec<MerkleRoot>, String> {
     let mut client = meta(cluster, i);
@@ -254,6 +228,7 @@ async fn object_entries(cluster: &Cluster, i: usize, layout: u64) -> Result<Vec<
             end: Default::default(),
             limit: 1000,
             include_tombstones: true,
+            summaries: false,
         };
         let reply =
             rpc(client.range(at_layout(req, layout))).await.map_err(|e| format!("Range on node {}: {e}", i + 1))?;
@@ -266,15 +241,6 @@ async fn object_entries(cluster: &Cluster, i: usize, layout: u64) -> Result<Vec<
         start = out.last().expect("a page with entries").key.to_vec();
         start.push(0);
     }
-}
-
-/// Whether an object-table entry is for object `key` (the entry key is the bucket id, then
-/// the object key, terminated by 0x00 0x01). The keys of these tests never end with
-/// another's key, so the suffix names one object.
-fn is_for(entry: &Entry, key: &str) -> bool {
-    let mut suffix = key.as_bytes().to_vec();
-    suffix.extend_from_slice(&[0x00, 0x01]);
-    entry.key.ends_with(&suffix)
 }
 
 /// How two nodes' object tables differ, briefly.

@@ -204,6 +204,13 @@ impl Tables {
     /// involved has a quorum in each set. A node that knows a newer layout makes the write
     /// wait (a few seconds at most) for this process to learn it, then go again.
     pub async fn insert(&self, table: Table, entries: Vec<Entry>) -> Result<()> {
+        self.insert_reporting(table, entries).await.map(|_| ())
+    }
+
+    /// `insert`, and what the replicas that answered said of the entries: the newest
+    /// timestamp of a value that beats one of them there (0: none did), or None when some
+    /// replica did not say (a node of an older release).
+    pub async fn insert_reporting(&self, table: Table, entries: Vec<Entry>) -> Result<Option<u64>> {
         let name = table_label(table);
         let span = tracing::debug_span!("table.insert", otel.name = %format_args!("insert {name}"), table = name, entries = entries.len());
         let start = Instant::now();
@@ -213,7 +220,7 @@ impl Tables {
         r
     }
 
-    async fn insert_in(&self, view: Arc<View>, table: Table, entries: Vec<Entry>) -> Result<()> {
+    async fn insert_in(&self, view: Arc<View>, table: Table, entries: Vec<Entry>) -> Result<Option<u64>> {
         let mut groups: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
         for e in entries {
             groups.entry(partition_of(table, &e.key)).or_default().push(e);
@@ -223,23 +230,29 @@ impl Tables {
         for (partition, group) in groups {
             let sets = view.write_sets(partition).map_err(|e| Error::Unavailable(e.to_string()))?;
             let cluster = self.cluster.clone();
+            let count = group.len();
             let req = InsertRequest { table: table as i32, entries: group };
             pending.push(async move {
-                quorum_sets(&sets, move |n| {
+                let (answers, _) = quorum_sets(&sets, move |n| {
                     let (cluster, req) = (cluster.clone(), req.clone());
                     async move {
                         let mut c = cluster.meta(&n)?;
                         cluster.call(&n, Method::Insert, version, req, |r| async move { c.insert(r).await }).await
                     }
                 })
-                .await
-                .map(|_| ())
+                .await?;
+                let told = answers.iter().all(|(_, r)| r.beaten_by.len() == count);
+                Ok::<_, Error>(
+                    told.then(|| answers.iter().flat_map(|(_, r)| r.beaten_by.iter().copied()).max().unwrap_or(0)),
+                )
             });
         }
+        let mut newest = Some(0);
         while let Some(r) = pending.next().await {
-            r?;
+            let beaten_by = r?;
+            newest = newest.zip(beaten_by).map(|(a, b)| a.max(b));
         }
-        Ok(())
+        Ok(newest)
     }
 
     /// Writes one value of table `S`, LWW-newer than `after` when given.
@@ -259,9 +272,30 @@ impl Tables {
         end: Vec<u8>,
         limit: u32,
     ) -> Result<(Vec<Found<S::Value>>, bool)> {
+        self.range_as::<S>(start, end, limit, false).await
+    }
+
+    /// `range` of the object table as a listing needs it: the values without inline data
+    /// and block lists (see `object::summarize`).
+    pub async fn range_summaries<S: Schema>(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: u32,
+    ) -> Result<(Vec<Found<S::Value>>, bool)> {
+        self.range_as::<S>(start, end, limit, true).await
+    }
+
+    async fn range_as<S: Schema>(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: u32,
+        summaries: bool,
+    ) -> Result<(Vec<Found<S::Value>>, bool)> {
         let mut start = start;
         loop {
-            let (entries, horizon) = self.range_entries(S::TABLE, &start, &end, limit).await?;
+            let (entries, horizon) = self.range_entries_as(S::TABLE, &start, &end, limit, summaries).await?;
             let live: Vec<Entry> = entries.into_iter().filter(|e| !e.tombstone).collect();
             let more = horizon.is_some() || live.len() > limit as usize;
             match horizon {
@@ -284,12 +318,23 @@ impl Tables {
         end: &[u8],
         limit: u32,
     ) -> Result<(Vec<Entry>, Option<Vec<u8>>)> {
+        self.range_entries_as(table, start, end, limit, false).await
+    }
+
+    async fn range_entries_as(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+        summaries: bool,
+    ) -> Result<(Vec<Entry>, Option<Vec<u8>>)> {
         let name = table_label(table);
         let span = tracing::debug_span!("table.range", otel.name = %format_args!("range {name}"), table = name, limit);
         let started = Instant::now();
         let r = self
             .cluster
-            .with_fresh_view(|view| self.range_entries_in(view, table, start, end, limit))
+            .with_fresh_view(|view| self.range_entries_in(view, table, start, end, limit, summaries))
             .instrument(span)
             .await;
         metrics().table_request(table, false, started.elapsed());
@@ -303,6 +348,7 @@ impl Tables {
         start: &[u8],
         end: &[u8],
         limit: u32,
+        summaries: bool,
     ) -> Result<(Vec<Entry>, Option<Vec<u8>>)> {
         let version = view.version();
         let req = RangeRequest {
@@ -311,6 +357,7 @@ impl Tables {
             end: end.to_vec().into(),
             limit,
             include_tombstones: true,
+            summaries,
         };
         let cluster = self.cluster.clone();
         let call = move |n: NodeRef| {
@@ -347,7 +394,8 @@ impl Tables {
             }
         };
         let (merged, horizon) = merge_pages(table, answers.iter().map(|(_, (e, more))| (e.as_slice(), *more)));
-        if let Some(mut late) = late {
+        // Summaries are not what replicas hold: never written back.
+        if let Some(mut late) = late.filter(|_| !summaries) {
             // Read repair within one partition: replicas that answered (now or later)
             // without entries, or with others, get the merged ones.
             let this = self.clone();

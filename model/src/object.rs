@@ -5,8 +5,8 @@
 //! wrote it and in whatever order the writes arrive). So two PUTs of one key racing through
 //! two frontends free the loser's data, and a DELETE frees the last value's.
 
-use hangar_common::Result;
 use hangar_common::cluster::NodeRef;
+use hangar_common::{Error, Result};
 use hangar_proto::metadata::{Entry, Table};
 use hangar_proto::model::{Object, TagSet};
 use prost::Message;
@@ -14,6 +14,16 @@ use prost::Message;
 use crate::Store;
 use crate::client::Found;
 use crate::schema::{Objects, merge_entries, object_key};
+
+/// The object table's entry of `obj` at `timestamp`. The tiebreak comes from the value
+/// itself: writing one decided value twice gives the same entry, and two different values
+/// with one timestamp still order the same everywhere.
+fn object_entry(key: Vec<u8>, obj: &Object, timestamp: u64) -> Entry {
+    let mut e = crate::client::entry(key, obj, None);
+    e.timestamp = timestamp;
+    e.tiebreak = obj.version_id.iter().take(8).fold(0u64, |acc, b| (acc << 8) | *b as u64);
+    e
+}
 
 /// Whether a data version is still used by an object entry, as every replica has it.
 #[derive(Debug)]
@@ -32,6 +42,28 @@ fn uses(e: &Entry, data_version: &[u8]) -> bool {
         && Object::decode(e.value.as_ref()).is_ok_and(|o| o.parts.iter().any(|p| p.data_version == data_version))
 }
 
+/// Leaves in an object entry what a listing needs: inline data becomes empty and the
+/// parts lose their block lists (up to 16 KiB of data or a few block entries per object a
+/// listing would otherwise carry from every replica for nothing). Tombstones stay as they
+/// are.
+pub fn summarize(e: &mut Entry) -> std::result::Result<(), prost::DecodeError> {
+    if e.tombstone {
+        return Ok(());
+    }
+    let mut o = Object::decode(e.value.as_ref())?;
+    if o.inline_data.as_ref().is_none_or(|d| d.is_empty()) && o.parts.iter().all(|p| p.blocks.is_empty()) {
+        return Ok(());
+    }
+    if let Some(d) = o.inline_data.as_mut() {
+        *d = Default::default();
+    }
+    for p in &mut o.parts {
+        p.blocks.clear();
+    }
+    e.value = o.encode_to_vec().into();
+    Ok(())
+}
+
 impl Store {
     /// The current value of an object.
     pub async fn object(&self, bucket_id: &[u8], key: &str) -> Result<Option<Found<Object>>> {
@@ -48,17 +80,38 @@ impl Store {
 
     /// `put_object` with a fixed timestamp (writing one decided value again is idempotent).
     pub async fn put_object_at(&self, bucket_id: &[u8], key: &str, obj: &Object, timestamp: u64) -> Result<()> {
-        let mut e = crate::client::entry(object_key(bucket_id, key), obj, None);
-        e.timestamp = timestamp;
-        // The tiebreak comes from the value itself: writing one decided value twice gives the
-        // same entry, and two different values with one timestamp still order the same
-        // everywhere.
-        e.tiebreak = obj.version_id.iter().take(8).fold(0u64, |acc, b| (acc << 8) | *b as u64);
-        self.tables.insert(hangar_proto::metadata::Table::Object, vec![e]).await?;
+        self.tables.insert(Table::Object, vec![object_entry(object_key(bucket_id, key), obj, timestamp)]).await?;
         for p in &obj.parts {
             self.committed(&p.data_version);
         }
         Ok(())
+    }
+
+    /// Makes `obj`, whose data lives in its entry, the object's current value without
+    /// reading the value it replaces first: stamped with this process's clock, and written
+    /// again after the newer timestamp when a replica of the write quorum holds a value that
+    /// beats it (a writer whose clock runs ahead, or one of the same microsecond). A value
+    /// acknowledged before this call is on a write quorum, which shares a replica with this
+    /// write's quorum, so the second write is ordered after it, as it would be after a read.
+    /// Only for values without data versions: a value that loses is released where it lost,
+    /// which would free the blocks the second write points at.
+    pub async fn put_inline_object(&self, bucket_id: &[u8], key: &str, obj: &Object) -> Result<()> {
+        if !obj.parts.is_empty() {
+            return Err(Error::Invalid("an object with parts is written after reading the value it replaces".into()));
+        }
+        let key = object_key(bucket_id, key);
+        let first = object_entry(key.clone(), obj, crate::client::stamp(None));
+        let newer = match self.tables.insert_reporting(Table::Object, vec![first.clone()]).await? {
+            Some(0) => return Ok(()),
+            Some(newer) => newer,
+            // A replica did not say (an older release): read what won.
+            None => match self.tables.get_entry(Table::Object, &key).await? {
+                Some(e) if (e.timestamp, e.tiebreak) != (first.timestamp, first.tiebreak) => e.timestamp,
+                _ => return Ok(()),
+            },
+        };
+        tracing::debug!(newer, "a replica holds a newer value of the key: written again after it");
+        self.tables.insert(Table::Object, vec![object_entry(key, obj, crate::client::stamp(Some(newer)))]).await
     }
 
     /// Replaces the tags of the object value `found` (None removes them). Written as the
@@ -107,5 +160,60 @@ impl Store {
             }
             None => Ok(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hangar_proto::model::{BlockEntry, Header, PartData};
+
+    fn entry_of(obj: &Object) -> Entry {
+        Entry {
+            key: b"k".to_vec().into(),
+            value: obj.encode_to_vec().into(),
+            timestamp: 7,
+            tiebreak: 9,
+            tombstone: false,
+        }
+    }
+
+    #[test]
+    fn a_summary_keeps_what_a_listing_shows_and_drops_the_data() {
+        let header = Header { name: "content-type".into(), value: "text/plain".into() };
+        let inline = Object {
+            version_id: vec![1; 16].into(),
+            size: 5,
+            etag: "abc".into(),
+            last_modified_ms: 42,
+            headers: vec![header.clone()],
+            inline_data: Some(b"hello".to_vec().into()),
+            ..Default::default()
+        };
+        let mut e = entry_of(&inline);
+        summarize(&mut e).unwrap();
+        let got = Object::decode(e.value.as_ref()).unwrap();
+        assert_eq!(got.inline_data.as_deref(), Some(&b""[..]), "still marked inline, without its bytes");
+        assert_eq!((got.size, got.etag.as_str(), got.last_modified_ms), (5, "abc", 42));
+        assert_eq!(got.headers, vec![header]);
+        assert_eq!((e.timestamp, e.tiebreak, e.key.as_ref()), (7, 9, &b"k"[..]));
+
+        let block = BlockEntry { hash: vec![3; 32].into(), size: 10 };
+        let part = PartData {
+            part_number: 1,
+            data_version: vec![2; 16].into(),
+            size: 10,
+            blocks: vec![block],
+            ..Default::default()
+        };
+        let mut e = entry_of(&Object { size: 10, parts: vec![part.clone()], ..Default::default() });
+        summarize(&mut e).unwrap();
+        let got = Object::decode(e.value.as_ref()).unwrap();
+        assert_eq!(got.parts, vec![PartData { blocks: Vec::new(), ..part }], "the part stays, its block list goes");
+
+        let mut dead = Entry { tombstone: true, value: Default::default(), ..entry_of(&inline) };
+        let before = dead.clone();
+        summarize(&mut dead).unwrap();
+        assert_eq!(dead, before);
     }
 }

@@ -61,7 +61,7 @@ pub async fn list(store: &Store, bucket_id: &[u8], p: ListParams<'_>) -> Result<
             return Ok(out);
         }
         let want = (p.max_keys - out.objects.len() - out.common_prefixes.len() + 1).min(1000) as u32;
-        let (page, more) = store.tables.range::<Objects>(cursor.clone(), end.clone(), want).await.or_s3()?;
+        let (page, more) = store.tables.range_summaries::<Objects>(cursor.clone(), end.clone(), want).await.or_s3()?;
         if page.is_empty() {
             return Ok(out);
         }

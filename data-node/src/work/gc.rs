@@ -43,6 +43,7 @@ impl BlockGc {
                     end: prefix_end(&hash.0).into(),
                     limit: 10_000,
                     include_tombstones: true,
+                    summaries: false,
                 };
                 let cluster = self.ctx.cluster.clone();
                 let answer = async {

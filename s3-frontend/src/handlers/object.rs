@@ -3,6 +3,7 @@
 use std::ops::Range;
 
 use base64::Engine;
+use hangar_common::config::INLINE_THRESHOLD;
 use hangar_common::ids::{now_ms, random_id};
 use hangar_model::Found;
 use hangar_model::version::Owner;
@@ -343,15 +344,21 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
     }
     // The value this PUT replaces: its timestamp orders the new one after it, its size counts
     // for quotas. Conditional headers and quotas refuse a PUT before its body is read, so they
-    // need it first; otherwise it is read while the body is stored (one round trip less).
-    let previous = {
+    // need it first. Otherwise a body stored in blocks takes three writes, and the read runs
+    // beside them; a body small enough to live in its entry is written without it (one round
+    // trip in all; `Store::put_inline_object` says how it still orders after the value).
+    let conditional = input.if_match.is_some() || input.if_none_match.is_some();
+    let quota = bucket.max_size > 0 || bucket.max_objects > 0;
+    let inline = !conditional
+        && !quota
+        && input.content_length.and_then(|l| usize::try_from(l).ok()).is_some_and(|l| l <= INLINE_THRESHOLD);
+    let mut previous = (!inline).then(|| {
         let (store, bucket_id, key) = (h.store.clone(), bucket.id.clone(), input.key.clone());
         AbortOnDropHandle::new(tokio::spawn(async move { store.object(&bucket_id, &key).await }.in_current_span()))
-    };
-    let conditional = input.if_match.is_some() || input.if_none_match.is_some();
+    });
     let announced = input.content_length.and_then(|l| u64::try_from(l).ok()).unwrap_or(0);
-    let (mut previous, mut prev) = (Some(previous), None);
-    if conditional || bucket.max_size > 0 || bucket.max_objects > 0 {
+    let mut prev = None;
+    if conditional || quota {
         let p = read_previous(&mut previous).await?;
         check_write_conditions(input.if_match.as_ref(), input.if_none_match.as_ref(), p.as_ref().map(|p| &p.value))?;
         let replaced = p.as_ref().map(|p| p.value.size);
@@ -361,15 +368,25 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
     let claims = body_claims!(input, headers, extensions, trailing_headers);
     let owner = Owner::Object { bucket_id: bucket.id.to_vec(), key: input.key.clone() };
     let (stored, Verified { md5, checksums }) = receive(h, owner, input.body, true, claims, sse.as_ref()).await?;
+    let unread = inline && matches!(stored.data, StoredData::Inline(_));
     let prev = match prev {
         Some(p) => p,
-        None => match read_previous(&mut previous).await {
-            Ok(p) => p,
-            Err(e) => {
-                discard(&h.store, &stored).await;
-                return Err(e);
+        None if unread => None,
+        None => {
+            let read = match previous {
+                Some(_) => read_previous(&mut previous).await,
+                // Announced small, stored in blocks: a body longer than its announced length
+                // (refused by then) or decoded larger.
+                None => h.store.object(&bucket.id, &input.key).await.or_s3(),
+            };
+            match read {
+                Ok(p) => p,
+                Err(e) => {
+                    discard(&h.store, &stored).await;
+                    return Err(e);
+                }
             }
-        },
+        }
     };
     let replaced = prev.as_ref().map(|p| p.value.size);
     check_quota_after(h, &bucket, &stored, announced, replaced).await?;
@@ -406,6 +423,8 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
             Ok(timestamp) => h.store.put_object_at(&bucket.id, &input.key, &obj, timestamp).await.or_s3(),
             Err(e) => Err(e),
         }
+    } else if unread {
+        h.store.put_inline_object(&bucket.id, &input.key, &obj).await.or_s3()
     } else {
         h.store.put_object(&bucket.id, &input.key, &obj, prev.map(|p| p.timestamp)).await.or_s3()
     };
