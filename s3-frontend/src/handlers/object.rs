@@ -375,8 +375,8 @@ pub async fn put_object(h: &Hangar, req: S3Request<PutObjectInput>) -> S3Result<
         None => {
             let read = match previous {
                 Some(_) => read_previous(&mut previous).await,
-                // Announced small, stored in blocks: a body longer than its announced length
-                // (refused by then) or decoded larger.
+                // Announced small, stored in blocks: a block_size below the inline bound, or
+                // a body longer than announced (refused by then).
                 None => h.store.object(&bucket.id, &input.key).await.or_s3(),
             };
             match read {
