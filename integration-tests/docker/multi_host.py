@@ -224,13 +224,14 @@ def test_disconnected_data_node(c, objects, workdir):
     try:
         for i in range(12):
             key = f"partitioned/{i}"
-            put_cli(c, c.endpoints[i % 2], key, body(key, 8192 + i), objects, workdir)
+            put_cli(c, c.endpoints[i % 2], key, body(key, 64 * 1024 + i), objects, workdir)
             keys.append(key)
         check_through_both(c, objects, keys, workdir)
     finally:
         c.docker("network", "connect", "--alias", "data3", network, cid)
-    # Each object is one block named by its blake2b-256 hash; data3 must come to hold all.
-    hashes = {k: hashlib.blake2b(body(k, 8192 + i), digest_size=32).hexdigest() for i, k in enumerate(keys)}
+    # Each object (above the 16 KiB inline bound, below the block size) is one block named
+    # by its blake2b-256 hash; data3 must come to hold all.
+    hashes = {k: hashlib.blake2b(body(k, 64 * 1024 + i), digest_size=32).hexdigest() for i, k in enumerate(keys)}
     missing = set(keys)
     deadline = time.monotonic() + 180
     while missing and time.monotonic() < deadline:
