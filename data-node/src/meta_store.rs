@@ -80,9 +80,9 @@ impl MetaStore {
         Table::try_from(t).map_err(|_| DataError::Invalid(format!("unknown table {t}")))
     }
 
-    /// Merges entries and fsyncs (with the work they imply).
-    /// Merges and fsyncs entries; returns, for each, the timestamp of the local value that
-    /// beats it (0 when it is the value now, or merged into it).
+    /// Merges entries and fsyncs (with the work they imply); returns, for each, the
+    /// timestamp of the local value that beats it (0 when it is the value now, or merged
+    /// into it).
     pub async fn insert(&self, table: i32, entries: Vec<Entry>) -> Result<Vec<u64>, DataError> {
         let beaten_by = self.merge_in(table, entries)?;
         self.commit.flush().await?;
