@@ -23,6 +23,14 @@ use crate::rpc::{BlockGrpc, MetaGrpc};
 /// The chunks of a block as a GetBlock call returns them, from either side.
 pub type BlockChunks = BoxStream<'static, Result<BlockChunk, Status>>;
 
+/// The mark of a PutBlock call from this process whose sender hashed the block's bytes
+/// itself, in memory (the write path: `Blocks::put`): the data node takes the hash as given
+/// instead of hashing the same bytes a second time on the same cores. Request extensions
+/// never travel over gRPC, so no other process can set it; a block copied from another
+/// node (a repair) is sent without it and hashed on arrival.
+#[derive(Clone, Copy, Debug)]
+pub struct HashedByCaller;
+
 /// A data node's block service as this process calls it. (The generated gRPC trait takes
 /// its incoming stream as `tonic::Streaming`, which only a decoder can make.)
 #[tonic::async_trait]

@@ -40,7 +40,8 @@ pub struct BlockStore {
 pub struct IncomingBlock {
     tmp: PathBuf,
     file: Option<tokio::fs::File>,
-    hasher: Hasher,
+    /// None when the sender in this process hashed these very bytes (`hashed_by_caller`).
+    hasher: Option<Hasher>,
     len: usize,
 }
 
@@ -83,7 +84,7 @@ impl BlockStore {
     pub async fn begin(&self) -> Result<IncomingBlock, DataError> {
         let tmp = self.dir.join("tmp").join(hex::encode(hangar_common::ids::random_id()));
         let file = tokio::fs::File::create(&tmp).await?;
-        Ok(IncomingBlock { tmp, file: Some(file), hasher: Hasher::default(), len: 0 })
+        Ok(IncomingBlock { tmp, file: Some(file), hasher: Some(Hasher::default()), len: 0 })
     }
 
     /// Makes the received block durable under its hash and records `owner`'s reference.
@@ -94,10 +95,7 @@ impl BlockStore {
         expected: BlockHash,
         owner: Owner<'_>,
     ) -> Result<bool, DataError> {
-        let got = std::mem::take(&mut inc.hasher).finish();
-        if got != expected {
-            return Err(DataError::HashMismatch { expected, got });
-        }
+        inc.check(&expected)?;
         let path = self.path(&expected);
         let _guard = self.stripes[expected.0[0] as usize].lock().await;
         let existed = tokio::fs::try_exists(&path).await?;
@@ -175,10 +173,7 @@ impl BlockStore {
     pub async fn store_copy(&self, hash: &BlockHash, data: &[u8]) -> Result<(), DataError> {
         let mut inc = self.begin().await?;
         inc.write(data).await?;
-        let got = std::mem::take(&mut inc.hasher).finish();
-        if got != *hash {
-            return Err(DataError::HashMismatch { expected: *hash, got });
-        }
+        inc.check(hash)?;
         let path = self.path(hash);
         let _guard = self.stripes[hash.0[0] as usize].lock().await;
         if tokio::fs::try_exists(&path).await? {
@@ -296,7 +291,9 @@ impl IncomingBlock {
         if self.len > MAX_BLOCK {
             return Err(DataError::Invalid(format!("block larger than {MAX_BLOCK} bytes")));
         }
-        self.hasher.update(data);
+        if let Some(h) = &mut self.hasher {
+            h.update(data);
+        }
         let f = self.file.as_mut().ok_or_else(|| DataError::Invalid("block already committed".into()))?;
         f.write_all(data).await?;
         Ok(())
@@ -304,6 +301,22 @@ impl IncomingBlock {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Takes the block's hash as the sender gives it, without hashing the bytes again: only
+    /// for a sender in this process that hashed the same bytes in memory itself, so there
+    /// is no way between them for the bytes to change.
+    pub fn hashed_by_caller(&mut self) {
+        self.hasher = None;
+    }
+
+    /// Whether the bytes received have hash `expected` (the caller's word for it when
+    /// `hashed_by_caller`).
+    fn check(&mut self, expected: &BlockHash) -> Result<(), DataError> {
+        match self.hasher.take().map(Hasher::finish) {
+            Some(got) if got != *expected => Err(DataError::HashMismatch { expected: *expected, got }),
+            _ => Ok(()),
+        }
     }
 
     pub fn is_empty(&self) -> bool {

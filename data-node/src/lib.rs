@@ -552,6 +552,13 @@ mod tests {
         blocks.put(hash, owner.clone(), 5, data.clone()).await.unwrap();
         assert_eq!(blocks.get(&hash.0, &owner).await.unwrap(), data);
         assert_eq!(blocks.has(&cluster.view().all_nodes()[0], vec![hash.0.to_vec()]).await.unwrap(), [true]);
+        // Bytes this process did not hash itself (a repair's copy) are hashed on arrival, even
+        // in-process: a hash that does not match them is refused and nothing is stored.
+        let n = cluster.view().all_nodes()[0].clone();
+        let other = hangar_common::hash::BlockHash::of(b"other bytes");
+        let err = blocks.put_to(&n, 1, &other, &owner, &data, 0, false).await.unwrap_err();
+        assert!(err.to_string().contains("hash"), "{err}");
+        assert_eq!(blocks.has(&n, vec![other.0.to_vec()]).await.unwrap(), [false]);
 
         // An entry, in and out.
         let tables = hangar_model::client::Tables::new(cluster.clone());
@@ -561,8 +568,7 @@ mod tests {
 
         // The node knows version 2: a write chosen with version 1 is refused, as over gRPC.
         node.gate.advance(2, 1);
-        let n = cluster.view().all_nodes()[0].clone();
-        let err = blocks.put_to(&n, 1, &hash, &owner, &data, 6).await.unwrap_err();
+        let err = blocks.put_to(&n, 1, &hash, &owner, &data, 6, false).await.unwrap_err();
         assert!(matches!(err, hangar_common::Error::StaleLayout(_)), "{err}");
     }
 }

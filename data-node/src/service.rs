@@ -10,7 +10,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use hangar_common::call::layout_version_of;
 use hangar_common::hash::BlockHash;
-use hangar_common::local::{BlockChunks, LocalBlocks};
+use hangar_common::local::{BlockChunks, HashedByCaller, LocalBlocks};
 use hangar_common::rpc::BLOCK_CHUNK;
 use hangar_common::telemetry::metrics;
 use hangar_proto::block::block_service_server::BlockService;
@@ -88,6 +88,8 @@ impl BlockRpc {
         S: Stream<Item = Result<PutBlockChunk, Status>> + Unpin,
     {
         let _admitted = self.gate.enter(layout_version_of(&req))?;
+        // Only a call from this process can carry the mark: extensions do not cross gRPC.
+        let hashed_by_caller = req.extensions().get::<HashedByCaller>().is_some();
         let _space = self.disk.reserve_block(self.block_size).map_err(|e| storage(&self.disk, e))?;
         let mut stream = req.into_inner();
         let first = stream.next().await.transpose()?.ok_or_else(|| Status::invalid_argument("empty block stream"))?;
@@ -98,6 +100,9 @@ impl BlockRpc {
         }
         // The temporary file goes away on every early return (IncomingBlock's drop).
         let mut inc = self.store.begin().await.map_err(|e| storage(&self.disk, e))?;
+        if hashed_by_caller {
+            inc.hashed_by_caller();
+        }
         inc.write(&first.data).await.map_err(|e| storage(&self.disk, e))?;
         while let Some(m) = stream.next().await.transpose()? {
             inc.write(&m.data).await.map_err(|e| storage(&self.disk, e))?;

@@ -16,6 +16,7 @@ use futures::stream::FuturesUnordered;
 use hangar_common::call::Method;
 use hangar_common::cluster::{Cluster, NodeRef, block_partition};
 use hangar_common::hash::BlockHash;
+use hangar_common::local::HashedByCaller;
 use hangar_common::quorum::quorum_sets;
 use hangar_common::rpc::BLOCK_CHUNK;
 use hangar_common::{Error, Result};
@@ -76,7 +77,9 @@ impl Blocks {
 
     /// Sends one block to node `n` (chosen with layout `version`) with `owner`'s reference
     /// stamped `timestamp` (0: a read repair, which never overrides what the node knows of
-    /// that reference).
+    /// that reference). `hashed_here`: this process computed `hash` from `data` itself, so
+    /// a data node in this process need not hash it again (`HashedByCaller`).
+    #[allow(clippy::too_many_arguments)]
     pub async fn put_to(
         &self,
         n: &NodeRef,
@@ -85,15 +88,23 @@ impl Blocks {
         owner: &[u8],
         data: &Bytes,
         timestamp: u64,
+        hashed_here: bool,
     ) -> Result<()> {
         let mut c = self.cluster.blocks(n)?;
         let msgs = futures::stream::iter(put_messages(hash, owner, data, timestamp));
-        self.cluster.call(n, Method::PutBlock, version, msgs, |r| async move { c.put_block(r).await }).await?;
+        self.cluster
+            .call(n, Method::PutBlock, version, msgs, |mut r| async move {
+                if hashed_here {
+                    r.extensions_mut().insert(HashedByCaller);
+                }
+                c.put_block(r).await
+            })
+            .await?;
         Ok(())
     }
 
     /// Stores a block with `owner`'s reference (stamped `timestamp`) on a quorum of every
-    /// write set.
+    /// write set. `hash` must be the hash of `data` computed by the caller, in this process.
     #[tracing::instrument(name = "block.put", level = "debug", skip_all, fields(otel.name = "put block", bytes = data.len()))]
     pub async fn put(&self, hash: BlockHash, owner: Vec<u8>, timestamp: u64, data: Bytes) -> Result<()> {
         self.cluster
@@ -105,7 +116,7 @@ impl Blocks {
                     let version = view.version();
                     quorum_sets(&sets, move |n| {
                         let (this, owner, data) = (this.clone(), owner.clone(), data.clone());
-                        async move { this.put_to(&n, version, &hash, &owner, &data, timestamp).await }
+                        async move { this.put_to(&n, version, &hash, &owner, &data, timestamp, true).await }
                     })
                     .await
                     .map(|_| ())
@@ -297,7 +308,7 @@ impl Blocks {
             let (this, owner, data) = (self.clone(), owner.to_vec(), data.clone());
             tokio::spawn(async move {
                 let version = this.cluster.view().version();
-                match this.put_to(&n, version, &hash, &owner, &data, 0).await {
+                match this.put_to(&n, version, &hash, &owner, &data, 0, false).await {
                     Ok(()) => tracing::info!(node = %n.id, block = %hash, "repaired a missing block"),
                     Err(e) => tracing::warn!(node = %n.id, block = %hash, error = %e, "block repair failed"),
                 }

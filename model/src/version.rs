@@ -32,7 +32,7 @@ use crate::schema::{
 };
 
 /// Blocks being stored at once per writer.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 8;
 /// How often a writer renews its pending entry while it works, at most.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
