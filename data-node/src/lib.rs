@@ -229,7 +229,11 @@ impl DataNode {
         };
         let w = &self.workers;
         w.spawn(work::gc::BlockGc { ctx: ctx.clone(), deleted: 0 });
-        w.spawn(work::release::Releaser { ctx: ctx.clone(), done: 0 });
+        w.spawn(work::release::Releaser {
+            ctx: ctx.clone(),
+            done: 0,
+            follower_wait: Duration::from_secs(self.cfg.pending_write_grace_secs),
+        });
         w.spawn(work::collect::Collector {
             ctx: ctx.clone(),
             grace: Duration::from_secs(self.cfg.pending_write_grace_secs),

@@ -34,6 +34,10 @@ pub struct MetaStore {
     /// Data versions that lost a merge here: dv -> not before (ms, u64 BE) ++ the object
     /// table key whose value used them.
     pub release_queue: sled::Tree,
+    /// Releases this node put off because it does not lead the object's partition (the
+    /// leader releases at once): due (ms, u64 BE) ++ dv -> the object table key. Keyed by
+    /// time, so the releaser finds the next due one without walking the others.
+    pub release_later: sled::Tree,
     /// Blocks with no live reference here: hash -> deadline (ms, u64 BE) after which the
     /// file may go (if no replica has a reference either).
     pub unreferenced: sled::Tree,
@@ -64,6 +68,7 @@ impl MetaStore {
             merkle: Merkle::open(&db)?,
             resync: db.open_tree("block_resync_queue")?,
             release_queue: db.open_tree("release_queue")?,
+            release_later: db.open_tree("release_later")?,
             unreferenced: db.open_tree("block_unreferenced")?,
             db,
             trees,

@@ -422,3 +422,120 @@ async fn an_overwrite_that_reached_one_replica_never_destroys_the_acknowledged_v
     let s3 = cluster.s3_client(0);
     assert_eq!(get_bytes(&s3, &bucket, "k").await, v1, "the acknowledged value lost its data");
 }
+
+/// An overwrite's old data is released by the replica that leads the object's partition at
+/// once, and by the other replicas one grace period later (`pending_write_grace_secs`), so
+/// three releases of the same data do not compete with the requests that follow the
+/// overwrite. Newer values are written to two data nodes only, as a writer would (through
+/// their metadata service; anti-entropy is off and nobody reads), so the third never sees
+/// its value lose: when it is not the leader of a key, the leader releases at once; when
+/// it is, the two others release the data after the grace — and bring it the newer value,
+/// as they check every replica first. Each data node in turn misses the overwrites of 30
+/// keys of its own, so both cases occur whichever node leads which key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_partition_leader_releases_overwritten_data_at_once_the_others_after_the_grace() {
+    use hangar_integration_tests::peer::{at_layout, is_for, meta, rpc};
+    use hangar_proto::metadata::{InsertRequest, RangeRequest, Table};
+    use prost::Message;
+
+    const KEYS: usize = 30;
+    const GRACE: Duration = Duration::from_secs(20);
+    let config = format!(
+        "block_gc_delay_secs = 2\npending_write_grace_secs = {}\nanti_entropy_interval_secs = 0\n",
+        GRACE.as_secs()
+    );
+    let cluster = Cluster::start_with(3, 1, &config).await;
+    let s3 = cluster.s3_client(0);
+    let bucket = new_bucket(&s3, "release").await;
+    let layout = cluster.status().await.layout_version;
+    let newer = b"newer".to_vec();
+    // Whether data version `dv` still has a live block list on data node `on`.
+    let live = |dv: Vec<u8>, on: usize| {
+        let cluster = &cluster;
+        async move {
+            // The end of the range of keys starting with `dv`.
+            let mut end = dv.clone();
+            for b in end.iter_mut().rev() {
+                let (next, carry) = b.overflowing_add(1);
+                *b = next;
+                if !carry {
+                    break;
+                }
+            }
+            let req = RangeRequest {
+                table: Table::VersionBlock as i32,
+                start: dv.into(),
+                end: end.into(),
+                limit: 10,
+                ..Default::default()
+            };
+            !rpc(meta(cluster, on).range(at_layout(req, layout))).await.expect("range").entries.is_empty()
+        }
+    };
+
+    let (mut at_once, mut put_off) = (false, false);
+    for (phase, missed_by) in [2usize, 0, 1].into_iter().enumerate() {
+        let written: Vec<usize> = (0..3).filter(|i| *i != missed_by).collect();
+        let keys: Vec<String> = (0..KEYS).map(|i| format!("phase-{phase}/object-{i}")).collect();
+        for key in &keys {
+            put_bytes(&s3, &bucket, key, &random_bytes(64 * 1024)).await;
+        }
+        let req = RangeRequest { table: Table::Object as i32, limit: 10_000, ..Default::default() };
+        let objects = rpc(meta(&cluster, written[0]).range(at_layout(req, layout))).await.expect("range").entries;
+        // The data versions the values use, and newer inline values of the same keys.
+        let (mut old, mut overwrites) = (Vec::new(), Vec::new());
+        for key in &keys {
+            let mut e = objects.iter().find(|e| is_for(e, key)).expect("the object's entry").clone();
+            let mut obj = hangar_proto::model::Object::decode(e.value.as_ref()).expect("an object entry");
+            old.push(obj.parts[0].data_version.to_vec());
+            obj.version_id = random_bytes(16).into();
+            obj.size = newer.len() as u64;
+            obj.etag = md5_hex(&newer);
+            obj.parts.clear();
+            obj.checksums.clear();
+            obj.inline_data = Some(newer.clone().into());
+            e.value = obj.encode_to_vec().into();
+            e.timestamp += 1_000_000;
+            overwrites.push(e);
+        }
+        let unreleased = || async {
+            let mut n = 0;
+            for dv in &old {
+                n += usize::from(live(dv.clone(), written[0]).await);
+            }
+            n
+        };
+        assert_eq!(unreleased().await, KEYS, "phase {phase}: data released before its value lost");
+        let overwritten = std::time::Instant::now();
+        for &i in &written {
+            let req = InsertRequest { table: Table::Object as i32, entries: overwrites.clone() };
+            rpc(meta(&cluster, i).insert(at_layout(req, layout))).await.expect("insert");
+        }
+        // Leaders that took the overwrite release at once (30 releases take well under 6 s).
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let early = unreleased().await;
+        let at = overwritten.elapsed();
+        eprintln!(
+            "phase {phase}: data node {} missed the overwrites; {early} of {KEYS} old versions left {at:?} after them (grace {GRACE:?})",
+            missed_by + 1
+        );
+        assert!(at < GRACE, "phase {phase}: the check came too late to tell");
+        at_once |= early < KEYS;
+        put_off |= early > 0;
+        let all = wait_until(GRACE + Duration::from_secs(40), || async { unreleased().await == 0 }).await;
+        assert!(
+            all,
+            "phase {phase}: {} of {KEYS} old versions still unreleased {:?} after the overwrites",
+            unreleased().await,
+            overwritten.elapsed()
+        );
+        if early > 0 {
+            assert!(overwritten.elapsed() >= GRACE, "phase {phase}: the followers released before the grace");
+        }
+        for key in &keys {
+            assert_eq!(get_bytes(&s3, &bucket, key).await, newer, "{key}");
+        }
+    }
+    assert!(at_once, "in no phase did a leader release the data it lost at once");
+    assert!(put_off, "in no phase did the followers put a release off (some node leads some keys)");
+}

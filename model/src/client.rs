@@ -7,12 +7,10 @@
 //! the replicas that answered with something else (read repair). Listings across partitions
 //! ask every node of the read sets and need a read quorum of every partition.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use hangar_common::call::Method;
 use hangar_common::cluster::{Cluster, NodeRef, View};
 use hangar_common::ids::{next_timestamp, random_u64};
@@ -220,39 +218,43 @@ impl Tables {
         r
     }
 
+    /// One Insert call per node, carrying the entries of every partition it replicates
+    /// (entries spread over many partitions, as block references are, cost one call per
+    /// node, not one per partition and node); done once every write set of every partition
+    /// involved has a quorum of them.
     async fn insert_in(&self, view: Arc<View>, table: Table, entries: Vec<Entry>) -> Result<Option<u64>> {
+        if entries.is_empty() {
+            return Ok(Some(0)); // nothing to write, nobody to ask
+        }
         let mut groups: BTreeMap<usize, Vec<Entry>> = BTreeMap::new();
         for e in entries {
             groups.entry(partition_of(table, &e.key)).or_default().push(e);
         }
-        let version = view.version();
-        let mut pending = FuturesUnordered::new();
+        let (mut sets, mut per_node) = (BTreeSet::new(), BTreeMap::<NodeRef, Vec<Entry>>::new());
         for (partition, group) in groups {
-            let sets = view.write_sets(partition).map_err(|e| Error::Unavailable(e.to_string()))?;
-            let cluster = self.cluster.clone();
-            let count = group.len();
-            let req = InsertRequest { table: table as i32, entries: group };
-            pending.push(async move {
-                let (answers, _) = quorum_sets(&sets, move |n| {
-                    let (cluster, req) = (cluster.clone(), req.clone());
-                    async move {
-                        let mut c = cluster.meta(&n)?;
-                        cluster.call(&n, Method::Insert, version, req, |r| async move { c.insert(r).await }).await
-                    }
-                })
-                .await?;
-                let told = answers.iter().all(|(_, r)| r.beaten_by.len() == count);
-                Ok::<_, Error>(
-                    told.then(|| answers.iter().flat_map(|(_, r)| r.beaten_by.iter().copied()).max().unwrap_or(0)),
-                )
-            });
+            let partition_sets = view.write_sets(partition).map_err(|e| Error::Unavailable(e.to_string()))?;
+            let members: BTreeSet<&NodeRef> = partition_sets.iter().flatten().collect();
+            for n in members {
+                per_node.entry(n.clone()).or_default().extend(group.iter().cloned());
+            }
+            sets.extend(partition_sets);
         }
-        let mut newest = Some(0);
-        while let Some(r) = pending.next().await {
-            let beaten_by = r?;
-            newest = newest.zip(beaten_by).map(|(a, b)| a.max(b));
-        }
-        Ok(newest)
+        let sets: Vec<Vec<NodeRef>> = sets.into_iter().collect();
+        let version = view.version();
+        let (cluster, per_node) = (self.cluster.clone(), Arc::new(per_node));
+        let requests = per_node.clone();
+        let (answers, _) = quorum_sets(&sets, move |n| {
+            let cluster = cluster.clone();
+            let entries = requests.get(&n).cloned().unwrap_or_default();
+            async move {
+                let req = InsertRequest { table: table as i32, entries };
+                let mut c = cluster.meta(&n)?;
+                cluster.call(&n, Method::Insert, version, req, |r| async move { c.insert(r).await }).await
+            }
+        })
+        .await?;
+        let told = answers.iter().all(|(n, r)| Some(r.beaten_by.len()) == per_node.get(n).map(Vec::len));
+        Ok(told.then(|| answers.iter().flat_map(|(_, r)| r.beaten_by.iter().copied()).max().unwrap_or(0)))
     }
 
     /// Writes one value of table `S`, LWW-newer than `after` when given.
