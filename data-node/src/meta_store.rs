@@ -34,9 +34,10 @@ pub struct MetaStore {
     /// Data versions that lost a merge here: dv -> not before (ms, u64 BE) ++ the object
     /// table key whose value used them.
     pub release_queue: sled::Tree,
-    /// Releases this node put off because it does not lead the object's partition (the
-    /// leader releases at once): due (ms, u64 BE) ++ dv -> the object table key. Keyed by
-    /// time, so the releaser finds the next due one without walking the others.
+    /// Releases put off — by a replica that does not lead the object's partition (the
+    /// leader releases at once), or after a try that could not ask every replica: due (ms,
+    /// u64 BE) ++ dv -> the object table key. Keyed by time, so the releaser finds the next
+    /// due one without walking the others.
     pub release_later: sled::Tree,
     /// Blocks with no live reference here: hash -> deadline (ms, u64 BE) after which the
     /// file may go (if no replica has a reference either).

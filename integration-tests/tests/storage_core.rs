@@ -453,19 +453,10 @@ async fn the_partition_leader_releases_overwritten_data_at_once_the_others_after
     let live = |dv: Vec<u8>, on: usize| {
         let cluster = &cluster;
         async move {
-            // The end of the range of keys starting with `dv`.
-            let mut end = dv.clone();
-            for b in end.iter_mut().rev() {
-                let (next, carry) = b.overflowing_add(1);
-                *b = next;
-                if !carry {
-                    break;
-                }
-            }
             let req = RangeRequest {
                 table: Table::VersionBlock as i32,
+                end: hangar_model::keys::prefix_end(&dv).into(),
                 start: dv.into(),
-                end: end.into(),
                 limit: 10,
                 ..Default::default()
             };

@@ -38,6 +38,8 @@ impl Releaser {
     fn next_due(&self, now: u64) -> Result<Option<Due>, hangar_common::Error> {
         let queued = self.ctx.meta.release_queue.iter().find_map(|r| {
             let (dv, v) = r.ok()?;
+            // Merges queue with the current time; a later one only in a queue an older
+            // release of Hangar left (its retries).
             let not_before = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
             (not_before <= now).then(|| Due { dv: dv.to_vec(), object_key: v[8..].to_vec(), put_off: None })
         });
@@ -56,6 +58,12 @@ impl Releaser {
     /// Whether this node leads the partition of the object `object_key`.
     fn leads(&self, object_key: &[u8]) -> bool {
         self.ctx.leads(&self.ctx.cluster.view(), partition_of(Table::Object, object_key))
+    }
+
+    /// Puts `due` off until `at` (ms), in `release_later`.
+    fn put_off(&self, due: &Due, at: u64) -> Result<(), hangar_common::Error> {
+        self.ctx.meta.release_later.insert(later_key(at, &due.dv), due.object_key.as_slice()).map_err(sled_err)?;
+        self.done_with(due)
     }
 
     /// Takes a handled release off its queue.
@@ -93,9 +101,7 @@ impl Worker for Releaser {
         let Some(due) = self.next_due(now)? else { return Ok(Step::Idle(Duration::from_secs(10))) };
         let (dv, object_key) = (&due.dv, &due.object_key);
         if due.put_off.is_none() && !self.leads(object_key) {
-            let later = now + self.follower_wait.as_millis() as u64;
-            self.ctx.meta.release_later.insert(later_key(later, dv), object_key.as_slice()).map_err(sled_err)?;
-            self.done_with(&due)?;
+            self.put_off(&due, now + self.follower_wait.as_millis() as u64)?;
             return Ok(Step::Busy);
         }
         match self.ctx.store.data_version_use(object_key, dv).await {
@@ -115,19 +121,7 @@ impl Worker for Releaser {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot ask every replica whether data is still used; later");
-                let retry = now_ms() + RETRY.as_millis() as u64;
-                if due.put_off.is_some() {
-                    self.ctx
-                        .meta
-                        .release_later
-                        .insert(later_key(retry, dv), object_key.as_slice())
-                        .map_err(sled_err)?;
-                    self.done_with(&due)?;
-                } else {
-                    let mut v = retry.to_be_bytes().to_vec();
-                    v.extend_from_slice(object_key);
-                    self.ctx.meta.release_queue.insert(dv.as_slice(), v).map_err(sled_err)?;
-                }
+                self.put_off(&due, now_ms() + RETRY.as_millis() as u64)?;
                 return Ok(Step::Busy);
             }
         }
