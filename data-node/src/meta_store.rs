@@ -42,6 +42,11 @@ pub struct MetaStore {
     /// Blocks with no live reference here: hash -> deadline (ms, u64 BE) after which the
     /// file may go (if no replica has a reference either).
     pub unreferenced: sled::Tree,
+    /// The disk checksum of each block file: hash -> CRC-64/NVME of its bytes (u64 BE),
+    /// recorded when the block was stored or its hash last verified. The hash names the
+    /// content, so an entry stays true for as long as the block exists, and outlives a
+    /// deleted block harmlessly.
+    pub block_sums: sled::Tree,
     gc_delay: Duration,
     /// Blocks this node should hold and does not (block resync queue):
     /// hash -> `ResyncItem` (next try, errors, last error).
@@ -71,6 +76,7 @@ impl MetaStore {
             release_queue: db.open_tree("release_queue")?,
             release_later: db.open_tree("release_later")?,
             unreferenced: db.open_tree("block_unreferenced")?,
+            block_sums: db.open_tree("block_sums")?,
             db,
             trees,
             gc_delay,

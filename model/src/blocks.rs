@@ -217,9 +217,9 @@ impl Blocks {
     }
 
     /// The whole block from node `n`, calling `answered` once the node has accepted the
-    /// call. Not hashed here: the data node hashed it as it read it from its disk, where a
+    /// call. Not hashed here: the data node checked it as it read it from its disk, where a
     /// mismatch is quarantined and repaired from another replica; the way between them is
-    /// TCP's (and TLS's, when on) to guard. One blake2b pass per block served, not two.
+    /// TCP's (and TLS's, when on) to guard.
     async fn fetch(&self, n: &NodeRef, version: u64, hash: &[u8], answered: impl FnOnce()) -> Result<Bytes> {
         let mut c = self.cluster.blocks(n)?;
         let req = GetBlockRequest { hash: hash.to_vec().into() };

@@ -15,6 +15,7 @@ use super::Ctx;
 use super::release::sled_err;
 use super::vars::Vars;
 use crate::DataError;
+use crate::block_store::Verify;
 
 /// Blocks read per step.
 const PER_STEP: usize = 16;
@@ -129,7 +130,7 @@ impl Worker for Scrub {
         }
         let (mut checked, mut corrupt) = (0, 0);
         for hash in &batch {
-            match self.ctx.blocks.read(hash).await {
+            match self.ctx.blocks.read_checked(hash, Verify::Hash).await {
                 Ok(_) => checked += 1,
                 // Moved aside and queued for resync by the read.
                 Err(DataError::Corrupt(_)) => {
