@@ -51,9 +51,50 @@ impl Hasher {
     }
 }
 
+/// The checksum a data node records for a block file's bytes and checks them against on
+/// every read (CRC-64/NVME): it catches what a disk does to a file as surely as the hash,
+/// at a small fraction of its cost. Incremental, like `Hasher`.
+#[derive(Clone, Copy)]
+pub struct DiskSum(crc_fast::Digest);
+
+impl Default for DiskSum {
+    fn default() -> Self {
+        Self(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme))
+    }
+}
+
+impl DiskSum {
+    pub fn of(data: &[u8]) -> u64 {
+        crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, data)
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0.finalize()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_sum_incremental_equals_one_shot_and_sees_one_bit() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let mut s = DiskSum::default();
+        for chunk in data.chunks(4099) {
+            s.update(chunk);
+        }
+        assert_eq!(s.finish(), DiskSum::of(&data));
+        let mut flipped = data.clone();
+        flipped[50_000] ^= 1;
+        assert_ne!(DiskSum::of(&flipped), DiskSum::of(&data));
+        // CRC-64/NVME's check value (the sum of "123456789").
+        assert_eq!(DiskSum::of(b"123456789"), 0xae8b_1486_0a79_9888);
+    }
 
     #[test]
     fn incremental_equals_one_shot() {

@@ -7,8 +7,8 @@
 //! Every read checks the file's bytes: against the CRC-64 recorded (in `block_sums`) when
 //! the block was stored from bytes whose hash was checked, else against the hash itself.
 //! A CRC detects what a disk does to a file (flipped bits, torn or zeroed pages) as surely
-//! as the hash, at a twentieth of blake2b's cost per byte, which is most of a cached
-//! read's CPU; the hash stays the block's name and the scrub's check (`Verify::Hash`).
+//! as the hash, at a small fraction of blake2b's cost per byte (blake2b was half of a
+//! cached read's CPU); the hash stays the block's name and the scrub's check (`Verify::Hash`).
 //! Bytes that match neither are moved to `corrupt/` and never served. A temporary file is
 //! removed whenever its block is not committed (an error, a client gone, a crash: the
 //! directory is emptied at start).
@@ -17,8 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crc_fast::{CrcAlgorithm, Digest};
-use hangar_common::hash::{BlockHash, Hasher};
+use hangar_common::hash::{BlockHash, DiskSum, Hasher};
 use hangar_common::telemetry::metrics;
 use hangar_model::schema::block_ref_key;
 use hangar_proto::metadata::{Entry, Table};
@@ -50,7 +49,7 @@ pub struct IncomingBlock {
     /// None when the sender in this process hashed these very bytes (`hashed_by_caller`).
     hasher: Option<Hasher>,
     /// The disk checksum of the bytes written, recorded on commit.
-    sum: Digest,
+    sum: DiskSum,
     len: usize,
 }
 
@@ -69,11 +68,6 @@ pub enum Verify {
     Sum,
     /// Against the block's hash, whatever is recorded (the scrub).
     Hash,
-}
-
-/// The disk checksum of a block's bytes.
-fn disk_sum(data: &[u8]) -> u64 {
-    crc_fast::checksum(CrcAlgorithm::Crc64Nvme, data)
 }
 
 /// Who references a block being stored.
@@ -107,8 +101,7 @@ impl BlockStore {
     pub async fn begin(&self) -> Result<IncomingBlock, DataError> {
         let tmp = self.dir.join("tmp").join(hex::encode(hangar_common::ids::random_id()));
         let file = tokio::fs::File::create(&tmp).await?;
-        let sum = Digest::new(CrcAlgorithm::Crc64Nvme);
-        Ok(IncomingBlock { tmp, file: Some(file), hasher: Some(Hasher::default()), sum, len: 0 })
+        Ok(IncomingBlock { tmp, file: Some(file), hasher: Some(Hasher::default()), sum: DiskSum::default(), len: 0 })
     }
 
     /// Makes the received block durable under its hash and records `owner`'s reference.
@@ -138,7 +131,7 @@ impl BlockStore {
             m.block_write_duration.observe(started.elapsed().as_secs_f64());
         }
         // Also when the file existed: the same hash is the same content, the same sum.
-        self.record_sum(&expected, inc.sum.finalize())?;
+        self.record_sum(&expected, inc.sum.finish())?;
         self.add_ref(&expected, owner)?;
         self.meta.commit.flush().await?;
         Ok(existed)
@@ -187,7 +180,7 @@ impl BlockStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DataError::BlockNotFound(*hash)),
             Err(e) => return Err(e.into()),
         };
-        let sum = disk_sum(&data);
+        let sum = DiskSum::of(&data);
         if how == Verify::Hash || self.recorded_sum(hash) != Some(sum) {
             if BlockHash::of(&data) != *hash {
                 tracing::error!(block = %hash, "block content does not match its hash; moving it aside");
@@ -225,7 +218,7 @@ impl BlockStore {
         let mut inc = self.begin().await?;
         inc.write(data).await?;
         inc.check(hash)?;
-        self.record_sum(hash, inc.sum.finalize())?;
+        self.record_sum(hash, inc.sum.finish())?;
         let path = self.path(hash);
         let _guard = self.stripes[hash.0[0] as usize].lock().await;
         if tokio::fs::try_exists(&path).await? {
@@ -461,7 +454,7 @@ mod tests {
         let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 + i / 4096) as u8).collect();
         let h = BlockHash::of(&data);
         put(&store, &data, &[1; 16]).await.unwrap();
-        assert_eq!(store.recorded_sum(&h), Some(disk_sum(&data)), "the sum is recorded with the block");
+        assert_eq!(store.recorded_sum(&h), Some(DiskSum::of(&data)), "the sum is recorded with the block");
         flip_bit(&store, &h, 700_001);
         assert!(matches!(store.read(&h).await, Err(DataError::Corrupt(_))));
         assert!(!store.has(&h).await.unwrap(), "corrupt file moved aside");
@@ -478,11 +471,11 @@ mod tests {
         // As a block stored before sums were recorded, or whose entry was lost.
         store.meta.block_sums.remove(h.0).unwrap();
         assert_eq!(store.read(&h).await.unwrap(), data);
-        assert_eq!(store.recorded_sum(&h), Some(disk_sum(&data)));
+        assert_eq!(store.recorded_sum(&h), Some(DiskSum::of(&data)));
         // A wrong entry makes the read check the hash, which passes, and puts it right.
         store.record_sum(&h, 12345).unwrap();
         assert_eq!(store.read(&h).await.unwrap(), data, "good bytes are served whatever the entry says");
-        assert_eq!(store.recorded_sum(&h), Some(disk_sum(&data)));
+        assert_eq!(store.recorded_sum(&h), Some(DiskSum::of(&data)));
         flip_bit(&store, &h, 0);
         assert!(matches!(store.read(&h).await, Err(DataError::Corrupt(_))));
     }
@@ -497,7 +490,7 @@ mod tests {
         // Other bytes under this name, with their own sum recorded: only the hash can tell.
         let other = vec![6u8; 10_000];
         std::fs::write(store.path(&h), &other).unwrap();
-        store.record_sum(&h, disk_sum(&other)).unwrap();
+        store.record_sum(&h, DiskSum::of(&other)).unwrap();
         assert_eq!(store.read(&h).await.unwrap(), other, "a read trusts a matching sum");
         assert!(matches!(store.read_checked(&h, Verify::Hash).await, Err(DataError::Corrupt(_))));
     }
@@ -513,6 +506,6 @@ mod tests {
         assert_eq!(store.recorded_sum(&h), None);
         // Stored again (a copy from another node), it is recorded again.
         store.store_copy(&h, &data).await.unwrap();
-        assert_eq!(store.recorded_sum(&h), Some(disk_sum(&data)));
+        assert_eq!(store.recorded_sum(&h), Some(DiskSum::of(&data)));
     }
 }

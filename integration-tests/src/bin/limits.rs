@@ -3,8 +3,9 @@
 //!
 //! - fsynced writes to the disk holding `--dir`: 1 MiB writes, each followed by an fsync
 //!   (what storing a block costs), and 4 KiB writes each fsynced (a small entry's commit);
-//! - blake2b-256 (block ids, checked when a block is written and when it is read) and MD5
-//!   (every PUT's ETag) on one core, over 1 MiB buffers.
+//! - blake2b-256 (block ids, checked when a block is written), CRC-64/NVME (what a data node
+//!   checks a block's bytes against when it reads them) and MD5 (every PUT's ETag) on one
+//!   core, over 1 MiB buffers.
 //!
 //! Prints one `name: value unit` line per figure.
 
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use hangar_common::hash::BlockHash;
+use hangar_common::hash::{BlockHash, DiskSum};
 use md5::Digest;
 
 #[derive(Parser, Debug)]
@@ -64,6 +65,11 @@ fn main() -> std::io::Result<()> {
         Ok(())
     })?;
     println!("blake2b-256-per-core: {:.1} MiB/s", mib(blake));
+    let crc = rate(limit, buf.len(), || {
+        std::hint::black_box(DiskSum::of(std::hint::black_box(&buf)));
+        Ok(())
+    })?;
+    println!("crc64-per-core: {:.1} MiB/s", mib(crc));
     let md5 = rate(limit, buf.len(), || {
         std::hint::black_box(md5::Md5::digest(std::hint::black_box(&buf)));
         Ok(())
