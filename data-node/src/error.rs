@@ -14,6 +14,8 @@ pub enum DataError {
     Corrupt(BlockHash),
     #[error("block data hashes to {got}, not {expected}")]
     HashMismatch { expected: BlockHash, got: BlockHash },
+    #[error("block {0} arrived damaged: the CRC-64 of its bytes is not the one its sender sent")]
+    Damaged(BlockHash),
     /// The disk is below its free-space reserve, or a write found it full.
     // Starts with hangar_common::INSUFFICIENT_STORAGE, which clients recognise.
     #[error("insufficient storage: {0}")]
@@ -70,7 +72,9 @@ impl From<DataError> for tonic::Status {
             DataError::BlockNotFound(_) => tonic::Status::not_found(e.to_string()),
             DataError::Corrupt(_) => tonic::Status::data_loss(e.to_string()),
             DataError::Full(_) => tonic::Status::resource_exhausted(e.to_string()),
-            DataError::HashMismatch { .. } | DataError::Invalid(_) => tonic::Status::invalid_argument(e.to_string()),
+            DataError::HashMismatch { .. } | DataError::Damaged(_) | DataError::Invalid(_) => {
+                tonic::Status::invalid_argument(e.to_string())
+            }
             _ => tonic::Status::internal(e.to_string()),
         }
     }

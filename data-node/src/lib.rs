@@ -560,7 +560,7 @@ mod tests {
         // in-process: a hash that does not match them is refused and nothing is stored.
         let n = cluster.view().all_nodes()[0].clone();
         let other = hangar_common::hash::BlockHash::of(b"other bytes");
-        let err = blocks.put_to(&n, 1, &other, &owner, &data, 0, false).await.unwrap_err();
+        let err = blocks.put_to(&n, 1, &other, &owner, &data, 0, None).await.unwrap_err();
         assert!(err.to_string().contains("hash"), "{err}");
         assert_eq!(blocks.has(&n, vec![other.0.to_vec()]).await.unwrap(), [false]);
 
@@ -572,7 +572,7 @@ mod tests {
 
         // The node knows version 2: a write chosen with version 1 is refused, as over gRPC.
         node.gate.advance(2, 1);
-        let err = blocks.put_to(&n, 1, &hash, &owner, &data, 6, false).await.unwrap_err();
+        let err = blocks.put_to(&n, 1, &hash, &owner, &data, 6, None).await.unwrap_err();
         assert!(matches!(err, hangar_common::Error::StaleLayout(_)), "{err}");
     }
 }

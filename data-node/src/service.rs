@@ -102,6 +102,8 @@ impl BlockRpc {
         let mut inc = self.store.begin().await.map_err(|e| storage(&self.disk, e))?;
         if hashed_by_caller {
             inc.hashed_by_caller();
+        } else if let Some(sum) = header.sum {
+            inc.check_sum_sent(sum);
         }
         inc.write(&first.data).await.map_err(|e| storage(&self.disk, e))?;
         while let Some(m) = stream.next().await.transpose()? {

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use hangar_common::call::Method;
 use hangar_common::cluster::{Cluster, NodeRef, block_partition};
-use hangar_common::hash::BlockHash;
+use hangar_common::hash::{BlockHash, DiskSum};
 use hangar_common::local::HashedByCaller;
 use hangar_common::quorum::quorum_sets;
 use hangar_common::rpc::BLOCK_CHUNK;
@@ -54,7 +54,7 @@ pub struct Blocks {
 }
 
 /// The messages of a PutBlock stream. `timestamp` 0 marks a read repair.
-fn put_messages(hash: &BlockHash, owner: &[u8], data: &Bytes, timestamp: u64) -> Vec<PutBlockChunk> {
+fn put_messages(hash: &BlockHash, owner: &[u8], data: &Bytes, timestamp: u64, sum: Option<u64>) -> Vec<PutBlockChunk> {
     (0..data.len().max(1))
         .step_by(BLOCK_CHUNK)
         .enumerate()
@@ -64,6 +64,7 @@ fn put_messages(hash: &BlockHash, owner: &[u8], data: &Bytes, timestamp: u64) ->
                 owner: owner.to_vec().into(),
                 repair: timestamp == 0,
                 timestamp,
+                sum,
             }),
             data: data.slice(off.min(data.len())..(off + BLOCK_CHUNK).min(data.len())),
         })
@@ -77,8 +78,11 @@ impl Blocks {
 
     /// Sends one block to node `n` (chosen with layout `version`) with `owner`'s reference
     /// stamped `timestamp` (0: a read repair, which never overrides what the node knows of
-    /// that reference). `hashed_here`: this process computed `hash` from `data` itself, so
-    /// a data node in this process need not hash it again (`HashedByCaller`).
+    /// that reference). `sum`, the `DiskSum` of `data`, only when this process computed
+    /// `hash` from `data` itself: a data node in this process then takes the hash as it is
+    /// (`HashedByCaller`), one across the network checks the sum instead of hashing again;
+    /// without it, the node hashes the bytes (a repair's copy, which this process did not
+    /// hash).
     #[allow(clippy::too_many_arguments)]
     pub async fn put_to(
         &self,
@@ -88,13 +92,13 @@ impl Blocks {
         owner: &[u8],
         data: &Bytes,
         timestamp: u64,
-        hashed_here: bool,
+        sum: Option<u64>,
     ) -> Result<()> {
         let mut c = self.cluster.blocks(n)?;
-        let msgs = futures::stream::iter(put_messages(hash, owner, data, timestamp));
+        let msgs = futures::stream::iter(put_messages(hash, owner, data, timestamp, sum));
         self.cluster
             .call(n, Method::PutBlock, version, msgs, |mut r| async move {
-                if hashed_here {
+                if sum.is_some() {
                     r.extensions_mut().insert(HashedByCaller);
                 }
                 c.put_block(r).await
@@ -107,6 +111,7 @@ impl Blocks {
     /// write set. `hash` must be the hash of `data` computed by the caller, in this process.
     #[tracing::instrument(name = "block.put", level = "debug", skip_all, fields(otel.name = "put block", bytes = data.len()))]
     pub async fn put(&self, hash: BlockHash, owner: Vec<u8>, timestamp: u64, data: Bytes) -> Result<()> {
+        let sum = Some(DiskSum::of(&data));
         self.cluster
             .with_fresh_view(|view| {
                 let (this, owner, data) = (self.clone(), owner.clone(), data.clone());
@@ -116,7 +121,7 @@ impl Blocks {
                     let version = view.version();
                     quorum_sets(&sets, move |n| {
                         let (this, owner, data) = (this.clone(), owner.clone(), data.clone());
-                        async move { this.put_to(&n, version, &hash, &owner, &data, timestamp, true).await }
+                        async move { this.put_to(&n, version, &hash, &owner, &data, timestamp, sum).await }
                     })
                     .await
                     .map(|_| ())
@@ -308,7 +313,7 @@ impl Blocks {
             let (this, owner, data) = (self.clone(), owner.to_vec(), data.clone());
             tokio::spawn(async move {
                 let version = this.cluster.view().version();
-                match this.put_to(&n, version, &hash, &owner, &data, 0, false).await {
+                match this.put_to(&n, version, &hash, &owner, &data, 0, None).await {
                     Ok(()) => tracing::info!(node = %n.id, block = %hash, "repaired a missing block"),
                     Err(e) => tracing::warn!(node = %n.id, block = %hash, error = %e, "block repair failed"),
                 }
