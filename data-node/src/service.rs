@@ -115,7 +115,7 @@ impl BlockRpc {
         Ok(Response::new(PutBlockReply { deduplicated }))
     }
 
-    /// A block's bytes, verified against its hash as they are read.
+    /// A block's bytes, checked as they are read (`BlockStore::read`).
     #[tracing::instrument(name = "rpc.get_block", skip_all)]
     async fn read<T>(&self, req: &Request<T>, hash: &[u8]) -> Result<bytes::Bytes, Status> {
         self.gate.check_read(layout_version_of(req))?;

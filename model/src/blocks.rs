@@ -1,7 +1,7 @@
 //! Blocks over the cluster. A block goes to the replicas of its partition in every live
 //! layout version (a quorum of each must store it durably, with its owner's reference). A
-//! read tries the read set first, then the other holders, takes the first copy whose hash
-//! checks, and copies the block to replicas found without it (block read repair). The
+//! read tries the read set first, then the other holders, takes the first copy that its
+//! data node could check (a data node checks a block's bytes as it reads them), and copies the block to replicas found without it (block read repair). The
 //! replicas of the read set not read from are asked whether they hold the block too, in the
 //! background and in batches: one HasBlocks call per replica for every block read within
 //! `CHECK_WINDOW`, not one per block.
