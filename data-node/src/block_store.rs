@@ -430,6 +430,14 @@ mod tests {
         store.commit(inc, BlockHash::of(data), Owner { data_version: owner, timestamp: 10 }).await
     }
 
+    /// A store in a temporary directory holding `data` (one owner's reference).
+    async fn stored(data: &[u8]) -> (tempfile::TempDir, BlockStore, BlockHash) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        put(&store, data, &[1; 16]).await.unwrap();
+        (dir, store, BlockHash::of(data))
+    }
+
     #[tokio::test]
     async fn write_read_dedup_and_delete() {
         let dir = tempfile::tempdir().unwrap();
@@ -461,11 +469,8 @@ mod tests {
 
     #[tokio::test]
     async fn corruption_is_detected_and_moved_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
         let data = vec![1u8; 5000];
-        let h = BlockHash::of(&data);
-        put(&store, &data, &[1; 16]).await.unwrap();
+        let (_dir, store, h) = stored(&data).await;
         std::fs::write(store.path(&h), vec![2u8; 5000]).unwrap();
         assert!(matches!(store.read(&h).await, Err(DataError::Corrupt(_))));
         assert!(!store.has(&h).await.unwrap(), "corrupt file moved aside");
@@ -505,11 +510,8 @@ mod tests {
 
     #[tokio::test]
     async fn one_flipped_bit_fails_the_recorded_sum_and_the_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
         let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 + i / 4096) as u8).collect();
-        let h = BlockHash::of(&data);
-        put(&store, &data, &[1; 16]).await.unwrap();
+        let (_dir, store, h) = stored(&data).await;
         assert_eq!(store.recorded_sum(&h), Some(DiskSum::of(&data)), "the sum is recorded with the block");
         flip_bit(&store, &h, 700_001);
         assert!(matches!(store.read(&h).await, Err(DataError::Corrupt(_))));
@@ -519,11 +521,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_block_without_a_sum_is_checked_by_its_hash_and_gets_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
         let data = vec![3u8; 70_000];
-        let h = BlockHash::of(&data);
-        put(&store, &data, &[1; 16]).await.unwrap();
+        let (_dir, store, h) = stored(&data).await;
         // As a block stored before sums were recorded, or whose entry was lost.
         store.meta.block_sums.remove(h.0).unwrap();
         assert_eq!(store.read(&h).await.unwrap(), data);
@@ -538,11 +537,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_scrub_check_does_not_trust_the_sum() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
         let data = vec![5u8; 10_000];
-        let h = BlockHash::of(&data);
-        put(&store, &data, &[1; 16]).await.unwrap();
+        let (_dir, store, h) = stored(&data).await;
         // Other bytes under this name, with their own sum recorded: only the hash can tell.
         let other = vec![6u8; 10_000];
         std::fs::write(store.path(&h), &other).unwrap();
@@ -553,11 +549,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_deleted_block_leaves_no_sum() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
         let data = vec![9u8; 1000];
-        let h = BlockHash::of(&data);
-        put(&store, &data, &[1; 16]).await.unwrap();
+        let (_dir, store, h) = stored(&data).await;
         assert!(store.offload(&h).await.unwrap());
         assert_eq!(store.recorded_sum(&h), None);
         // Stored again (a copy from another node), it is recorded again.
