@@ -2,7 +2,11 @@
 //!
 //! A block is written to a temporary file, fsynced, renamed into place and its directory
 //! fsynced; then its owner's reference (a `block_ref` entry) is merged into the metadata
-//! store and fsynced; only then is the write acknowledged.
+//! store and fsynced; only then is the write acknowledged. The file work runs in two
+//! blocking tasks, on buffers received (no copy): the writing and its fsync, before the
+//! block's lock is taken (so blocks that share a lock are written at once); then, under
+//! the lock, the check whether the block is here already, the rename and the directory's
+//! fsync.
 //!
 //! Every read checks the file's bytes: against the CRC-64 recorded (in `block_sums`) when
 //! the block was stored from bytes whose hash was checked, else against the hash itself.
@@ -17,13 +21,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use hangar_common::hash::{BlockHash, DiskSum, Hasher};
 use hangar_common::telemetry::metrics;
 use hangar_model::schema::block_ref_key;
 use hangar_proto::metadata::{Entry, Table};
 use hangar_proto::model::BlockRef;
 use prost::Message;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use crate::DataError;
@@ -41,23 +45,90 @@ pub struct BlockStore {
     stripes: Vec<Mutex<()>>,
 }
 
-/// A block being received: data goes to a temporary file while it is hashed. Dropping it
-/// without committing removes the file.
+/// Bytes received are held (the buffers they arrived in) until this many are, then written
+/// to the temporary file: a block of the default size is written in one go, on commit,
+/// and a larger one never takes more memory than this.
+const WRITE_AT: usize = 4 * 1024 * 1024;
+
+/// A block being received: its bytes are hashed as they arrive and go to a temporary file.
+/// Dropping it without committing removes the file.
 pub struct IncomingBlock {
-    tmp: PathBuf,
-    file: Option<tokio::fs::File>,
+    tmp: TmpFile,
     /// What the bytes are checked against on commit.
     expect: Expect,
-    /// The disk checksum of the bytes written, recorded on commit.
+    /// The disk checksum of the bytes received, recorded on commit.
     sum: DiskSum,
     len: usize,
 }
 
-impl Drop for IncomingBlock {
+/// A block's temporary file: created with its first bytes written, removed when dropped
+/// unless it was renamed into place. Its methods block: they run in blocking tasks.
+struct TmpFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    /// Bytes received and not yet written.
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    placed: bool,
+}
+
+impl Drop for TmpFile {
     fn drop(&mut self) {
-        if self.file.is_some() || self.tmp.exists() {
-            let _ = std::fs::remove_file(&self.tmp);
+        if self.file.is_some() && !self.placed {
+            let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+impl TmpFile {
+    fn new(path: PathBuf) -> Self {
+        Self { path, file: None, pending: Vec::new(), pending_len: 0, placed: false }
+    }
+
+    /// Stands in while the file is in a blocking task.
+    fn none() -> Self {
+        Self::new(PathBuf::new())
+    }
+
+    /// Writes the pending bytes (creating the file, even for none) and, with `durable`,
+    /// fsyncs it.
+    fn write_out(&mut self, durable: bool) -> std::io::Result<()> {
+        use std::io::Write;
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(std::fs::File::create(&self.path)?),
+        };
+        for chunk in self.pending.drain(..) {
+            file.write_all(&chunk)?;
+        }
+        self.pending_len = 0;
+        if durable {
+            file.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Puts the block at `path` unless a file is there already (true then; this one is
+    /// dropped): made durable first unless `durable` says it is, renamed into place (its
+    /// directory created when missing), and the directory fsynced.
+    fn place(mut self, path: &Path, durable: bool) -> std::io::Result<bool> {
+        if path.try_exists()? {
+            return Ok(true);
+        }
+        if !durable {
+            self.write_out(true)?;
+        }
+        let parent = path.parent().ok_or_else(|| std::io::Error::other("a block path has no parent"))?;
+        if let Err(e) = std::fs::rename(&self.path, path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(e);
+            }
+            std::fs::create_dir_all(parent)?;
+            std::fs::rename(&self.path, path)?;
+        }
+        self.placed = true;
+        std::fs::File::open(parent)?.sync_all()?;
+        Ok(false)
     }
 }
 
@@ -108,48 +179,62 @@ impl BlockStore {
         self.dir.join(&h[0..2]).join(&h[2..4]).join(h)
     }
 
-    pub async fn begin(&self) -> Result<IncomingBlock, DataError> {
-        let tmp = self.dir.join("tmp").join(hex::encode(hangar_common::ids::random_id()));
-        let file = tokio::fs::File::create(&tmp).await?;
-        Ok(IncomingBlock {
-            tmp,
-            file: Some(file),
+    /// A block to receive; its temporary file is created with its first bytes written.
+    pub fn begin(&self) -> IncomingBlock {
+        let path = self.dir.join("tmp").join(hex::encode(hangar_common::ids::random_id()));
+        IncomingBlock {
+            tmp: TmpFile::new(path),
             expect: Expect::Hash(Hasher::default()),
             sum: DiskSum::default(),
             len: 0,
-        })
+        }
     }
 
     /// Makes the received block durable under its hash and records `owner`'s reference.
     /// Returns true when the block was already stored (deduplicated).
-    pub async fn commit(
+    pub async fn commit(&self, inc: IncomingBlock, expected: BlockHash, owner: Owner<'_>) -> Result<bool, DataError> {
+        let existed = self.place(inc, &expected, Some(owner)).await?;
+        self.meta.commit.flush().await?;
+        Ok(existed)
+    }
+
+    /// Checks the received bytes against `expected`, makes them the durable file of that
+    /// block and records their sum and `owner`'s reference (not flushed); true when the
+    /// block was stored already (the bytes are dropped). The reference is added under the
+    /// block's lock, so the collector never deletes the file between its placing and it.
+    async fn place(
         &self,
         mut inc: IncomingBlock,
-        expected: BlockHash,
-        owner: Owner<'_>,
+        expected: &BlockHash,
+        owner: Option<Owner<'_>>,
     ) -> Result<bool, DataError> {
-        inc.check(&expected)?;
-        let path = self.path(&expected);
-        let _guard = self.stripes[expected.0[0] as usize].lock().await;
-        let existed = tokio::fs::try_exists(&path).await?;
-        let file = inc.file.take();
-        if !existed {
-            let started = Instant::now();
-            if let Some(f) = file {
-                f.sync_all().await?;
+        inc.check(expected)?;
+        let path = self.path(expected);
+        let started = Instant::now();
+        // The fsync is most of a write's time: it runs before the block's lock is taken,
+        // unless the block is here already (deduplicated) and its bytes need not reach the
+        // disk. Under the lock, `place` checks again (the collector may have deleted it).
+        let (mut tmp, at) = (std::mem::replace(&mut inc.tmp, TmpFile::none()), path.clone());
+        let (tmp, durable) = blocking(move || {
+            if at.try_exists()? {
+                return Ok((tmp, false));
             }
-            let parent = path.parent().ok_or_else(|| DataError::Invalid("block path has no parent".into()))?;
-            tokio::fs::create_dir_all(parent).await?;
-            tokio::fs::rename(&inc.tmp, &path).await?;
-            sync_dir(parent).await?;
+            tmp.write_out(true)?;
+            Ok((tmp, true))
+        })
+        .await?;
+        let _guard = self.stripes[expected.0[0] as usize].lock().await;
+        let existed = blocking(move || tmp.place(&path, durable)).await?;
+        if !existed {
             let m = metrics();
             m.block_bytes_written.inc_by(inc.len as u64);
             m.block_write_duration.observe(started.elapsed().as_secs_f64());
         }
         // Also when the file existed: the same hash is the same content, the same sum.
-        self.record_sum(&expected, inc.sum.finish())?;
-        self.add_ref(&expected, owner)?;
-        self.meta.commit.flush().await?;
+        self.record_sum(expected, inc.sum.finish())?;
+        if let Some(owner) = owner {
+            self.add_ref(expected, owner)?;
+        }
         Ok(existed)
     }
 
@@ -230,28 +315,10 @@ impl BlockStore {
 
     /// Stores a block fetched from another node (sync), without adding any reference: the
     /// references come with the block_ref table.
-    pub async fn store_copy(&self, hash: &BlockHash, data: &[u8]) -> Result<(), DataError> {
-        let mut inc = self.begin().await?;
+    pub async fn store_copy(&self, hash: &BlockHash, data: Bytes) -> Result<(), DataError> {
+        let mut inc = self.begin();
         inc.write(data).await?;
-        inc.check(hash)?;
-        self.record_sum(hash, inc.sum.finish())?;
-        let path = self.path(hash);
-        let _guard = self.stripes[hash.0[0] as usize].lock().await;
-        if tokio::fs::try_exists(&path).await? {
-            return Ok(());
-        }
-        let started = Instant::now();
-        if let Some(f) = inc.file.take() {
-            f.sync_all().await?;
-        }
-        let parent = path.parent().ok_or_else(|| DataError::Invalid("block path has no parent".into()))?;
-        tokio::fs::create_dir_all(parent).await?;
-        tokio::fs::rename(&inc.tmp, &path).await?;
-        sync_dir(parent).await?;
-        let m = metrics();
-        m.block_bytes_written.inc_by(data.len() as u64);
-        m.block_write_duration.observe(started.elapsed().as_secs_f64());
-        Ok(())
+        self.place(inc, hash, None).await.map(|_| ())
     }
 
     /// Deletes a block file if no live reference to it is held here (checked under the
@@ -352,17 +419,22 @@ impl BlockStore {
 }
 
 impl IncomingBlock {
-    pub async fn write(&mut self, data: &[u8]) -> Result<(), DataError> {
+    /// Takes the next bytes of the block (held as they are until `WRITE_AT` bytes wait).
+    pub async fn write(&mut self, data: Bytes) -> Result<(), DataError> {
         self.len += data.len();
         if self.len > MAX_BLOCK {
             return Err(DataError::Invalid(format!("block larger than {MAX_BLOCK} bytes")));
         }
         if let Expect::Hash(h) = &mut self.expect {
-            h.update(data);
+            h.update(&data);
         }
-        self.sum.update(data);
-        let f = self.file.as_mut().ok_or_else(|| DataError::Invalid("block already committed".into()))?;
-        f.write_all(data).await?;
+        self.sum.update(&data);
+        self.tmp.pending_len += data.len();
+        self.tmp.pending.push(data);
+        if self.tmp.pending_len >= WRITE_AT {
+            let mut tmp = std::mem::replace(&mut self.tmp, TmpFile::none());
+            self.tmp = blocking(move || tmp.write_out(false).map(|()| tmp)).await?;
+        }
         Ok(())
     }
 
@@ -406,12 +478,9 @@ impl IncomingBlock {
     }
 }
 
-async fn sync_dir(dir: &Path) -> Result<(), DataError> {
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
-        .await
-        .map_err(|e| DataError::Invalid(format!("fsync task failed: {e}")))??;
-    Ok(())
+/// Runs file work that blocks on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, DataError> {
+    Ok(tokio::task::spawn_blocking(f).await.map_err(|e| DataError::Invalid(format!("file task failed: {e}")))??)
 }
 
 #[cfg(test)]
@@ -425,8 +494,8 @@ mod tests {
     }
 
     async fn put(store: &BlockStore, data: &[u8], owner: &[u8]) -> Result<bool, DataError> {
-        let mut inc = store.begin().await?;
-        inc.write(data).await?;
+        let mut inc = store.begin();
+        inc.write(Bytes::copy_from_slice(data)).await?;
         store.commit(inc, BlockHash::of(data), Owner { data_version: owner, timestamp: 10 }).await
     }
 
@@ -458,13 +527,42 @@ mod tests {
     async fn uncommitted_blocks_leave_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        let mut inc = store.begin().await.unwrap();
-        inc.write(b"abc").await.unwrap();
+        let tmp_files = || std::fs::read_dir(dir.path().join("blocks/tmp")).unwrap().count();
+        let mut inc = store.begin();
+        inc.write(Bytes::from_static(b"abc")).await.unwrap();
         let err = store.commit(inc, BlockHash::of(b"abd"), Owner { data_version: &[1; 16], timestamp: 1 }).await;
         assert!(matches!(err, Err(DataError::HashMismatch { .. })));
-        let inc = store.begin().await.unwrap();
+        // Larger than what is held in memory: written out as it arrives, then refused.
+        let piece = Bytes::from(vec![6u8; WRITE_AT / 2 + 1]);
+        let mut inc = store.begin();
+        for _ in 0..3 {
+            inc.write(piece.clone()).await.unwrap();
+        }
+        assert_eq!(tmp_files(), 1, "the first bytes are in a temporary file");
+        let err = store.commit(inc, BlockHash::of(b"abd"), Owner { data_version: &[1; 16], timestamp: 1 }).await;
+        assert!(matches!(err, Err(DataError::HashMismatch { .. })));
+        let mut inc = store.begin();
+        for _ in 0..2 {
+            inc.write(piece.clone()).await.unwrap();
+        }
         drop(inc);
-        assert!(std::fs::read_dir(dir.path().join("blocks/tmp")).unwrap().next().is_none());
+        assert_eq!(tmp_files(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_block_larger_than_what_is_held_is_stored_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let data: Vec<u8> = (0..WRITE_AT * 2 + 12345).map(|i| (i % 251) as u8).collect();
+        let h = BlockHash::of(&data);
+        let mut inc = store.begin();
+        for piece in data.chunks(1 << 20) {
+            inc.write(Bytes::copy_from_slice(piece)).await.unwrap();
+        }
+        assert!(!store.commit(inc, h, Owner { data_version: &[1; 16], timestamp: 1 }).await.unwrap());
+        assert_eq!(std::fs::read(store.path(&h)).unwrap(), data);
+        assert_eq!(store.read_checked(&h, Verify::Hash).await.unwrap(), data);
+        assert_eq!(std::fs::read_dir(dir.path().join("blocks/tmp")).unwrap().count(), 0);
     }
 
     #[tokio::test]
@@ -486,16 +584,16 @@ mod tests {
         // Damaged on the way: one bit differs from what the sender summed.
         let mut damaged = data.clone();
         damaged[123_456] ^= 4;
-        let mut inc = store.begin().await.unwrap();
+        let mut inc = store.begin();
         inc.check_sum_sent(DiskSum::of(&data));
-        inc.write(&damaged).await.unwrap();
+        inc.write(Bytes::from(damaged)).await.unwrap();
         assert!(matches!(store.commit(inc, h, owner).await, Err(DataError::Damaged(_))));
         assert!(!store.has(&h).await.unwrap(), "nothing stored");
         // Whole: stored without being hashed here, its sum recorded for reads.
-        let mut inc = store.begin().await.unwrap();
+        let mut inc = store.begin();
         inc.check_sum_sent(DiskSum::of(&data));
-        inc.write(&data[..1000]).await.unwrap();
-        inc.write(&data[1000..]).await.unwrap();
+        inc.write(Bytes::copy_from_slice(&data[..1000])).await.unwrap();
+        inc.write(Bytes::copy_from_slice(&data[1000..])).await.unwrap();
         assert!(!store.commit(inc, h, Owner { data_version: &[1; 16], timestamp: 3 }).await.unwrap());
         assert_eq!(store.recorded_sum(&h), Some(DiskSum::of(&data)));
         assert_eq!(store.read_checked(&h, Verify::Hash).await.unwrap(), data);
@@ -554,7 +652,7 @@ mod tests {
         assert!(store.offload(&h).await.unwrap());
         assert_eq!(store.recorded_sum(&h), None);
         // Stored again (a copy from another node), it is recorded again.
-        store.store_copy(&h, &data).await.unwrap();
+        store.store_copy(&h, Bytes::from(data.clone())).await.unwrap();
         assert_eq!(store.recorded_sum(&h), Some(DiskSum::of(&data)));
     }
 }

@@ -99,15 +99,15 @@ impl BlockRpc {
             return Err(Status::invalid_argument("block owner must be a 16-byte data version id"));
         }
         // The temporary file goes away on every early return (IncomingBlock's drop).
-        let mut inc = self.store.begin().await.map_err(|e| storage(&self.disk, e))?;
+        let mut inc = self.store.begin();
         if hashed_by_caller {
             inc.hashed_by_caller();
         } else if let Some(sum) = header.sum {
             inc.check_sum_sent(sum);
         }
-        inc.write(&first.data).await.map_err(|e| storage(&self.disk, e))?;
+        inc.write(first.data).await.map_err(|e| storage(&self.disk, e))?;
         while let Some(m) = stream.next().await.transpose()? {
-            inc.write(&m.data).await.map_err(|e| storage(&self.disk, e))?;
+            inc.write(m.data).await.map_err(|e| storage(&self.disk, e))?;
         }
         let timestamp = if header.repair { 0 } else { header.timestamp.max(1) };
         let owner = Owner { data_version: &header.owner, timestamp };

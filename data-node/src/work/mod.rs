@@ -106,7 +106,7 @@ impl Ctx {
                 Ok(data) => {
                     return self
                         .blocks
-                        .store_copy(hash, &data)
+                        .store_copy(hash, data)
                         .await
                         .map(|_| true)
                         .map_err(|e| format!("storing it: {e}"));
