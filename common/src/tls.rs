@@ -59,6 +59,9 @@ pub fn configure(cfg: Option<&RpcTlsConfig>) -> Result<tonic::transport::Server,
     let mut server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(crate::rpc::KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(crate::rpc::KEEPALIVE_TIMEOUT))
+        .max_frame_size(crate::rpc::FRAME_SIZE)
+        .initial_stream_window_size(crate::rpc::STREAM_WINDOW)
+        .initial_connection_window_size(crate::rpc::CONNECTION_WINDOW)
         .trace_fn(crate::telemetry::traces::serve_span);
     if let Some(cfg) = cfg {
         use_for_clients(client_config(cfg)?);
