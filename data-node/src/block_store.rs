@@ -68,7 +68,6 @@ struct TmpFile {
     file: Option<std::fs::File>,
     /// Bytes received and not yet written.
     pending: Vec<Bytes>,
-    pending_len: usize,
     placed: bool,
 }
 
@@ -82,7 +81,7 @@ impl Drop for TmpFile {
 
 impl TmpFile {
     fn new(path: PathBuf) -> Self {
-        Self { path, file: None, pending: Vec::new(), pending_len: 0, placed: false }
+        Self { path, file: None, pending: Vec::new(), placed: false }
     }
 
     /// Stands in while the file is in a blocking task.
@@ -101,7 +100,6 @@ impl TmpFile {
         for chunk in self.pending.drain(..) {
             file.write_all(&chunk)?;
         }
-        self.pending_len = 0;
         if durable {
             file.sync_all()?;
         }
@@ -429,9 +427,8 @@ impl IncomingBlock {
             h.update(&data);
         }
         self.sum.update(&data);
-        self.tmp.pending_len += data.len();
         self.tmp.pending.push(data);
-        if self.tmp.pending_len >= WRITE_AT {
+        if self.tmp.pending.iter().map(Bytes::len).sum::<usize>() >= WRITE_AT {
             let mut tmp = std::mem::replace(&mut self.tmp, TmpFile::none());
             self.tmp = blocking(move || tmp.write_out(false).map(|()| tmp)).await?;
         }
@@ -547,6 +544,19 @@ mod tests {
         }
         drop(inc);
         assert_eq!(tmp_files(), 0);
+    }
+
+    /// A block found stored before the lock and gone under it (the collector deleted it in
+    /// between) has its bytes written and fsynced then, not dropped.
+    #[test]
+    fn a_block_gone_since_the_first_check_is_written_when_placed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tmp = TmpFile::new(dir.path().join("tmp-block"));
+        tmp.pending.push(Bytes::from_static(b"block bytes"));
+        let path = dir.path().join("ab").join("cd").join("block");
+        assert!(!tmp.place(&path, false).unwrap(), "not there: placed");
+        assert_eq!(std::fs::read(&path).unwrap(), b"block bytes");
+        assert!(!dir.path().join("tmp-block").exists());
     }
 
     #[tokio::test]
