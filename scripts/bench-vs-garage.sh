@@ -14,8 +14,9 @@
 #
 # Garage is set to fsync as Hangar always does (metadata_fsync = true, data_fsync = true) and
 # not to compress. Also measured, in the same run: the disk's fsynced write bandwidth and
-# blake2b-256/CRC-64/MD5 per core (hangar-limits), and each side's resident memory, summed over its
-# processes: idle (after start, before any request) and peak (VmHWM at the end).
+# blake2b-256/CRC-64/MD5 per core (hangar-limits), and each side's memory, summed over its
+# processes: idle (after start, before any request; resident set and proportional set, which
+# counts pages shared by several processes once) and peak (VmHWM at the end).
 #
 # Needs `garage` on PATH (`cargo install garage --locked`; it is not a project dependency).
 # Usage: scripts/bench-vs-garage.sh [single|cluster|cluster-split|both]  (default both; ROUNDS=N)
@@ -53,12 +54,16 @@ WORKLOADS=(
 
 FRESH=" (fresh connections)"
 
-# Resident memory in KiB summed over PIDs: $1 is VmRSS or VmHWM, then the PIDs.
+# Memory in KiB summed over PIDs: $1 is VmRSS or VmHWM (from status) or Pss (from
+# smaps_rollup: each page shared by N processes counts 1/N, so the pages of a binary that
+# several processes run count once, as the machine holds them once), then the PIDs.
 memory() {
-    local field=$1 total=0 p v
+    local field=$1 total=0 p v file
     shift
     for p in "$@"; do
-        v=$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        file=/proc/$p/status
+        [ "$field" = Pss ] && file=/proc/$p/smaps_rollup
+        v=$(awk -v f="$field:" '$1 == f {print $2}' "$file" 2>/dev/null || echo 0)
         total=$((total + ${v:-0}))
     done
     echo "$total"
@@ -208,6 +213,8 @@ run_config() ( # single|cluster|cluster-split
     for side in hangar garage; do
         # shellcheck disable=SC2046
         echo -e "$config\t$side\tidle\t$(memory VmRSS $(cat "$DIR/$side.pids"))" >>"$DIR/memory.tsv"
+        # shellcheck disable=SC2046
+        echo -e "$config\t$side\tidle-pss\t$(memory Pss $(cat "$DIR/$side.pids"))" >>"$DIR/memory.tsv"
     done
     # 10 000 keys to list (not timed), then the rounds.
     for side in hangar garage; do
@@ -349,12 +356,15 @@ mem = {}
 for line in open(memory):
     config, side, when, kib = line.split()
     mem[(config, side, when)] = int(kib) / 1024
-print("| resident memory (MiB, all processes of a side) | Hangar idle | Garage idle | Hangar peak | Garage peak | goal (idle ≤) |")
-print("|---|---|---|---|---|---|")
+print("| memory (MiB, all processes of a side) | Hangar idle RSS | Garage idle RSS | Hangar idle PSS | "
+      "Garage idle PSS | Hangar peak RSS | Garage peak RSS | goal (idle ≤) |")
+print("|---|---|---|---|---|---|---|---|")
 for config in dict.fromkeys(k[0] for k in mem):
     v = lambda s, w: mem.get((config, s, w), 0)
-    goal = "met" if v("hangar", "idle") <= v("garage", "idle") else "not met"
+    rss, pss = (v("hangar", w) <= v("garage", w) for w in ("idle", "idle-pss"))
+    goal = "met" if rss and pss else "met by PSS, not by RSS" if pss else "met by RSS, not by PSS" if rss else "not met"
     print(f"| {config} | {v('hangar', 'idle'):.0f} | {v('garage', 'idle'):.0f} | "
+          f"{v('hangar', 'idle-pss'):.0f} | {v('garage', 'idle-pss'):.0f} | "
           f"{v('hangar', 'peak'):.0f} | {v('garage', 'peak'):.0f} | {goal} |")
 PY
 echo
