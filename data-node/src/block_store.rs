@@ -132,8 +132,9 @@ impl TmpFile {
 
 /// What a received block's bytes are checked against before it is stored.
 enum Expect {
-    /// Their hash, computed here as they arrive.
-    Hash(Hasher),
+    /// Their hash, computed here as they arrive (boxed: the hasher's state is over 200
+    /// bytes, the other variants 8).
+    Hash(Box<Hasher>),
     /// The sum a sender that hashed these very bytes sent with them.
     Sum(u64),
     /// Nothing: the sender is in this process and hashed these very bytes.
@@ -180,12 +181,7 @@ impl BlockStore {
     /// A block to receive; its temporary file is created with its first bytes written.
     pub fn begin(&self) -> IncomingBlock {
         let path = self.dir.join("tmp").join(hex::encode(hangar_common::ids::random_id()));
-        IncomingBlock {
-            tmp: TmpFile::new(path),
-            expect: Expect::Hash(Hasher::default()),
-            sum: DiskSum::default(),
-            len: 0,
-        }
+        IncomingBlock { tmp: TmpFile::new(path), expect: Expect::Hash(Box::default()), sum: DiskSum::default(), len: 0 }
     }
 
     /// Makes the received block durable under its hash and records `owner`'s reference.
