@@ -413,32 +413,49 @@ impl Tables {
                 }
             });
         }
-        Ok((merged.into_values().collect(), horizon))
+        Ok((merged, horizon))
     }
 }
 
 /// Merges the pages replicas answered for one range (`more`: the replica stopped at its
 /// limit): complete up to the horizon, the smallest last key among replicas that stopped at
 /// their limit; every entry up to it merged by the table's rule. Returns the merged entries
-/// by key and the horizon.
+/// in key order and the horizon.
+///
+/// A replica answers its page in key order (a page out of order is put in order here), so
+/// the pages are merged as sorted runs: no map, and no copy of a key per entry.
 pub fn merge_pages<'a>(
     table: Table,
     pages: impl Iterator<Item = (&'a [Entry], bool)> + Clone,
-) -> (BTreeMap<Vec<u8>, Entry>, Option<Vec<u8>>) {
+) -> (Vec<Entry>, Option<Vec<u8>>) {
     let horizon =
         pages.clone().filter(|(_, more)| *more).filter_map(|(entries, _)| entries.last()).map(|e| e.key.to_vec()).min();
-    let mut merged: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
-    for (entries, _) in pages {
-        for e in entries {
-            if horizon.as_ref().is_some_and(|h| e.key.as_ref() > h.as_slice()) {
-                continue;
+    let mut runs: Vec<Vec<&Entry>> = pages
+        .map(|(entries, _)| {
+            let mut run: Vec<&Entry> =
+                entries.iter().filter(|e| horizon.as_ref().is_none_or(|h| e.key.as_ref() <= h.as_slice())).collect();
+            if !run.is_sorted_by(|a, b| a.key <= b.key) {
+                run.sort_by(|a, b| a.key.cmp(&b.key));
             }
-            let m = match merged.get(e.key.as_ref()) {
-                Some(old) => merge_entries(table, old, e),
-                None => e.clone(),
-            };
-            merged.insert(e.key.to_vec(), m);
+            run
+        })
+        .collect();
+    runs.retain(|r| !r.is_empty());
+    let mut merged = Vec::with_capacity(runs.iter().map(Vec::len).max().unwrap_or(0));
+    let mut heads = vec![0usize; runs.len()];
+    // The smallest key not merged yet, then every run's entries of that key folded into one.
+    while let Some(key) = runs.iter().zip(&heads).filter_map(|(r, &i)| r.get(i)).map(|e| &e.key).min().cloned() {
+        let mut acc: Option<Entry> = None;
+        for (run, head) in runs.iter().zip(heads.iter_mut()) {
+            while let Some(e) = run.get(*head).filter(|e| e.key == key) {
+                acc = Some(match acc {
+                    Some(m) => merge_entries(table, &m, e),
+                    None => (*e).clone(),
+                });
+                *head += 1;
+            }
         }
+        merged.extend(acc);
     }
     (merged, horizon)
 }
@@ -446,21 +463,14 @@ pub fn merge_pages<'a>(
 impl Tables {
     /// Sends `node` the merged entries its answer lacked or held otherwise (within the part
     /// of the range its answer covered).
-    fn repair_range(
-        &self,
-        table: Table,
-        merged: &BTreeMap<Vec<u8>, Entry>,
-        node: &NodeRef,
-        entries: &[Entry],
-        more: bool,
-    ) {
+    fn repair_range(&self, table: Table, merged: &[Entry], node: &NodeRef, entries: &[Entry], more: bool) {
         let covered = |k: &[u8]| !more || entries.last().is_some_and(|l| k <= l.key.as_ref());
         let had: BTreeMap<&[u8], &Entry> = entries.iter().map(|e| (e.key.as_ref(), e)).collect();
         let behind: Vec<Entry> = merged
             .iter()
-            .filter(|(k, _)| covered(k))
-            .filter(|(k, m)| had.get(k.as_slice()).is_none_or(|e| *e != *m))
-            .map(|(_, m)| m.clone())
+            .filter(|m| covered(&m.key))
+            .filter(|m| had.get(m.key.as_ref()).is_none_or(|e| *e != *m))
+            .cloned()
             .collect();
         if !behind.is_empty() {
             self.repair(table, behind, vec![node.clone()]);
@@ -483,5 +493,62 @@ impl Tables {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry of a last-writer-wins table (block lists) written at `ts` by `writer`.
+    fn e(key: &str, ts: u64, writer: u64) -> Entry {
+        Entry {
+            key: key.as_bytes().to_vec().into(),
+            value: format!("{key}@{ts}").into_bytes().into(),
+            timestamp: ts,
+            tiebreak: writer,
+            tombstone: false,
+        }
+    }
+
+    fn merged(pages: &[(Vec<Entry>, bool)]) -> (Vec<String>, Option<Vec<u8>>) {
+        let (m, horizon) = merge_pages(Table::VersionBlock, pages.iter().map(|(p, more)| (p.as_slice(), *more)));
+        (m.iter().map(|e| String::from_utf8_lossy(&e.value).into_owned()).collect(), horizon)
+    }
+
+    #[test]
+    fn pages_merge_in_key_order_each_key_once_the_newest_winning() {
+        let pages = vec![
+            (vec![e("a", 1, 0), e("c", 5, 0), e("d", 1, 0)], false),
+            (vec![e("a", 2, 1), e("b", 1, 1), e("d", 1, 1)], false),
+            (vec![e("c", 3, 2), e("e", 1, 2)], false),
+        ];
+        assert_eq!(
+            merged(&pages),
+            (vec!["a@2", "b@1", "c@5", "d@1", "e@1"].into_iter().map(String::from).collect(), None)
+        );
+        // One replica: its page as it is.
+        assert_eq!(merged(&pages[..1]).0, vec!["a@1", "c@5", "d@1"]);
+        assert_eq!(merged(&[]), (vec![], None));
+        assert_eq!(merged(&[(vec![], false), (vec![], true)]), (vec![], None));
+    }
+
+    #[test]
+    fn a_replica_that_stopped_at_its_limit_bounds_the_merge() {
+        let pages = vec![
+            (vec![e("a", 1, 0), e("b", 1, 0), e("c", 1, 0)], true),
+            (vec![e("a", 2, 1), e("c", 2, 1), e("d", 1, 1), e("e", 1, 1)], false),
+        ];
+        // Past "c" the first replica said nothing: "d" and "e" wait for the next page.
+        assert_eq!(
+            merged(&pages),
+            (vec!["a@2", "b@1", "c@2"].into_iter().map(String::from).collect(), Some(b"c".to_vec()))
+        );
+    }
+
+    #[test]
+    fn a_page_out_of_key_order_is_merged_as_if_it_were_in_order() {
+        let pages = vec![(vec![e("c", 1, 0), e("a", 1, 0)], false), (vec![e("a", 2, 1), e("b", 1, 1)], false)];
+        assert_eq!(merged(&pages).0, vec!["a@2", "b@1", "c@1"]);
     }
 }
