@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use crate::local::{BlockClient, LocalNode, MetaClient};
-use crate::rpc::{AddHeader, add_secret, block_client, lazy_channel, meta_client};
+use crate::rpc::{AddHeader, AuthChannel, add_secret, lazy_channel, meta_client};
 
 pub const PARTITIONS: usize = 256;
 
@@ -278,7 +278,7 @@ impl Cluster {
     pub fn blocks(&self, node: &NodeRef) -> Result<BlockClient, crate::Error> {
         Ok(match self.local(node) {
             Some(l) => BlockClient::Local(l.blocks.clone()),
-            None => BlockClient::Remote(block_client(self.channel(&node.addr)?, self.auth.clone())),
+            None => BlockClient::Remote(AuthChannel::new(self.channel(&node.addr)?, self.auth.clone())),
         })
     }
 

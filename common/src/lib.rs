@@ -4,6 +4,7 @@
 //! about S3 or about what the metadata tables hold.
 
 pub mod admin_http;
+pub mod block_wire;
 pub mod call;
 pub mod cluster;
 pub mod config;

@@ -18,7 +18,7 @@ use hangar_proto::metadata::metadata_service_server::MetadataService;
 use hangar_proto::metadata::*;
 use tonic::{IntoRequest, Request, Response, Status};
 
-use crate::rpc::{BlockGrpc, MetaGrpc};
+use crate::rpc::{AuthChannel, MetaGrpc, block_client};
 
 /// The chunks of a block as a GetBlock call returns them, from either side.
 pub type BlockChunks = BoxStream<'static, Result<BlockChunk, Status>>;
@@ -91,13 +91,15 @@ unary! {
     drop_tombstones: InsertRequest => InsertReply;
 }
 
-/// A block client: over gRPC, or straight into this process's data node.
-// Made for one call and dropped with it: boxing the gRPC client would cost an allocation
+/// A block client: over gRPC, or straight into this process's data node. GetBlock over
+/// gRPC is read by `block_wire` (block data taken from the frames without a copy), the
+/// other calls by the generated client.
+// Made for one call and dropped with it: boxing the channel would cost an allocation
 // per remote call to save stack space nobody keeps.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum BlockClient {
-    Remote(BlockGrpc),
+    Remote(AuthChannel),
     Local(Arc<dyn LocalBlocks>),
 }
 
@@ -107,21 +109,21 @@ impl BlockClient {
         S: Stream<Item = PutBlockChunk> + Send + 'static,
     {
         match self {
-            BlockClient::Remote(c) => c.put_block(req).await,
+            BlockClient::Remote(c) => block_client(c.clone()).put_block(req).await,
             BlockClient::Local(s) => s.put_block(req.map(|chunks| chunks.map(Ok).boxed())).await,
         }
     }
 
     pub async fn get_block(&mut self, req: Request<GetBlockRequest>) -> Result<Response<BlockChunks>, Status> {
         match self {
-            BlockClient::Remote(c) => Ok(c.get_block(req).await?.map(|chunks| chunks.boxed())),
+            BlockClient::Remote(c) => crate::block_wire::get_block(c.clone(), req).await,
             BlockClient::Local(s) => s.get_block(req).await,
         }
     }
 
     pub async fn has_blocks(&mut self, req: Request<HasBlocksRequest>) -> Result<Response<HasBlocksReply>, Status> {
         match self {
-            BlockClient::Remote(c) => c.has_blocks(req).await,
+            BlockClient::Remote(c) => block_client(c.clone()).has_blocks(req).await,
             BlockClient::Local(s) => s.has_blocks(req).await,
         }
     }

@@ -17,18 +17,25 @@ use hangar_proto::metadata::metadata_service_client::MetadataServiceClient;
 pub const SECRET_HEADER: &str = "x-hangar-rpc-secret";
 /// Largest gRPC message accepted: metadata range replies and block chunks stay well below.
 pub const MAX_MESSAGE: usize = 32 * 1024 * 1024;
-/// Block data travels in messages of this size.
+/// Block data a writer sends travels in messages of this size (a block is sent as the
+/// frontend cuts it, before the whole block need be in one buffer).
 pub const BLOCK_CHUNK: usize = 256 * 1024;
+/// Block data a data node sends back travels in messages of up to this size: a block of
+/// the default size (1 MiB) in one message and one HTTP/2 frame, which the reader takes as
+/// it arrived (`block_wire`) instead of joining chunks into a new buffer (a copy of every
+/// byte read). Below `MAX_MESSAGE`, so the largest block (64 MiB) goes in four.
+pub const BLOCK_REPLY_CHUNK: usize = 16 * 1024 * 1024;
 
-/// HTTP/2 between the processes of a cluster, both ways. Frames big enough for a block
-/// chunk's message in one: at HTTP/2's default of 16 KiB, every chunk took seventeen
+/// HTTP/2 between the processes of a cluster, both ways. Frames big enough for a block's
+/// GetBlock message of the default size in one, which the reader then takes without a
+/// copy (`block_wire`); at HTTP/2's default of 16 KiB, a 256 KiB chunk took seventeen
 /// frames, each handled (and its reader woken) on its own. Flow-control windows big
 /// enough for the blocks of many requests on one connection at once: with hyper's server
 /// defaults (1 MiB per connection and per stream), a frontend's PutBlocks to one data node
 /// could have only 1 MiB on the way. A window bounds what a peer may send before the
 /// receiver reads it, and both ends read blocks as they arrive. Together these made blocks
 /// between processes 15-40% faster (BENCHMARKS.md).
-pub(crate) const FRAME_SIZE: u32 = 512 * 1024;
+pub(crate) const FRAME_SIZE: u32 = 2 * 1024 * 1024;
 pub(crate) const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 pub(crate) const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 
@@ -157,10 +164,8 @@ pub fn meta_client(ch: Channel, auth: AddHeader) -> MetaGrpc {
 }
 
 /// A block client carrying `auth` (see `add_secret`).
-pub fn block_client(ch: Channel, auth: AddHeader) -> BlockGrpc {
-    BlockServiceClient::with_interceptor(ch, auth)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE)
+pub fn block_client(ch: AuthChannel) -> BlockGrpc {
+    BlockServiceClient::new(ch).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
 }
 
 pub fn admin_client(ch: Channel, token: &str) -> Result<AdminGrpc, crate::Error> {

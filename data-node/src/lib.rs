@@ -7,6 +7,7 @@ pub mod block_store;
 pub mod disk;
 pub mod error;
 pub mod gate;
+pub mod get_block_route;
 pub mod group_commit;
 pub mod merkle;
 pub mod meta_store;
@@ -21,7 +22,6 @@ use hangar_common::cluster::Cluster;
 use hangar_common::config::Config;
 use hangar_common::rpc::{MAX_MESSAGE, RequireHeader, require_secret};
 use hangar_common::worker::Workers;
-use hangar_proto::block::block_service_server::BlockServiceServer;
 use hangar_proto::control::node_admin_service_server::NodeAdminServiceServer;
 use hangar_proto::control::{HeartbeatRequest, NodeInfo};
 use hangar_proto::metadata::metadata_service_server::MetadataServiceServer;
@@ -55,7 +55,7 @@ pub struct DataNode {
     node_state: sled::Tree,
 }
 
-pub type BlockServer = InterceptedService<BlockServiceServer<service::BlockRpc>, RequireHeader>;
+pub type BlockServer = InterceptedService<get_block_route::BlockRoutes, RequireHeader>;
 pub type MetadataServer = InterceptedService<MetadataServiceServer<service::MetadataRpc>, RequireHeader>;
 pub type NodeAdminServer = InterceptedService<NodeAdminServiceServer<admin::NodeAdminRpc>, RequireHeader>;
 
@@ -159,9 +159,7 @@ impl DataNode {
 
     /// The gRPC services, each refusing calls without the cluster secret.
     pub fn services(&self) -> (BlockServer, MetadataServer) {
-        let block = BlockServiceServer::new(self.block_rpc())
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+        let block = get_block_route::BlockRoutes::new(self.block_rpc(), MAX_MESSAGE);
         let meta = MetadataServiceServer::new(self.metadata_rpc())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
@@ -505,26 +503,81 @@ mod tests {
         DataNode::open(&Config::from_toml_with_overrides(&toml, "test", vec![]).unwrap()).unwrap()
     }
 
-    /// Over real gRPC on loopback: calls without the cluster secret are refused.
-    #[tokio::test]
-    async fn calls_without_the_cluster_secret_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let node = open_node(dir.path(), "right-secret");
+    /// A data node on `dir` (cluster secret "right-secret") serving its block and metadata
+    /// services over real gRPC on loopback, with the HTTP/2 settings of a running node; the
+    /// node and its address.
+    async fn serve_node(dir: &std::path::Path) -> (DataNode, String) {
+        let node = open_node(dir, "right-secret");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (block, meta) = node.services();
         tokio::spawn(
-            tonic::transport::Server::builder()
+            hangar_common::tls::configure(None)
+                .unwrap()
                 .add_service(block)
                 .add_service(meta)
                 .serve_with_incoming(hangar_common::rpc::incoming(listener)),
         );
+        (node, addr)
+    }
+
+    /// Over real gRPC on loopback: calls without the cluster secret are refused.
+    #[tokio::test]
+    async fn calls_without_the_cluster_secret_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_node, addr) = serve_node(dir.path()).await;
         let get = GetRequest { table: Table::Bucket as i32, key: b"x".to_vec().into() };
         let mut wrong = meta_client(lazy_channel(&addr).unwrap(), add_secret("wrong-secret").unwrap());
         let err = wrong.get(get.clone()).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         let mut right = meta_client(lazy_channel(&addr).unwrap(), add_secret("right-secret").unwrap());
         assert!(right.get(get).await.unwrap().into_inner().entry.is_none());
+    }
+
+    /// GetBlock as the data node serves it (the block's buffer as frame payload) and as a
+    /// frontend reads it (`block_wire`, slices of the frames) over real gRPC on loopback,
+    /// beside tonic's own client, which must read the same reply: a block in one HTTP/2
+    /// frame, one over several frames, one over several messages; a missing block and a
+    /// wrong secret give the same status both ways.
+    #[tokio::test]
+    async fn get_block_replies_read_the_same_by_both_clients() {
+        use futures::StreamExt;
+        use hangar_common::block_wire;
+        use hangar_common::hash::BlockHash;
+        use hangar_common::rpc::{AuthChannel, block_client};
+        use hangar_proto::block::GetBlockRequest;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (node, addr) = serve_node(dir.path()).await;
+        let channel = |secret| AuthChannel::new(lazy_channel(&addr).unwrap(), add_secret(secret).unwrap());
+        let request = |hash: &BlockHash| tonic::Request::new(GetBlockRequest { hash: hash.0.to_vec().into() });
+        let one_mib = 1 << 20;
+        for len in [1, one_mib, 5 * one_mib, hangar_common::rpc::BLOCK_REPLY_CHUNK + one_mib] {
+            let data: bytes::Bytes = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+            let hash = BlockHash::of(&data);
+            node.blocks.store_copy(&hash, data.clone()).await.unwrap();
+            let mut chunks = block_wire::get_block(channel("right-secret"), request(&hash)).await.unwrap().into_inner();
+            let mut ours = Vec::new();
+            while let Some(c) = chunks.next().await {
+                ours.extend_from_slice(&c.unwrap().data);
+            }
+            assert!(ours == data, "{len} bytes through block_wire");
+            let mut tonics =
+                block_client(channel("right-secret")).get_block(request(&hash)).await.unwrap().into_inner();
+            let mut theirs = Vec::new();
+            while let Some(c) = tonics.message().await.unwrap() {
+                theirs.extend_from_slice(&c.data);
+            }
+            assert!(theirs == data, "{len} bytes through tonic's client");
+        }
+        let missing = BlockHash::of(b"never stored");
+        let ours = block_wire::get_block(channel("right-secret"), request(&missing)).await.err().unwrap();
+        let theirs = block_client(channel("right-secret")).get_block(request(&missing)).await.err().unwrap();
+        assert_eq!(ours.code(), tonic::Code::NotFound, "{ours}");
+        assert_eq!((theirs.code(), theirs.message()), (ours.code(), ours.message()));
+        let hash = BlockHash::of(&[0u8; 1]);
+        let wrong = block_wire::get_block(channel("wrong-secret"), request(&hash)).await.err().unwrap();
+        assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
     }
 
     /// Calls to the node of this process never reach the network: the layout gives it an

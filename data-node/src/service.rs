@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use hangar_common::call::layout_version_of;
 use hangar_common::hash::BlockHash;
 use hangar_common::local::{BlockChunks, HashedByCaller, LocalBlocks};
-use hangar_common::rpc::BLOCK_CHUNK;
+use hangar_common::rpc::BLOCK_REPLY_CHUNK;
 use hangar_common::telemetry::metrics;
 use hangar_proto::block::block_service_server::BlockService;
 use hangar_proto::block::*;
@@ -117,7 +117,7 @@ impl BlockRpc {
 
     /// A block's bytes, checked as they are read (`BlockStore::read`).
     #[tracing::instrument(name = "rpc.get_block", skip_all)]
-    async fn read<T>(&self, req: &Request<T>, hash: &[u8]) -> Result<bytes::Bytes, Status> {
+    pub(crate) async fn read<T>(&self, req: &Request<T>, hash: &[u8]) -> Result<bytes::Bytes, Status> {
         self.gate.check_read(layout_version_of(req))?;
         Ok(bytes::Bytes::from(self.store.read(&hash_arg(hash)?).await?))
     }
@@ -140,12 +140,14 @@ impl BlockService for BlockRpc {
 
     type GetBlockStream = ChunkStream;
 
-    /// The block in chunks of at most BLOCK_CHUNK bytes (slices of one buffer).
+    /// The block in chunks of at most BLOCK_REPLY_CHUNK bytes (slices of one buffer). Over
+    /// the network `BlockRoutes` answers GetBlock itself, with the same messages and no
+    /// copy into an encode buffer; this is the generated server's own answer.
     async fn get_block(&self, req: Request<GetBlockRequest>) -> Result<Response<ChunkStream>, Status> {
         let data = self.read(&req, &req.get_ref().hash).await?;
         let chunks: Vec<_> = (0..data.len().max(1))
-            .step_by(BLOCK_CHUNK)
-            .map(|off| Ok(BlockChunk { data: data.slice(off..(off + BLOCK_CHUNK).min(data.len())) }))
+            .step_by(BLOCK_REPLY_CHUNK)
+            .map(|off| Ok(BlockChunk { data: data.slice(off..(off + BLOCK_REPLY_CHUNK).min(data.len())) }))
             .collect();
         Ok(Response::new(futures::stream::iter(chunks).boxed()))
     }
