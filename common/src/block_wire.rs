@@ -4,7 +4,7 @@
 //! copies every message into its encode buffer on the sending side, and on the receiving
 //! side copies every HTTP/2 frame into its decode buffer (and again when that buffer grows
 //! to the message's length). On 1 MiB GETs through a separate frontend those copies were
-//! about a twelfth of the frontend's and of the data node's CPU time (BENCHMARKS.md). Here
+//! 8.5% of a frontend's CPU time and about 7% of the data node's (BENCHMARKS.md). Here
 //! the data node sends the block's buffer as the frame payload it already is (after a few
 //! bytes of framing), and the reader takes a message that arrived in one frame as a slice
 //! of that frame; a message split across frames is joined (one copy, as before).
@@ -33,7 +33,7 @@ pub const GET_BLOCK_PATH: &str = "/hangar.block.BlockService/GetBlock";
 /// A gRPC message's prefix: the compression flag and the length (big-endian u32).
 const PREFIX: usize = 5;
 /// The largest GetBlock request a data node reads (a 32-byte hash and its framing).
-pub const MAX_REQUEST: usize = 1024;
+const MAX_REQUEST: usize = 1024;
 
 /// One gRPC message holding `msg`, uncompressed.
 pub fn frame(msg: &impl Message) -> Bytes {
